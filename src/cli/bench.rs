@@ -1,0 +1,63 @@
+//! `sg2 bench`.
+
+use super::Global;
+use anyhow::Result;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: BenchCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Training throughput (sec/kimg, images/s) split into G, D and regularisation phases.
+    Train {
+        /// Training config (TOML).
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Minibatch size (default: the config's).
+        #[arg(long)]
+        batch: Option<u32>,
+        /// Number of timed steps.
+        #[arg(long, default_value_t = 16)]
+        steps: u32,
+    },
+    /// Dataset tool throughput on a synthetic LSUN-style LMDB.
+    Dataset {
+        /// Number of synthetic images.
+        #[arg(long, default_value_t = 2000)]
+        images: usize,
+        /// Output resolution.
+        #[arg(long, default_value_t = 256)]
+        resolution: u32,
+    },
+    /// Loader throughput (images/s) at a resolution.
+    Loader {
+        /// Resolution of the synthetic dataset.
+        #[arg(long, default_value_t = 256)]
+        resolution: u32,
+        /// Number of batches timed.
+        #[arg(long, default_value_t = 200)]
+        batches: usize,
+        /// Batch size.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
+    /// Feature-extraction throughput of a detector.
+    Metrics {
+        /// Detector TorchScript file.
+        #[arg(long)]
+        detector: std::path::PathBuf,
+        /// Batch size.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+    },
+}
+
+pub fn run(_args: Args, _g: &Global) -> Result<()> {
+    Err(super::not_implemented("sg2 bench"))
+}

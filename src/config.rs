@@ -1,0 +1,428 @@
+//! The TOML schema: one typed value that mirrors the official StyleGAN2 knobs.
+//!
+//! Every section rejects unknown keys, every value is validated with a message that names the file, the key and the
+//! reason, and `--set section.key=value` overrides any key before validation. `docs/CONFIG.md` documents each key.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// A configuration error: `file: key = value: reason`, or a parse error with the file name.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub training: TrainingConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    Orig,
+    Skip,
+    Resnet,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Orig => "orig",
+            Architecture::Skip => "skip",
+            Architecture::Resnet => "resnet",
+        }
+    }
+}
+
+/// The networks' shape. Names follow the TF config (`fmap_base`) where users know them; `channel_base()` gives the
+/// stylegan2-ada-pytorch equivalent (2 x fmap_base).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub resolution: u32,
+    pub channels: u32,
+    /// Number of classes for a conditional network (0 = unconditional).
+    pub c_dim: u32,
+    pub z_dim: u32,
+    pub w_dim: u32,
+    pub mapping_layers: u32,
+    pub mapping_lr_mul: f64,
+    pub fmap_base: u32,
+    pub fmap_max: u32,
+    pub g_architecture: Architecture,
+    pub d_architecture: Architecture,
+    pub mbstd_group: u32,
+    pub mbstd_features: u32,
+    pub resample_filter: Vec<f64>,
+    /// Number of top resolutions run in fp16 on CUDA (CPU always runs fp32).
+    pub num_fp16_res: u32,
+    /// Clamp for activations in fp16 layers; absent = no clamping.
+    pub conv_clamp: Option<f64>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            resolution: 256,
+            channels: 3,
+            c_dim: 0,
+            z_dim: 512,
+            w_dim: 512,
+            mapping_layers: 8,
+            mapping_lr_mul: 0.01,
+            fmap_base: 16384,
+            fmap_max: 512,
+            g_architecture: Architecture::Skip,
+            d_architecture: Architecture::Resnet,
+            mbstd_group: 4,
+            mbstd_features: 1,
+            resample_filter: vec![1.0, 3.0, 3.0, 1.0],
+            num_fp16_res: 0,
+            conv_clamp: None,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// stylegan2-ada-pytorch's `channel_base` (its unit is twice the TF `fmap_base`).
+    pub fn channel_base(&self) -> u32 {
+        self.fmap_base * 2
+    }
+    /// Feature maps at resolution `res`: `min(channel_base // res, fmap_max)` as the official code computes it.
+    pub fn channels_at(&self, res: u32) -> i64 {
+        ((self.channel_base() / res).min(self.fmap_max)).max(1) as i64
+    }
+    pub fn resolution_log2(&self) -> u32 {
+        self.resolution.trailing_zeros()
+    }
+    /// Number of w vectors the synthesis network consumes.
+    pub fn num_ws(&self) -> i64 {
+        let log2 = self.resolution_log2() as i64;
+        // 1 conv at 4x4, 2 per block above, plus the last toRGB.
+        1 + 2 * (log2 - 2) + 1
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Minibatch size (all devices together).
+    pub batch: u32,
+    pub total_kimg: f64,
+    pub g_lr: f64,
+    pub d_lr: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    pub r1_gamma: f64,
+    pub g_reg_interval: u32,
+    pub d_reg_interval: u32,
+    pub pl_weight: f64,
+    pub pl_decay: f64,
+    pub pl_batch_shrink: u32,
+    pub style_mixing_prob: f64,
+    /// Half-life of the generator EMA, in thousands of images.
+    pub ema_kimg: f64,
+    /// EMA ramp-up (ema_kimg limited to ema_rampup x current kimg); absent = none.
+    pub ema_rampup: Option<f64>,
+    pub mirror: bool,
+    pub seed: u64,
+    /// Piecewise-linear schedules: `[[kimg, value], ...]`, sorted by kimg; constant outside. Empty = the fixed value.
+    pub g_lr_schedule: Vec<[f64; 2]>,
+    pub d_lr_schedule: Vec<[f64; 2]>,
+    pub r1_gamma_schedule: Vec<[f64; 2]>,
+    /// On a non-finite loss, reload the last good snapshot and continue with the learning rates scaled down.
+    pub rollback: bool,
+    pub rollback_lr_factor: f64,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            batch: 32,
+            total_kimg: 25000.0,
+            g_lr: 0.002,
+            d_lr: 0.002,
+            adam_beta1: 0.0,
+            adam_beta2: 0.99,
+            adam_eps: 1e-8,
+            r1_gamma: 10.0,
+            g_reg_interval: 4,
+            d_reg_interval: 16,
+            pl_weight: 2.0,
+            pl_decay: 0.01,
+            pl_batch_shrink: 2,
+            style_mixing_prob: 0.9,
+            ema_kimg: 10.0,
+            ema_rampup: None,
+            mirror: false,
+            seed: 0,
+            g_lr_schedule: vec![],
+            d_lr_schedule: vec![],
+            r1_gamma_schedule: vec![],
+            rollback: false,
+            rollback_lr_factor: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// Length of a tick in thousands of images.
+    pub tick_kimg: f64,
+    /// Checkpoint every N ticks (0 = only at the end).
+    pub snapshot_ticks: u32,
+    /// Fakes grid every N ticks (0 = only at the start and end).
+    pub image_snapshot_ticks: u32,
+    /// Number of recent snapshots kept (0 = keep all).
+    pub keep_snapshots: u32,
+    /// Metrics computed at each snapshot, e.g. ["fid50k_full"].
+    pub metrics: Vec<String>,
+    /// Seeds of the fixed fakes grid: its size is grid_w x grid_h.
+    pub grid_w: u32,
+    pub grid_h: u32,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            tick_kimg: 4.0,
+            snapshot_ticks: 50,
+            image_snapshot_ticks: 50,
+            keep_snapshots: 5,
+            metrics: vec![],
+            grid_w: 8,
+            grid_h: 4,
+        }
+    }
+}
+
+/// Reads, overrides and validates a config file.
+pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    parse(&text, &path.display().to_string(), overrides)
+}
+
+/// Parses TOML text (named `origin` in messages), applies `key=value` overrides, validates.
+pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Config, ConfigError> {
+    let mut value: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
+    for ov in overrides {
+        apply_override(&mut value, ov).map_err(|e| ConfigError(format!("--set {ov}: {e}")))?;
+    }
+    let cfg: Config = toml::Value::Table(value)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
+    cfg.validate().map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+    Ok(cfg)
+}
+
+fn one_line(s: &str) -> String {
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
+}
+
+/// `section.key=value`; the value is parsed as TOML (number, bool, array), else taken as a string.
+fn apply_override(root: &mut toml::Table, ov: &str) -> Result<(), String> {
+    let (key, raw) = ov.split_once('=').ok_or("expected section.key=value")?;
+    let key = key.trim();
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("'{key}' is not of the form section.key"));
+    }
+    let value = parse_value(raw.trim());
+    let section = root
+        .entry(parts[0].to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let table = section.as_table_mut().ok_or(format!("'{}' is not a section", parts[0]))?;
+    table.insert(parts[1].to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let doc = format!("v = {raw}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn check(ok: bool, key: &str, value: impl std::fmt::Display, reason: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{key} = {value}: {reason}"))
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), String> {
+        let m = &self.model;
+        check(
+            m.resolution >= 4 && m.resolution.is_power_of_two(),
+            "model.resolution",
+            m.resolution,
+            "must be a power of two >= 4",
+        )?;
+        check(m.channels >= 1, "model.channels", m.channels, "must be >= 1")?;
+        check(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")?;
+        check(m.w_dim >= 1, "model.w_dim", m.w_dim, "must be >= 1")?;
+        check(m.mapping_layers >= 1, "model.mapping_layers", m.mapping_layers, "must be >= 1")?;
+        check(m.mapping_lr_mul > 0.0, "model.mapping_lr_mul", m.mapping_lr_mul, "must be > 0")?;
+        check(m.fmap_base >= 1, "model.fmap_base", m.fmap_base, "must be >= 1")?;
+        check(m.fmap_max >= 1, "model.fmap_max", m.fmap_max, "must be >= 1")?;
+        check(m.mbstd_group >= 1, "model.mbstd_group", m.mbstd_group, "must be >= 1")?;
+        let c4 = m.channels_at(4) as u32;
+        check(
+            m.mbstd_features == 0 || c4 % m.mbstd_features == 0,
+            "model.mbstd_features",
+            m.mbstd_features,
+            "must divide the channel count at 4x4",
+        )?;
+        check(
+            !m.resample_filter.is_empty() && m.resample_filter.iter().sum::<f64>() != 0.0,
+            "model.resample_filter",
+            format!("{:?}", m.resample_filter),
+            "must be a non-empty filter with a non-zero sum",
+        )?;
+        check(
+            m.num_fp16_res <= m.resolution_log2(),
+            "model.num_fp16_res",
+            m.num_fp16_res,
+            "cannot exceed the number of resolutions",
+        )?;
+        if let Some(c) = m.conv_clamp {
+            check(c > 0.0, "model.conv_clamp", c, "must be > 0 (omit the key for no clamping)")?;
+        }
+
+        let t = &self.training;
+        check(t.batch >= 1, "training.batch", t.batch, "must be >= 1")?;
+        check(t.total_kimg > 0.0, "training.total_kimg", t.total_kimg, "must be > 0")?;
+        check(t.g_lr > 0.0, "training.g_lr", t.g_lr, "must be > 0")?;
+        check(t.d_lr > 0.0, "training.d_lr", t.d_lr, "must be > 0")?;
+        check((0.0..1.0).contains(&t.adam_beta1), "training.adam_beta1", t.adam_beta1, "must be in [0, 1)")?;
+        check((0.0..1.0).contains(&t.adam_beta2), "training.adam_beta2", t.adam_beta2, "must be in [0, 1)")?;
+        check(t.adam_eps > 0.0, "training.adam_eps", t.adam_eps, "must be > 0")?;
+        check(t.r1_gamma >= 0.0, "training.r1_gamma", t.r1_gamma, "must be >= 0")?;
+        check(t.g_reg_interval >= 1, "training.g_reg_interval", t.g_reg_interval, "must be >= 1")?;
+        check(t.d_reg_interval >= 1, "training.d_reg_interval", t.d_reg_interval, "must be >= 1")?;
+        check(t.pl_weight >= 0.0, "training.pl_weight", t.pl_weight, "must be >= 0")?;
+        check((0.0..=1.0).contains(&t.pl_decay), "training.pl_decay", t.pl_decay, "must be in [0, 1]")?;
+        check(t.pl_batch_shrink >= 1, "training.pl_batch_shrink", t.pl_batch_shrink, "must be >= 1")?;
+        check(
+            (0.0..=1.0).contains(&t.style_mixing_prob),
+            "training.style_mixing_prob",
+            t.style_mixing_prob,
+            "must be in [0, 1]",
+        )?;
+        check(t.ema_kimg >= 0.0, "training.ema_kimg", t.ema_kimg, "must be >= 0")?;
+        if let Some(r) = t.ema_rampup {
+            check(r > 0.0, "training.ema_rampup", r, "must be > 0 (omit the key for none)")?;
+        }
+        check(
+            t.rollback_lr_factor > 0.0 && t.rollback_lr_factor <= 1.0,
+            "training.rollback_lr_factor",
+            t.rollback_lr_factor,
+            "must be in (0, 1]",
+        )?;
+        for (key, sched, positive) in [
+            ("training.g_lr_schedule", &t.g_lr_schedule, true),
+            ("training.d_lr_schedule", &t.d_lr_schedule, true),
+            ("training.r1_gamma_schedule", &t.r1_gamma_schedule, false),
+        ] {
+            let shown = format!("{sched:?}");
+            for w in sched.windows(2) {
+                check(w[0][0] <= w[1][0], key, &shown, "points must be sorted by kimg")?;
+            }
+            for p in sched {
+                check(p[0] >= 0.0, key, &shown, "kimg must be >= 0")?;
+                let ok = if positive { p[1] > 0.0 } else { p[1] >= 0.0 };
+                check(ok, key, &shown, if positive { "values must be > 0" } else { "values must be >= 0" })?;
+            }
+        }
+
+        let l = &self.logging;
+        check(l.tick_kimg > 0.0, "logging.tick_kimg", l.tick_kimg, "must be > 0")?;
+        check(l.grid_w >= 1 && l.grid_h >= 1, "logging.grid_w", l.grid_w, "grid_w and grid_h must be >= 1")?;
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// Evaluates a piecewise-linear `[[kimg, value], ...]` schedule; `base` when it is empty.
+pub fn schedule_value(schedule: &[[f64; 2]], base: f64, kimg: f64) -> f64 {
+    let (Some(first), Some(last)) = (schedule.first(), schedule.last()) else {
+        return base;
+    };
+    if kimg <= first[0] {
+        return first[1];
+    }
+    if kimg >= last[0] {
+        return last[1];
+    }
+    for w in schedule.windows(2) {
+        let ([k0, v0], [k1, v1]) = (w[0], w[1]);
+        if kimg >= k0 && kimg < k1 {
+            return v0 + (v1 - v0) * (kimg - k0) / (k1 - k0);
+        }
+    }
+    last[1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_piecewise_linear_and_constant_outside() {
+        let s = [[0.0, 1.0], [10.0, 3.0], [10.0, 0.5]];
+        assert_eq!(schedule_value(&[], 7.0, 5.0), 7.0);
+        assert_eq!(schedule_value(&s, 7.0, 0.0), 1.0);
+        assert!((schedule_value(&s, 7.0, 5.0) - 2.0).abs() < 1e-12);
+        // Two points at the same kimg make a step.
+        assert_eq!(schedule_value(&s, 7.0, 10.0), 0.5);
+        assert_eq!(schedule_value(&s, 7.0, 99.0), 0.5);
+    }
+
+    #[test]
+    fn channel_formula_matches_official() {
+        let m = ModelConfig { fmap_base: 16384, fmap_max: 512, resolution: 1024, ..Default::default() };
+        assert_eq!(m.channels_at(4), 512);
+        assert_eq!(m.channels_at(64), 512);
+        assert_eq!(m.channels_at(128), 256);
+        assert_eq!(m.channels_at(1024), 32);
+        assert_eq!(m.num_ws(), 18);
+        let m = ModelConfig { fmap_base: 1024, fmap_max: 64, resolution: 32, ..Default::default() };
+        assert_eq!(m.channels_at(32), 64);
+        assert_eq!(m.num_ws(), 8);
+    }
+
+    #[test]
+    fn overrides_apply_before_validation() {
+        let cfg = parse("", "x.toml", &["training.r1_gamma=5".into(), "model.resolution=32".into()]).unwrap();
+        assert_eq!(cfg.training.r1_gamma, 5.0);
+        assert_eq!(cfg.model.resolution, 32);
+        let err = parse("", "x.toml", &["training.r1_gamma=-1".into()]).unwrap_err().to_string();
+        assert_eq!(err, "x.toml: training.r1_gamma = -1: must be >= 0");
+        let err = parse("", "x.toml", &["r1_gamma=1".into()]).unwrap_err().to_string();
+        assert!(err.contains("not of the form section.key"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_name() {
+        let err = parse("[training]\nr1_gama = 3\n", "cfg/a.toml", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("cfg/a.toml: "), "{err}");
+        assert!(err.contains("r1_gama"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Tensors to PNG/GIF and image grids.

@@ -1,0 +1,18 @@
+//! sg2: StyleGAN2 on libtorch.
+//!
+//! Data flows one way: `data` (sources -> transform -> shards -> loader) -> `model` -> `train` -> checkpoint
+//! (`model::checkpoint`) -> `generate` / `metrics`. The `cli` module only parses options and calls these.
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod generate;
+pub mod image_io;
+pub mod metrics;
+pub mod model;
+pub mod nn;
+pub mod rng;
+pub mod seeds;
+pub mod train;
+pub mod util;

@@ -1,0 +1,1 @@
+//! Quality metrics on the official detectors.

@@ -1,0 +1,1 @@
+//! The StyleGAN2 networks and their checkpoints.

@@ -1,0 +1,1 @@
+//! Building blocks: equalized layers, bias_act, upfirdn2d, modulated convolution.

@@ -1,0 +1,1 @@
+//! numpy-compatible legacy RandomState.
