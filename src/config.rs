@@ -213,28 +213,21 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
 
 /// Parses TOML text (named `origin` in messages), applies `key=value` overrides, validates.
 pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Config, ConfigError> {
-    let mut value: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        ConfigError(format!("{origin}: {}", one_line(&e.to_string())))
-    })?;
+    let mut value: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
     for ov in overrides {
         apply_override(&mut value, ov).map_err(|e| ConfigError(format!("--set {ov}: {e}")))?;
     }
     let cfg: Config = toml::Value::Table(value)
         .try_into()
-        .map_err(|e: toml::de::Error| {
-            ConfigError(format!("{origin}: {}", one_line(&e.to_string())))
-        })?;
-    cfg.validate()
-        .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
+    cfg.validate().map_err(|e| ConfigError(format!("{origin}: {e}")))?;
     Ok(cfg)
 }
 
 fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('|'))
-        .collect::<Vec<_>>()
-        .join(" ")
+    s.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|')).collect::<Vec<_>>().join(" ")
 }
 
 /// `section.key=value`; the value is parsed as TOML (number, bool, array), else taken as a string.
@@ -249,9 +242,7 @@ fn apply_override(root: &mut toml::Table, ov: &str) -> Result<(), String> {
     let section = root
         .entry(parts[0].to_string())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    let table = section
-        .as_table_mut()
-        .ok_or(format!("'{}' is not a section", parts[0]))?;
+    let table = section.as_table_mut().ok_or(format!("'{}' is not a section", parts[0]))?;
     table.insert(parts[1].to_string(), value);
     Ok(())
 }
@@ -259,9 +250,7 @@ fn apply_override(root: &mut toml::Table, ov: &str) -> Result<(), String> {
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match doc.parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or(toml::Value::String(raw.to_string())),
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -283,44 +272,14 @@ impl Config {
             m.resolution,
             "must be a power of two >= 4",
         )?;
-        check(
-            m.channels >= 1,
-            "model.channels",
-            m.channels,
-            "must be >= 1",
-        )?;
+        check(m.channels >= 1, "model.channels", m.channels, "must be >= 1")?;
         check(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")?;
         check(m.w_dim >= 1, "model.w_dim", m.w_dim, "must be >= 1")?;
-        check(
-            m.mapping_layers >= 1,
-            "model.mapping_layers",
-            m.mapping_layers,
-            "must be >= 1",
-        )?;
-        check(
-            m.mapping_lr_mul > 0.0,
-            "model.mapping_lr_mul",
-            m.mapping_lr_mul,
-            "must be > 0",
-        )?;
-        check(
-            m.fmap_base >= 1,
-            "model.fmap_base",
-            m.fmap_base,
-            "must be >= 1",
-        )?;
-        check(
-            m.fmap_max >= 1,
-            "model.fmap_max",
-            m.fmap_max,
-            "must be >= 1",
-        )?;
-        check(
-            m.mbstd_group >= 1,
-            "model.mbstd_group",
-            m.mbstd_group,
-            "must be >= 1",
-        )?;
+        check(m.mapping_layers >= 1, "model.mapping_layers", m.mapping_layers, "must be >= 1")?;
+        check(m.mapping_lr_mul > 0.0, "model.mapping_lr_mul", m.mapping_lr_mul, "must be > 0")?;
+        check(m.fmap_base >= 1, "model.fmap_base", m.fmap_base, "must be >= 1")?;
+        check(m.fmap_max >= 1, "model.fmap_max", m.fmap_max, "must be >= 1")?;
+        check(m.mbstd_group >= 1, "model.mbstd_group", m.mbstd_group, "must be >= 1")?;
         let c4 = m.channels_at(4) as u32;
         check(
             m.mbstd_features == 0 || c4 % m.mbstd_features == 0,
@@ -341,97 +300,32 @@ impl Config {
             "cannot exceed the number of resolutions",
         )?;
         if let Some(c) = m.conv_clamp {
-            check(
-                c > 0.0,
-                "model.conv_clamp",
-                c,
-                "must be > 0 (omit the key for no clamping)",
-            )?;
+            check(c > 0.0, "model.conv_clamp", c, "must be > 0 (omit the key for no clamping)")?;
         }
 
         let t = &self.training;
         check(t.batch >= 1, "training.batch", t.batch, "must be >= 1")?;
-        check(
-            t.total_kimg > 0.0,
-            "training.total_kimg",
-            t.total_kimg,
-            "must be > 0",
-        )?;
+        check(t.total_kimg > 0.0, "training.total_kimg", t.total_kimg, "must be > 0")?;
         check(t.g_lr > 0.0, "training.g_lr", t.g_lr, "must be > 0")?;
         check(t.d_lr > 0.0, "training.d_lr", t.d_lr, "must be > 0")?;
-        check(
-            (0.0..1.0).contains(&t.adam_beta1),
-            "training.adam_beta1",
-            t.adam_beta1,
-            "must be in [0, 1)",
-        )?;
-        check(
-            (0.0..1.0).contains(&t.adam_beta2),
-            "training.adam_beta2",
-            t.adam_beta2,
-            "must be in [0, 1)",
-        )?;
-        check(
-            t.adam_eps > 0.0,
-            "training.adam_eps",
-            t.adam_eps,
-            "must be > 0",
-        )?;
-        check(
-            t.r1_gamma >= 0.0,
-            "training.r1_gamma",
-            t.r1_gamma,
-            "must be >= 0",
-        )?;
-        check(
-            t.g_reg_interval >= 1,
-            "training.g_reg_interval",
-            t.g_reg_interval,
-            "must be >= 1",
-        )?;
-        check(
-            t.d_reg_interval >= 1,
-            "training.d_reg_interval",
-            t.d_reg_interval,
-            "must be >= 1",
-        )?;
-        check(
-            t.pl_weight >= 0.0,
-            "training.pl_weight",
-            t.pl_weight,
-            "must be >= 0",
-        )?;
-        check(
-            (0.0..=1.0).contains(&t.pl_decay),
-            "training.pl_decay",
-            t.pl_decay,
-            "must be in [0, 1]",
-        )?;
-        check(
-            t.pl_batch_shrink >= 1,
-            "training.pl_batch_shrink",
-            t.pl_batch_shrink,
-            "must be >= 1",
-        )?;
+        check((0.0..1.0).contains(&t.adam_beta1), "training.adam_beta1", t.adam_beta1, "must be in [0, 1)")?;
+        check((0.0..1.0).contains(&t.adam_beta2), "training.adam_beta2", t.adam_beta2, "must be in [0, 1)")?;
+        check(t.adam_eps > 0.0, "training.adam_eps", t.adam_eps, "must be > 0")?;
+        check(t.r1_gamma >= 0.0, "training.r1_gamma", t.r1_gamma, "must be >= 0")?;
+        check(t.g_reg_interval >= 1, "training.g_reg_interval", t.g_reg_interval, "must be >= 1")?;
+        check(t.d_reg_interval >= 1, "training.d_reg_interval", t.d_reg_interval, "must be >= 1")?;
+        check(t.pl_weight >= 0.0, "training.pl_weight", t.pl_weight, "must be >= 0")?;
+        check((0.0..=1.0).contains(&t.pl_decay), "training.pl_decay", t.pl_decay, "must be in [0, 1]")?;
+        check(t.pl_batch_shrink >= 1, "training.pl_batch_shrink", t.pl_batch_shrink, "must be >= 1")?;
         check(
             (0.0..=1.0).contains(&t.style_mixing_prob),
             "training.style_mixing_prob",
             t.style_mixing_prob,
             "must be in [0, 1]",
         )?;
-        check(
-            t.ema_kimg >= 0.0,
-            "training.ema_kimg",
-            t.ema_kimg,
-            "must be >= 0",
-        )?;
+        check(t.ema_kimg >= 0.0, "training.ema_kimg", t.ema_kimg, "must be >= 0")?;
         if let Some(r) = t.ema_rampup {
-            check(
-                r > 0.0,
-                "training.ema_rampup",
-                r,
-                "must be > 0 (omit the key for none)",
-            )?;
+            check(r > 0.0, "training.ema_rampup", r, "must be > 0 (omit the key for none)")?;
         }
         check(
             t.rollback_lr_factor > 0.0 && t.rollback_lr_factor <= 1.0,
@@ -446,42 +340,18 @@ impl Config {
         ] {
             let shown = format!("{sched:?}");
             for w in sched.windows(2) {
-                check(
-                    w[0][0] <= w[1][0],
-                    key,
-                    &shown,
-                    "points must be sorted by kimg",
-                )?;
+                check(w[0][0] <= w[1][0], key, &shown, "points must be sorted by kimg")?;
             }
             for p in sched {
                 check(p[0] >= 0.0, key, &shown, "kimg must be >= 0")?;
                 let ok = if positive { p[1] > 0.0 } else { p[1] >= 0.0 };
-                check(
-                    ok,
-                    key,
-                    &shown,
-                    if positive {
-                        "values must be > 0"
-                    } else {
-                        "values must be >= 0"
-                    },
-                )?;
+                check(ok, key, &shown, if positive { "values must be > 0" } else { "values must be >= 0" })?;
             }
         }
 
         let l = &self.logging;
-        check(
-            l.tick_kimg > 0.0,
-            "logging.tick_kimg",
-            l.tick_kimg,
-            "must be > 0",
-        )?;
-        check(
-            l.grid_w >= 1 && l.grid_h >= 1,
-            "logging.grid_w",
-            l.grid_w,
-            "grid_w and grid_h must be >= 1",
-        )?;
+        check(l.tick_kimg > 0.0, "logging.tick_kimg", l.tick_kimg, "must be > 0")?;
+        check(l.grid_w >= 1 && l.grid_h >= 1, "logging.grid_w", l.grid_w, "grid_w and grid_h must be >= 1")?;
         Ok(())
     }
 
@@ -527,52 +397,31 @@ mod tests {
 
     #[test]
     fn channel_formula_matches_official() {
-        let m = ModelConfig {
-            fmap_base: 16384,
-            fmap_max: 512,
-            resolution: 1024,
-            ..Default::default()
-        };
+        let m = ModelConfig { fmap_base: 16384, fmap_max: 512, resolution: 1024, ..Default::default() };
         assert_eq!(m.channels_at(4), 512);
         assert_eq!(m.channels_at(64), 512);
         assert_eq!(m.channels_at(128), 256);
         assert_eq!(m.channels_at(1024), 32);
         assert_eq!(m.num_ws(), 18);
-        let m = ModelConfig {
-            fmap_base: 1024,
-            fmap_max: 64,
-            resolution: 32,
-            ..Default::default()
-        };
+        let m = ModelConfig { fmap_base: 1024, fmap_max: 64, resolution: 32, ..Default::default() };
         assert_eq!(m.channels_at(32), 64);
         assert_eq!(m.num_ws(), 8);
     }
 
     #[test]
     fn overrides_apply_before_validation() {
-        let cfg = parse(
-            "",
-            "x.toml",
-            &["training.r1_gamma=5".into(), "model.resolution=32".into()],
-        )
-        .unwrap();
+        let cfg = parse("", "x.toml", &["training.r1_gamma=5".into(), "model.resolution=32".into()]).unwrap();
         assert_eq!(cfg.training.r1_gamma, 5.0);
         assert_eq!(cfg.model.resolution, 32);
-        let err = parse("", "x.toml", &["training.r1_gamma=-1".into()])
-            .unwrap_err()
-            .to_string();
+        let err = parse("", "x.toml", &["training.r1_gamma=-1".into()]).unwrap_err().to_string();
         assert_eq!(err, "x.toml: training.r1_gamma = -1: must be >= 0");
-        let err = parse("", "x.toml", &["r1_gamma=1".into()])
-            .unwrap_err()
-            .to_string();
+        let err = parse("", "x.toml", &["r1_gamma=1".into()]).unwrap_err().to_string();
         assert!(err.contains("not of the form section.key"), "{err}");
     }
 
     #[test]
     fn unknown_keys_are_rejected_with_the_file_name() {
-        let err = parse("[training]\nr1_gama = 3\n", "cfg/a.toml", &[])
-            .unwrap_err()
-            .to_string();
+        let err = parse("[training]\nr1_gama = 3\n", "cfg/a.toml", &[]).unwrap_err().to_string();
         assert!(err.starts_with("cfg/a.toml: "), "{err}");
         assert!(err.contains("r1_gama"), "{err}");
     }

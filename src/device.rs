@@ -10,10 +10,7 @@ pub fn parse_device(name: &str) -> Result<Device> {
         "auto" => Device::cuda_if_available(),
         "cpu" => Device::Cpu,
         "cuda" | "gpu" => Device::Cuda(0),
-        other => match other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
             Some(i) => Device::Cuda(i),
             None => bail!("--device {name}: expected auto, cpu, cuda or cuda:N"),
         },
@@ -42,10 +39,7 @@ mod tests {
     #[test]
     fn parses_names() {
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert!(parse_device("tpu")
-            .unwrap_err()
-            .to_string()
-            .contains("expected auto"));
+        assert!(parse_device("tpu").unwrap_err().to_string().contains("expected auto"));
         if !tch::Cuda::is_available() {
             assert_eq!(parse_device("auto").unwrap(), Device::Cpu);
             assert!(parse_device("cuda:0").is_err());

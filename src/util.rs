@@ -17,34 +17,24 @@ pub fn tune_malloc() {
 
 /// A sibling temp path in the same folder (so the final rename is atomic).
 pub fn temp_path_for(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
 /// Writes `path` atomically: the bytes go to a temp file that is synced and then renamed over `path`.
-pub fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> Result<()>,
-) -> Result<()> {
+pub fn write_atomic(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
         }
     }
     let tmp = temp_path_for(path);
     let result = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let mut f = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
         write(&mut f)?;
         f.flush()?;
-        f.sync_all()
-            .with_context(|| format!("{}: cannot sync", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("{}: cannot rename into place", path.display()))?;
+        f.sync_all().with_context(|| format!("{}: cannot sync", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot rename into place", path.display()))?;
         Ok(())
     })();
     if result.is_err() {
@@ -56,8 +46,7 @@ pub fn write_atomic(
 /// Writes bytes atomically.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |f| {
-        f.write_all(bytes)
-            .with_context(|| format!("{}: write failed", path.display()))?;
+        f.write_all(bytes).with_context(|| format!("{}: write failed", path.display()))?;
         Ok(())
     })
 }
@@ -66,12 +55,7 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn format_time(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
     if s >= 86400 {
-        format!(
-            "{}d {:02}h {:02}m",
-            s / 86400,
-            (s / 3600) % 24,
-            (s / 60) % 60
-        )
+        format!("{}d {:02}h {:02}m", s / 86400, (s / 3600) % 24, (s / 60) % 60)
     } else if s >= 3600 {
         format!("{}h {:02}m", s / 3600, (s / 60) % 60)
     } else if s >= 60 {

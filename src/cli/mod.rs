@@ -67,9 +67,7 @@ impl Global {
         if let Some(n) = self.threads {
             anyhow::ensure!(n >= 1, "--threads must be >= 1");
             tch::set_num_threads(n as i32);
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global();
+            let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
         }
         crate::device::parse_device(&self.device)
     }
