@@ -1,0 +1,1 @@
+//! Per-layer tables of parameter counts and output shapes, like the official module summary.

@@ -1,0 +1,50 @@
+//! Shared helpers for the integration tests: golden files and the reference tolerances.
+#![allow(dead_code)]
+
+use sg2::config::ModelConfig;
+use sg2::model::checkpoint::read_safetensors;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tch::{Kind, Tensor};
+
+pub fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+}
+
+pub fn golden_config(net: &str) -> ModelConfig {
+    let text = std::fs::read_to_string(golden(&format!("{net}-kwargs.json"))).unwrap();
+    sg2::model::import::config_from_kwargs(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+pub fn golden_io(net: &str) -> BTreeMap<String, Tensor> {
+    read_safetensors(&golden(&format!("{net}-io.safetensors"))).unwrap().0
+}
+
+/// The golden README's float tolerance: max |a - ref| <= 1e-4 * max(1, max |ref|).
+pub fn assert_close(what: &str, a: &Tensor, reference: &Tensor) {
+    assert_eq!(a.size(), reference.size(), "{what}: shape");
+    let a = a.to_kind(Kind::Double).to_device(tch::Device::Cpu);
+    let r = reference.to_kind(Kind::Double);
+    let scale = r.abs().max().double_value(&[]).max(1.0);
+    let diff = (&a - &r).abs().max().double_value(&[]);
+    assert!(diff <= 1e-4 * scale, "{what}: max |diff| {diff:e} > 1e-4 * {scale}");
+}
+
+/// Relative error bound for scalar-per-sample outputs (R1, path lengths).
+pub fn assert_rel(what: &str, a: &Tensor, reference: &Tensor, tol: f64) {
+    let a = a.to_kind(Kind::Double).to_device(tch::Device::Cpu);
+    let r = reference.to_kind(Kind::Double);
+    let rel = ((&a - &r).abs() / r.abs().clamp_min(1e-30)).max().double_value(&[]);
+    assert!(rel <= tol, "{what}: relative error {rel:e} > {tol:e}");
+}
+
+/// uint8 images: identical except at most 0.1% of values one level apart.
+pub fn assert_uint8_match(what: &str, a: &Tensor, reference: &Tensor) {
+    assert_eq!(a.size(), reference.size(), "{what}: shape");
+    let d = (a.to_kind(Kind::Int) - reference.to_kind(Kind::Int)).abs();
+    let max = d.max().int64_value(&[]);
+    let off = d.gt(0).sum(Kind::Int64).int64_value(&[]) as f64;
+    let n = d.numel() as f64;
+    assert!(max <= 1, "{what}: a value differs by {max} levels");
+    assert!(off / n <= 0.001, "{what}: {off} of {n} values one level apart");
+}
