@@ -48,3 +48,39 @@ pub fn assert_uint8_match(what: &str, a: &Tensor, reference: &Tensor) {
     assert!(max <= 1, "{what}: a value differs by {max} levels");
     assert!(off / n <= 0.001, "{what}: {off} of {n} values one level apart");
 }
+
+pub fn sg2_bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sg2"))
+}
+
+/// Runs sg2 with args; returns (success, stdout, stderr).
+pub fn run_sg2(args: &[&str]) -> (bool, String, String) {
+    let out = sg2_bin().args(args).output().expect("run sg2");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// The Python with numpy that the setup script installs (SG2_PYTHON), else python3.
+pub fn python() -> String {
+    std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Imports a golden network into an sg2 checkpoint in `dir`.
+pub fn import_golden(net: &str, dir: &std::path::Path) -> PathBuf {
+    let out = dir.join(format!("{net}.safetensors"));
+    let g = golden(&format!("{net}-G.safetensors"));
+    let d = golden(&format!("{net}-D.safetensors"));
+    let kw = golden(&format!("{net}-kwargs.json"));
+    let (ok, _, err) = run_sg2(&[
+        "import",
+        "--g",
+        g.to_str().unwrap(),
+        "--d",
+        d.to_str().unwrap(),
+        "--kwargs",
+        kw.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "import failed: {err}");
+    out
+}
