@@ -146,7 +146,7 @@ impl Checkpoint {
 
 /// Copies `tensors[prefix + name]` into every variable of `vs`; every mismatch is reported in one error.
 pub fn copy_into(tensors: &BTreeMap<String, Tensor>, prefix: &str, vs: &mut VarStore, what: &str) -> Result<()> {
-    let vars = vs.variables();
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut problems = vec![];
     for (name, var) in &vars {
         match tensors.get(&format!("{prefix}{name}")) {
