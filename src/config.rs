@@ -11,7 +11,7 @@ use std::path::Path;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -206,16 +206,15 @@ impl Default for LoggingConfig {
 
 /// Reads, overrides and validates a config file.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
     parse(&text, &path.display().to_string(), overrides)
 }
 
 /// Parses TOML text (named `origin` in messages), applies `key=value` overrides, validates.
 pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Config, ConfigError> {
-    let mut value: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
+    let mut value: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
     for ov in overrides {
         apply_override(&mut value, ov).map_err(|e| ConfigError(format!("--set {ov}: {e}")))?;
     }
@@ -239,9 +238,7 @@ fn apply_override(root: &mut toml::Table, ov: &str) -> Result<(), String> {
         return Err(format!("'{key}' is not of the form section.key"));
     }
     let value = parse_value(raw.trim());
-    let section = root
-        .entry(parts[0].to_string())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let section = root.entry(parts[0].to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     let table = section.as_table_mut().ok_or(format!("'{}' is not a section", parts[0]))?;
     table.insert(parts[1].to_string(), value);
     Ok(())
@@ -267,10 +264,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let m = &self.model;
         check(
-            m.resolution >= 4 && m.resolution.is_power_of_two(),
+            m.resolution >= 8 && m.resolution.is_power_of_two(),
             "model.resolution",
             m.resolution,
-            "must be a power of two >= 4",
+            "must be a power of two >= 8",
         )?;
         check(m.channels >= 1, "model.channels", m.channels, "must be >= 1")?;
         check(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")?;
@@ -282,7 +279,7 @@ impl Config {
         check(m.mbstd_group >= 1, "model.mbstd_group", m.mbstd_group, "must be >= 1")?;
         let c4 = m.channels_at(4) as u32;
         check(
-            m.mbstd_features == 0 || c4 % m.mbstd_features == 0,
+            m.mbstd_features == 0 || c4.is_multiple_of(m.mbstd_features),
             "model.mbstd_features",
             m.mbstd_features,
             "must divide the channel count at 4x4",

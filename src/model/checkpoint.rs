@@ -1,0 +1,197 @@
+//! sg2 checkpoints: one `.safetensors` file with the networks under prefixes (`G.`, `G_ema.`, `D.`), any extra
+//! tensors (optimizer state), and string metadata including the full config, so a checkpoint alone can generate.
+
+use super::Generator;
+use crate::config::Config;
+use anyhow::{bail, Context, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+pub const FORMAT: &str = "sg2-checkpoint-1";
+pub const KEY_FORMAT: &str = "sg2.format";
+pub const KEY_CONFIG: &str = "sg2.config";
+pub const KEY_VERSION: &str = "sg2.version";
+
+/// A loaded checkpoint: every tensor on the CPU, by full name.
+pub struct Checkpoint {
+    pub config: Config,
+    pub metadata: BTreeMap<String, String>,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+fn dtype_of(kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        other => bail!("cannot store tensors of kind {other:?}"),
+    })
+}
+
+fn kind_of(dtype: Dtype) -> Result<Kind> {
+    Ok(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::BOOL => Kind::Bool,
+        other => bail!("unsupported tensor dtype {other:?}"),
+    })
+}
+
+fn tensor_bytes(t: &Tensor) -> Vec<u8> {
+    let t = t.detach().to_device(Device::Cpu).contiguous();
+    let numel = t.numel();
+    let mut buf = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.copy_data_u8(&mut buf, numel);
+    buf
+}
+
+/// Writes named tensors and metadata to a safetensors file atomically.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
+    let mut owned = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        owned.push((name.clone(), dtype_of(t.kind()).with_context(|| name.clone())?, shape, tensor_bytes(t)));
+    }
+    let views = owned
+        .iter()
+        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    crate::util::write_bytes_atomic(path, &bytes)
+}
+
+/// Reads every tensor (to CPU) and the metadata of a safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    // SAFETY: the file is only read; a concurrent writer replaces it by rename, never in place.
+    let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&mmap)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&mmap)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let kind = kind_of(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        tensors.insert(name, Tensor::from_data_size(view.data(), &shape, kind));
+    }
+    Ok((tensors, metadata))
+}
+
+/// Saves networks (each VarStore under its prefix), extra tensors and metadata, atomically.
+pub fn save(
+    path: &Path,
+    config: &Config,
+    nets: &[(&str, &VarStore)],
+    extra: &[(String, Tensor)],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> = vec![];
+    for (prefix, vs) in nets {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors.extend(vars.into_iter().map(|(n, t)| (format!("{prefix}.{n}"), t)));
+    }
+    tensors.extend(extra.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+    let mut meta = metadata.clone();
+    meta.insert(KEY_FORMAT.into(), FORMAT.into());
+    meta.insert(KEY_CONFIG.into(), config.to_toml());
+    meta.insert(KEY_VERSION.into(), env!("CARGO_PKG_VERSION").into());
+    write_safetensors(path, &tensors, &meta)
+}
+
+/// Loads an sg2 checkpoint; a file of another kind gets an error saying what it is.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    if !path.exists() {
+        bail!("{}: no such checkpoint", path.display());
+    }
+    let (tensors, metadata) = read_safetensors(path)?;
+    if metadata.get(KEY_FORMAT).map(String::as_str) != Some(FORMAT) {
+        bail!(
+            "{}: not an sg2 checkpoint (no '{KEY_FORMAT}' metadata); official state dicts are converted with `sg2 import`",
+            path.display()
+        );
+    }
+    let text = metadata.get(KEY_CONFIG).with_context(|| format!("{}: checkpoint has no config", path.display()))?;
+    let config = crate::config::parse(text, &format!("{} (stored config)", path.display()), &[])?;
+    Ok(Checkpoint { config, metadata, tensors })
+}
+
+impl Checkpoint {
+    pub fn has(&self, prefix: &str) -> bool {
+        let p = format!("{prefix}.");
+        self.tensors.keys().any(|k| k.starts_with(&p))
+    }
+
+    /// Copies the tensors under `prefix` into `vs`, checking that names and shapes match exactly.
+    pub fn load_into(&self, prefix: &str, vs: &mut VarStore) -> Result<()> {
+        copy_into(&self.tensors, &format!("{prefix}."), vs, prefix)
+    }
+}
+
+/// Copies `tensors[prefix + name]` into every variable of `vs`; every mismatch is reported in one error.
+pub fn copy_into(tensors: &BTreeMap<String, Tensor>, prefix: &str, vs: &mut VarStore, what: &str) -> Result<()> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let mut problems = vec![];
+    for (name, var) in &vars {
+        match tensors.get(&format!("{prefix}{name}")) {
+            None => problems.push(format!("missing {name}")),
+            Some(t) if t.size() != var.size() => {
+                problems.push(format!("{name} has shape {:?}, expected {:?}", t.size(), var.size()))
+            }
+            Some(_) => {}
+        }
+    }
+    for key in tensors.keys() {
+        if let Some(name) = key.strip_prefix(prefix) {
+            if !vars.contains_key(name) {
+                problems.push(format!("unexpected {name}"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        let n = problems.len();
+        problems.truncate(8);
+        let more = if n > 8 { format!(" (and {} more)", n - 8) } else { String::new() };
+        bail!("{what}: {}{more}", problems.join("; "));
+    }
+    tch::no_grad(|| {
+        for (name, var) in &vars {
+            let src = &tensors[&format!("{prefix}{name}")];
+            var.shallow_clone().copy_(&src.to_kind(var.kind()).to_device(var.device()));
+        }
+    });
+    Ok(())
+}
+
+/// The generator for inference: G_ema (or G when the file has no G_ema), on `device`, with the checkpoint's config.
+pub fn load_generator(path: &Path, device: Device) -> Result<(Config, VarStore, Generator)> {
+    let ckpt = load(path)?;
+    let prefix = if ckpt.has("G_ema") {
+        "G_ema"
+    } else if ckpt.has("G") {
+        "G"
+    } else {
+        bail!("{}: checkpoint holds no generator", path.display());
+    };
+    let mut vs = VarStore::new(device);
+    let g = Generator::new(&vs.root(), &ckpt.config.model);
+    ckpt.load_into(prefix, &mut vs).with_context(|| format!("{}", path.display()))?;
+    vs.freeze();
+    Ok((ckpt.config, vs, g))
+}

@@ -1,0 +1,99 @@
+//! The official `MappingNetwork`: z (and an optional class embedding) -> w, with `w_avg` tracking and truncation.
+
+use crate::nn::{Act, FullyConnected};
+use tch::nn::Path;
+use tch::{Kind, Tensor};
+
+#[derive(Debug)]
+pub struct MappingNetwork {
+    z_dim: i64,
+    w_dim: i64,
+    /// None for the discriminator's label mapping, which broadcasts nothing and tracks no average.
+    num_ws: Option<i64>,
+    embed: Option<FullyConnected>,
+    fcs: Vec<FullyConnected>,
+    pub w_avg: Option<Tensor>,
+}
+
+pub struct MappingSpec {
+    pub z_dim: i64,
+    pub c_dim: i64,
+    pub w_dim: i64,
+    pub num_ws: Option<i64>,
+    pub num_layers: i64,
+    pub lr_mul: f64,
+}
+
+/// x * rsqrt(mean(x^2) + eps) along dim 1.
+fn normalize_2nd_moment(x: &Tensor) -> Tensor {
+    x * (x.square().mean_dim(&[1i64][..], true, Kind::Float) + 1e-8).rsqrt()
+}
+
+impl MappingNetwork {
+    pub fn new(p: &Path, s: MappingSpec) -> Self {
+        let embed_features = if s.c_dim > 0 { s.w_dim } else { 0 };
+        let embed = (s.c_dim > 0)
+            .then(|| FullyConnected::new(&(p / "embed"), s.c_dim, embed_features, true, Act::Linear, 1.0, 0.0));
+        let mut features = vec![s.z_dim + embed_features];
+        features.extend(std::iter::repeat_n(s.w_dim, s.num_layers as usize));
+        let fcs = (0..s.num_layers as usize)
+            .map(|i| {
+                let fp = p / format!("fc{i}");
+                FullyConnected::new(&fp, features[i], features[i + 1], true, Act::Lrelu, s.lr_mul, 0.0)
+            })
+            .collect();
+        let w_avg = s.num_ws.map(|_| p.zeros_no_train("w_avg", &[s.w_dim]));
+        MappingNetwork { z_dim: s.z_dim, w_dim: s.w_dim, num_ws: s.num_ws, embed, fcs, w_avg }
+    }
+
+    pub fn w_dim(&self) -> i64 {
+        self.w_dim
+    }
+
+    /// Unbroadcast w [N, w_dim] (no truncation, no tracking).
+    pub fn forward_w(&self, z: Option<&Tensor>, c: Option<&Tensor>) -> Tensor {
+        let zx = (self.z_dim > 0).then(|| normalize_2nd_moment(&z.expect("mapping needs z").to_kind(Kind::Float)));
+        let cy = self
+            .embed
+            .as_ref()
+            .map(|e| normalize_2nd_moment(&e.forward(&c.expect("conditional mapping needs c").to_kind(Kind::Float))));
+        let mut x = match (zx, cy) {
+            (Some(x), Some(y)) => Tensor::cat(&[x, y], 1),
+            (Some(x), None) => x,
+            (None, Some(y)) => y,
+            (None, None) => panic!("mapping without inputs"),
+        };
+        for fc in &self.fcs {
+            x = fc.forward(&x);
+        }
+        x
+    }
+
+    /// Moves `w_avg` toward the batch mean of `w` (training mode): w_avg = lerp(mean(w), w_avg, beta).
+    pub fn update_w_avg(&self, w: &Tensor, beta: f64) {
+        if let Some(avg) = &self.w_avg {
+            tch::no_grad(|| {
+                let target = w.detach().mean_dim(&[0i64][..], false, Kind::Float).lerp(avg, beta);
+                avg.shallow_clone().copy_(&target);
+            });
+        }
+    }
+
+    /// Broadcast to [N, num_ws, w_dim] and truncate toward `w_avg` (all layers, or the first `cutoff`).
+    pub fn broadcast_truncate(&self, w: &Tensor, psi: f64, cutoff: Option<i64>) -> Tensor {
+        let Some(num_ws) = self.num_ws else { return w.shallow_clone() };
+        let x = w.unsqueeze(1).repeat([1, num_ws, 1]);
+        if psi == 1.0 {
+            return x;
+        }
+        let avg = self.w_avg.as_ref().expect("truncation needs w_avg");
+        match cutoff {
+            None => avg.lerp(&x, psi),
+            Some(k) => {
+                let k = k.min(num_ws);
+                let head = avg.lerp(&x.narrow(1, 0, k), psi);
+                Tensor::cat(&[head, x.narrow(1, k, num_ws - k)], 1)
+            }
+        }
+    }
+}

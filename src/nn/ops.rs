@@ -1,0 +1,329 @@
+//! The official custom ops as plain libtorch expressions: bias_act, upfirdn2d, conv2d_resample.
+//!
+//! These follow stylegan2-ada-pytorch's reference (non-CUDA-plugin) paths, which define the numbers.
+
+use tch::{Kind, Tensor};
+
+/// Activation of a layer; `def_gain` is the gain the official code applies by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Linear,
+    Lrelu,
+}
+
+impl Act {
+    pub fn def_gain(self) -> f64 {
+        match self {
+            Act::Linear => 1.0,
+            Act::Lrelu => std::f64::consts::SQRT_2,
+        }
+    }
+}
+
+/// `bias_act`: add a per-channel bias (dim 1), apply the activation, scale by `gain`, clamp to +-`clamp`.
+pub fn bias_act(x: &Tensor, b: Option<&Tensor>, act: Act, gain: f64, clamp: Option<f64>) -> Tensor {
+    let mut x = match b {
+        Some(b) => {
+            let mut shape = vec![1i64; x.dim()];
+            shape[1] = -1;
+            x + b.reshape(&shape)
+        }
+        None => x.shallow_clone(),
+    };
+    if act == Act::Lrelu {
+        // leaky_relu(0.2) folded with the gain: max(g*x, 0.2*g*x) for g > 0.
+        let scaled = &x * gain;
+        x = scaled.maximum(&(&scaled * 0.2));
+    } else if gain != 1.0 {
+        x = x * gain;
+    }
+    match clamp {
+        Some(c) => x.clamp(-c, c),
+        None => x,
+    }
+}
+
+/// The official `setup_filter`: a 1-D filter becomes its normalized outer product (2-D, float32).
+pub fn setup_filter(f: &[f64], device: tch::Device) -> Tensor {
+    let n = f.len() as i64;
+    let t = Tensor::from_slice(f).to_kind(Kind::Float);
+    let f2 = t.unsqueeze(1).matmul(&t.unsqueeze(0));
+    let f2 = &f2 / f2.sum(Kind::Float);
+    f2.reshape([n, n]).to_device(device)
+}
+
+/// Padding as the official ops take it: (x0, x1, y0, y1).
+pub type Pad4 = [i64; 4];
+
+/// `upfirdn2d`: zero-insert upsampling by `up`, pad (negative values crop), FIR filter `f` (2-D), keep every
+/// `down`-th pixel. `gain` scales the filter.
+pub fn upfirdn2d(x: &Tensor, f: &Tensor, up: i64, down: i64, pad: Pad4, gain: f64) -> Tensor {
+    let (n, c, h, w) = x.size4().expect("upfirdn2d wants NCHW");
+    let [px0, px1, py0, py1] = pad;
+    let mut x = if up > 1 {
+        x.reshape([n, c, h, 1, w, 1]).constant_pad_nd([0, up - 1, 0, 0, 0, up - 1]).reshape([n, c, h * up, w * up])
+    } else {
+        x.shallow_clone()
+    };
+    if px0 > 0 || px1 > 0 || py0 > 0 || py1 > 0 {
+        x = x.constant_pad_nd([px0.max(0), px1.max(0), py0.max(0), py1.max(0)]);
+    }
+    if px0 < 0 || px1 < 0 || py0 < 0 || py1 < 0 {
+        let (hh, ww) = (x.size()[2], x.size()[3]);
+        x = x.slice(2, (-py0).max(0), hh - (-py1).max(0), 1).slice(3, (-px0).max(0), ww - (-px1).max(0), 1);
+    }
+    // Convolution is correlation, so the official flips the filter first (a no-op for symmetric filters).
+    let f = f.flip([0, 1]);
+    let f = if gain != 1.0 { f * gain } else { f };
+    let (fh, fw) = (f.size()[0], f.size()[1]);
+    let weight = f.to_kind(x.kind()).reshape([1, 1, fh, fw]).expand([c, 1, fh, fw], false);
+    x = x.conv2d(&weight, None::<Tensor>, [1, 1], [0, 0], [1, 1], c);
+    if down > 1 {
+        x = x.slice(2, 0, None, down).slice(3, 0, None, down);
+    }
+    x
+}
+
+fn filter_size(f: &Tensor) -> (i64, i64) {
+    let s = f.size();
+    (s[1], s[0])
+}
+
+/// 2x (or `up`x) upsampling with the FIR filter, as `upfirdn2d.upsample2d`.
+pub fn upsample2d(x: &Tensor, f: &Tensor, up: i64) -> Tensor {
+    let (fw, fh) = filter_size(f);
+    let pad = [(fw + up - 1) / 2, (fw - up) / 2, (fh + up - 1) / 2, (fh - up) / 2];
+    upfirdn2d(x, f, up, 1, pad, (up * up) as f64)
+}
+
+/// 2x (or `down`x) downsampling with the FIR filter, as `upfirdn2d.downsample2d`.
+pub fn downsample2d(x: &Tensor, f: &Tensor, down: i64) -> Tensor {
+    let (fw, fh) = filter_size(f);
+    let pad = [(fw - down + 1) / 2, (fw - down) / 2, (fh - down + 1) / 2, (fh - down) / 2];
+    upfirdn2d(x, f, 1, down, pad, 1.0)
+}
+
+fn conv(x: &Tensor, w: &Tensor, stride: i64, padding: [i64; 2], groups: i64, transpose: bool, flip: bool) -> Tensor {
+    let s = w.size();
+    let w = if flip && (s[2] > 1 || s[3] > 1) { w.flip([2, 3]) } else { w.shallow_clone() };
+    if transpose {
+        x.conv_transpose2d(&w, None::<Tensor>, [stride, stride], padding, [0, 0], groups, [1, 1])
+    } else {
+        x.conv2d(&w, None::<Tensor>, [stride, stride], padding, [1, 1], groups)
+    }
+}
+
+/// `conv2d_resample`: a convolution with optional FIR up/downsampling, taking the same fast paths as the official
+/// op (transposed convolution for up, strided for down), which fixes the exact sampling grid.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_resample(
+    x: &Tensor,
+    w: &Tensor,
+    f: Option<&Tensor>,
+    up: i64,
+    down: i64,
+    padding: i64,
+    groups: i64,
+    flip_weight: bool,
+) -> Tensor {
+    let ws = w.size();
+    let (out_ch, in_per_group, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let (fw, fh) = f.map(filter_size).unwrap_or((1, 1));
+    let (mut px0, mut px1, mut py0, mut py1) = (padding, padding, padding, padding);
+    if up > 1 {
+        px0 += (fw + up - 1) / 2;
+        px1 += (fw - up) / 2;
+        py0 += (fh + up - 1) / 2;
+        py1 += (fh - up) / 2;
+    }
+    if down > 1 {
+        px0 += (fw - down + 1) / 2;
+        px1 += (fw - down) / 2;
+        py0 += (fh - down + 1) / 2;
+        py1 += (fh - down) / 2;
+    }
+    // flip_weight = true means "no flip" (plain correlation) in the official wrapper.
+    let no_flip = !flip_weight;
+    if kw == 1 && kh == 1 && down > 1 && up == 1 {
+        let x = upfirdn2d(x, f.unwrap(), 1, down, [px0, px1, py0, py1], 1.0);
+        return conv(&x, w, 1, [0, 0], groups, false, no_flip);
+    }
+    if kw == 1 && kh == 1 && up > 1 && down == 1 {
+        let x = conv(x, w, 1, [0, 0], groups, false, no_flip);
+        return upfirdn2d(&x, f.unwrap(), up, 1, [px0, px1, py0, py1], (up * up) as f64);
+    }
+    if down > 1 && up == 1 {
+        let x = upfirdn2d(x, f.unwrap(), 1, 1, [px0, px1, py0, py1], 1.0);
+        return conv(&x, w, down, [0, 0], groups, false, no_flip);
+    }
+    if up > 1 {
+        let w = if groups == 1 {
+            w.transpose(0, 1)
+        } else {
+            w.reshape([groups, out_ch / groups, in_per_group, kh, kw]).transpose(1, 2).reshape([
+                groups * in_per_group,
+                out_ch / groups,
+                kh,
+                kw,
+            ])
+        };
+        px0 -= kw - 1;
+        px1 -= kw - up;
+        py0 -= kh - 1;
+        py1 -= kh - up;
+        let pxt = (-px0).min(-px1).max(0);
+        let pyt = (-py0).min(-py1).max(0);
+        let x = conv(x, &w, up, [pyt, pxt], groups, true, !no_flip);
+        let x = upfirdn2d(&x, f.unwrap(), 1, 1, [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], (up * up) as f64);
+        return if down > 1 { upfirdn2d(&x, f.unwrap(), 1, down, [0, 0, 0, 0], 1.0) } else { x };
+    }
+    if px0 == px1 && py0 == py1 && px0 >= 0 && py0 >= 0 {
+        return conv(x, w, 1, [py0, px0], groups, false, no_flip);
+    }
+    // General case (not reached by StyleGAN2's layers).
+    let x = upfirdn2d(x, f.expect("resampling needs a filter"), up, 1, [px0, px1, py0, py1], (up * up) as f64);
+    let x = conv(&x, w, 1, [0, 0], groups, false, no_flip);
+    if down > 1 {
+        upfirdn2d(&x, f.unwrap(), 1, down, [0, 0, 0, 0], 1.0)
+    } else {
+        x
+    }
+}
+
+/// How the modulated convolution is executed: one grouped convolution per batch (`Fused`) or the activations
+/// scaled before and after a shared-weight convolution (`Unfused`). Both give the official values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModConv {
+    Fused,
+    Unfused,
+}
+
+/// `modulated_conv2d`: weight modulated by per-sample styles, optionally demodulated, plus noise.
+#[allow(clippy::too_many_arguments)]
+pub fn modulated_conv2d(
+    x: &Tensor,
+    weight: &Tensor,
+    styles: &Tensor,
+    noise: Option<&Tensor>,
+    up: i64,
+    padding: i64,
+    f: Option<&Tensor>,
+    demodulate: bool,
+    flip_weight: bool,
+    mode: ModConv,
+) -> Tensor {
+    let batch = x.size()[0];
+    let ws = weight.size();
+    let (out_ch, in_ch, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
+    let (mut weight, mut styles) = (weight.shallow_clone(), styles.shallow_clone());
+    if x.kind() == Kind::Half && demodulate {
+        // Pre-normalize to avoid fp16 overflow, as the official does.
+        let wn = weight.abs().amax(&[1i64, 2, 3][..], true);
+        weight = &weight * (1.0 / ((in_ch * kh * kw) as f64).sqrt()) / wn;
+        styles = &styles / styles.abs().amax(&[1i64][..], true);
+    }
+    let need_w = demodulate || mode == ModConv::Fused;
+    let mut w = need_w.then(|| weight.unsqueeze(0) * styles.reshape([batch, 1, -1, 1, 1]));
+    let dcoefs = if demodulate {
+        let wm = w.as_ref().unwrap();
+        Some((wm.square().sum_dim_intlist(&[2i64, 3, 4][..], false, Kind::Float) + 1e-8).rsqrt())
+    } else {
+        None
+    };
+    if mode == ModConv::Unfused {
+        let x = x * styles.to_kind(x.kind()).reshape([batch, -1, 1, 1]);
+        let x = conv2d_resample(&x, &weight.to_kind(x.kind()), f, up, 1, padding, 1, flip_weight);
+        let k = x.kind();
+        return match (&dcoefs, noise) {
+            (Some(d), Some(n)) => x * d.to_kind(k).reshape([batch, -1, 1, 1]) + n.to_kind(k),
+            (Some(d), None) => x * d.to_kind(k).reshape([batch, -1, 1, 1]),
+            (None, Some(n)) => x + n.to_kind(k),
+            (None, None) => x,
+        };
+    }
+    if let (Some(d), Some(wm)) = (&dcoefs, &w) {
+        w = Some(wm * d.reshape([batch, -1, 1, 1, 1]));
+    }
+    let w = w.unwrap().reshape([-1, in_ch, kh, kw]).to_kind(x.kind());
+    let sz = x.size();
+    let x = x.reshape([1, -1, sz[2], sz[3]]);
+    let x = conv2d_resample(&x, &w, f, up, 1, padding, batch, flip_weight);
+    let sz = x.size();
+    let x = x.reshape([batch, out_ch, sz[2], sz[3]]);
+    match noise {
+        Some(n) => {
+            let k = x.kind();
+            x + n.to_kind(k)
+        }
+        None => x,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32], shape: &[i64]) -> Tensor {
+        Tensor::from_slice(v).reshape(shape)
+    }
+
+    #[test]
+    fn filter_is_normalized_outer_product() {
+        let f = setup_filter(&[1.0, 3.0, 3.0, 1.0], tch::Device::Cpu);
+        assert_eq!(f.size(), vec![4, 4]);
+        assert!((f.double_value(&[1, 2]) - 9.0 / 64.0).abs() < 1e-7);
+        assert!((f.sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn upsample_then_downsample_preserves_constants() {
+        let f = setup_filter(&[1.0, 3.0, 3.0, 1.0], tch::Device::Cpu);
+        let x = Tensor::ones([1, 2, 8, 8], (Kind::Float, tch::Device::Cpu)) * 3.0;
+        let up = upsample2d(&x, &f, 2);
+        assert_eq!(up.size(), vec![1, 2, 16, 16]);
+        // Interior pixels of an upsampled constant stay constant (the gain makes up for the zeros).
+        assert!((up.double_value(&[0, 1, 8, 8]) - 3.0).abs() < 1e-5);
+        let down = downsample2d(&x, &f, 2);
+        assert_eq!(down.size(), vec![1, 2, 4, 4]);
+        assert!((down.double_value(&[0, 0, 2, 2]) - 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn upfirdn_with_delta_filter_is_zero_insertion() {
+        let f = t(&[1.0], &[1, 1]);
+        let x = t(&[1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2]);
+        let y = upfirdn2d(&x, &f, 2, 1, [0, 0, 0, 0], 1.0);
+        let v: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
+        assert_eq!(v, vec![1., 0., 2., 0., 0., 0., 0., 0., 3., 0., 4., 0., 0., 0., 0., 0.]);
+        let y = upfirdn2d(&x, &f, 1, 1, [-1, 0, 0, -1], 1.0);
+        let v: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
+        assert_eq!(v, vec![2.0]);
+    }
+
+    #[test]
+    fn bias_act_lrelu_gain_and_clamp() {
+        let x = t(&[-1.0, 2.0], &[1, 2]);
+        let b = t(&[0.5, 0.5], &[2]);
+        let y = bias_act(&x, Some(&b), Act::Lrelu, 2.0, Some(4.0));
+        let v: Vec<f32> = Vec::try_from(y.flatten(0, -1)).unwrap();
+        assert!((v[0] - (-0.5 * 0.2 * 2.0)).abs() < 1e-6);
+        assert_eq!(v[1], 4.0); // 2.5 * 2 = 5, clamped
+    }
+
+    #[test]
+    fn fused_and_unfused_modconv_agree() {
+        tch::manual_seed(1);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let f = setup_filter(&[1.0, 3.0, 3.0, 1.0], tch::Device::Cpu);
+        let x = Tensor::randn([3, 4, 8, 8], opts);
+        let w = Tensor::randn([5, 4, 3, 3], opts);
+        let s = Tensor::randn([3, 4], opts);
+        for (up, flip) in [(1, true), (2, false)] {
+            let a = modulated_conv2d(&x, &w, &s, None, up, 1, Some(&f), true, flip, ModConv::Fused);
+            let b = modulated_conv2d(&x, &w, &s, None, up, 1, Some(&f), true, flip, ModConv::Unfused);
+            assert_eq!(a.size(), vec![3, 5, 8 * up, 8 * up]);
+            let d = (&a - &b).abs().max().double_value(&[]);
+            assert!(d < 1e-4, "up={up}: {d}");
+        }
+    }
+}

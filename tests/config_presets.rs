@@ -1,0 +1,102 @@
+//! Every preset parses and validates; bad configs give file, key and reason; CLI exit codes and help.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+
+fn configs() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_preset_validates() {
+    let names: Vec<String> = configs().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for want in ["config-e.toml", "config-f.toml", "paper256.toml", "cifar.toml", "fmnist32.toml"] {
+        assert!(names.contains(&want.to_string()), "missing preset {want}");
+    }
+    for p in configs() {
+        sg2::config::load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+}
+
+#[test]
+fn presets_carry_the_official_values() {
+    let load =
+        |n: &str| sg2::config::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs").join(n), &[]).unwrap();
+    let f = load("config-f.toml");
+    assert_eq!((f.model.fmap_base, f.model.fmap_max, f.model.mapping_layers), (16384, 512, 8));
+    assert_eq!((f.training.r1_gamma, f.training.pl_weight, f.training.style_mixing_prob), (10.0, 2.0, 0.9));
+    assert_eq!((f.training.g_lr, f.training.batch, f.training.ema_kimg), (0.002, 32, 10.0));
+    let e = load("config-e.toml");
+    assert_eq!((e.model.fmap_base, e.training.r1_gamma), (8192, 100.0));
+    let c = load("cifar.toml");
+    assert_eq!((c.model.mapping_layers, c.training.pl_weight, c.training.style_mixing_prob), (2, 0.0, 0.0));
+    assert_eq!(c.model.d_architecture, sg2::config::Architecture::Orig);
+    let p = load("paper256.toml");
+    assert_eq!((p.model.fmap_base, p.training.r1_gamma, p.training.batch, p.model.mbstd_group), (8192, 1.0, 64, 8));
+}
+
+fn bad(text: &str, overrides: &[&str]) -> String {
+    let ov: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    sg2::config::parse(text, "configs/x.toml", &ov).unwrap_err().to_string()
+}
+
+#[test]
+fn each_kind_of_bad_config_names_file_key_and_reason() {
+    assert_eq!(bad("", &["training.r1_gamma=-1"]), "configs/x.toml: training.r1_gamma = -1: must be >= 0");
+    assert_eq!(
+        bad("[model]\nresolution = 48\n", &[]),
+        "configs/x.toml: model.resolution = 48: must be a power of two >= 8"
+    );
+    assert!(bad("[model]\nfmap_bas = 1\n", &[]).contains("fmap_bas"));
+    assert!(bad("[trainin]\n", &[]).contains("trainin"));
+    assert!(bad("[training]\nbatch = \"big\"\n", &[]).contains("batch"));
+    assert!(bad("[model\n", &[]).starts_with("configs/x.toml: "));
+    assert!(bad("", &["training.g_lr_schedule=[[10, 0.1], [5, 0.2]]"]).contains("sorted by kimg"));
+    assert!(bad("", &["model.g_architecture=\"fancy\""]).contains("g_architecture"));
+    assert!(bad("", &["model.resolution"]).contains("section.key=value"));
+    assert_eq!(bad("", &["training.pl_decay=2"]), "configs/x.toml: training.pl_decay = 2: must be in [0, 1]");
+}
+
+#[test]
+fn info_prints_resolved_config_with_overrides() {
+    let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/fmnist32.toml");
+    let (ok, out, err) =
+        run_sg2(&["info", "--config", cfg.to_str().unwrap(), "--set", "training.r1_gamma=5", "--config-only"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("r1_gamma = 5.0"), "{out}");
+    let (ok, _, err) = run_sg2(&["info", "--config", cfg.to_str().unwrap(), "--set", "training.r1_gamma=-2"]);
+    assert!(!ok);
+    assert_eq!(err.trim(), format!("error: {}: training.r1_gamma = -2: must be >= 0", cfg.display()));
+    let (ok, _, err) = run_sg2(&["info", "--config", "/no/such.toml"]);
+    assert!(!ok && err.contains("/no/such.toml: cannot read"), "{err}");
+}
+
+#[test]
+fn cli_help_and_exit_codes() {
+    let (ok, out, _) = run_sg2(&["--help"]);
+    assert!(ok);
+    for cmd in ["dataset-tool", "train", "generate", "style-mix", "interpolate", "metrics", "import", "info", "bench"] {
+        assert!(out.contains(cmd), "help lists {cmd}");
+        let (ok, sub, err) = run_sg2(&[cmd, "--help"]);
+        assert!(ok, "{cmd} --help: {err}");
+        assert!(sub.contains("Usage"), "{cmd}");
+    }
+    let (ok, _, err) = run_sg2(&["no-such-command"]);
+    assert!(!ok && err.contains("no-such-command"));
+    let (ok, _, err) = run_sg2(&["--device", "tpu", "info", "--config", "configs/fmnist32.toml"]);
+    assert!(!ok && err.contains("--device tpu"), "{err}");
+}
+
+#[test]
+fn libtorch_runs_a_convolution_on_cpu() {
+    let x = tch::Tensor::ones([1, 2, 5, 5], (tch::Kind::Float, tch::Device::Cpu));
+    let w = tch::Tensor::ones([3, 2, 3, 3], (tch::Kind::Float, tch::Device::Cpu));
+    let y = x.conv2d(&w, None::<tch::Tensor>, [1, 1], [1, 1], [1, 1], 1);
+    assert_eq!(y.size(), vec![1, 3, 5, 5]);
+    assert_eq!(y.double_value(&[0, 0, 2, 2]), 18.0); // 2 channels x 9 taps
+    assert_eq!(y.double_value(&[0, 0, 0, 0]), 8.0); // corner: 2 x 4 taps
+}
