@@ -186,9 +186,7 @@ fn run_create(source: &mut dyn Source, o: &CreateOptions) -> Result<()> {
 pub fn run(args: Args, g: &Global) -> Result<()> {
     if let Some(n) = g.threads {
         anyhow::ensure!(n >= 1, "--threads must be >= 1");
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
     let default_workers = |c: &CreateArgs| {
         if c.workers == 0 {
@@ -206,11 +204,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             let mut src = lsun::open_source(&common.source, &common.dest, o.progress)?;
             run_create(&mut src, &o)
         }
-        DatasetCommand::CreateLsunWide {
-            common,
-            width,
-            height,
-        } => {
+        DatasetCommand::CreateLsunWide { common, width, height } => {
             let mut o = options(&common, width);
             o.workers = default_workers(&common);
             o.channels = Some(3);
@@ -225,11 +219,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             o.min_size = photo.min_size.unwrap_or(photo.resolution);
             run_create(&mut Images::open(&common.source)?, &o)
         }
-        DatasetCommand::CreateMnist {
-            common,
-            resolution,
-            rgb,
-        } => {
+        DatasetCommand::CreateMnist { common, resolution, rgb } => {
             let mut o = options(&common, resolution);
             o.workers = default_workers(&common);
             o.channels = Some(if rgb { 3 } else { 1 });
@@ -251,23 +241,13 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             println!("{}", inspect::verify(&dataset, true)?);
             Ok(())
         }
-        DatasetCommand::Extract {
-            dataset,
-            dest,
-            resolution,
-            max_images,
-        } => {
+        DatasetCommand::Extract { dataset, dest, resolution, max_images } => {
             let ds = Dataset::open(&dataset)?;
             let n = inspect::extract(&ds, &dest, resolution, max_images, true)?;
             println!("wrote {n} PNGs to {}", dest.display());
             Ok(())
         }
-        DatasetCommand::Grid {
-            dataset,
-            out,
-            resolution,
-            count,
-        } => {
+        DatasetCommand::Grid { dataset, out, resolution, count } => {
             let ds = Dataset::open(&dataset)?;
             inspect::grid(&ds, &out, resolution, count)?;
             println!("wrote {}", out.display());

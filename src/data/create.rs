@@ -4,9 +4,7 @@
 
 use super::shards::{records_per_shard, ShardWriter, JOURNAL, MANIFEST};
 use super::sources::{decode, is_grayscale, Item, Payload, Source};
-use super::transform::{
-    center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop, Pixels,
-};
+use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop, Pixels};
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -98,11 +96,7 @@ impl std::fmt::Display for Summary {
         )?;
         let total: u64 = self.skipped.values().sum();
         if total > 0 {
-            let why: Vec<String> = self
-                .skipped
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect();
+            let why: Vec<String> = self.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
             writeln!(f, "skipped {total}: {}", why.join(", "))?;
         } else {
             writeln!(f, "skipped 0")?;
@@ -147,21 +141,13 @@ fn process(item: Item, spec: &Spec) -> Outcome {
         Crop::Square => {
             let sq = center_crop_square(&img);
             if sq.width < spec.min_size {
-                return Outcome::Skip(
-                    SKIP_SMALL,
-                    format!("{}: {}x{}", item.key, img.width, img.height),
-                );
+                return Outcome::Skip(SKIP_SMALL, format!("{}: {}x{}", item.key, img.width, img.height));
             }
             resize_lanczos(&sq, spec.resolution, spec.resolution)
         }
         Crop::Wide { width, height } => match wide_crop(&img, width, height) {
             Some(p) => p,
-            None => {
-                return Outcome::Skip(
-                    SKIP_NARROW,
-                    format!("{}: {}x{}", item.key, img.width, img.height),
-                )
-            }
+            None => return Outcome::Skip(SKIP_NARROW, format!("{}: {}x{}", item.key, img.width, img.height)),
         },
     };
     let chw = to_chw(&square);
@@ -184,22 +170,11 @@ pub fn permutation(n: u64, seed: u64) -> Vec<u64> {
 
 /// Refuses to touch a folder that is not ours: only an sg2 dataset, an unfinished run or an empty folder.
 fn check_ours(dir: &Path) -> Result<()> {
-    ensure!(
-        dir.is_dir(),
-        "{}: exists and is not a folder; refusing to replace it",
-        dir.display()
-    );
+    ensure!(dir.is_dir(), "{}: exists and is not a folder; refusing to replace it", dir.display());
     let ours = dir.join(MANIFEST).exists()
         || dir.join(JOURNAL).exists()
-        || std::fs::read_dir(dir)
-            .with_context(|| format!("{}: cannot list", dir.display()))?
-            .next()
-            .is_none();
-    ensure!(
-        ours,
-        "{}: not an sg2 dataset; refusing to replace it",
-        dir.display()
-    );
+        || std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?.next().is_none();
+    ensure!(ours, "{}: not an sg2 dataset; refusing to replace it", dir.display());
     Ok(())
 }
 
@@ -232,19 +207,11 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     }
     ensure!(opts.shard_size_mb >= 1, "--shard-size-mb must be >= 1");
     if dest.exists() {
-        ensure!(
-            opts.force,
-            "{}: already exists (use --force to replace it)",
-            dest.display()
-        );
+        ensure!(opts.force, "{}: already exists (use --force to replace it)", dest.display());
         check_ours(dest)?;
     }
     let n = source.len();
-    ensure!(
-        n > 0,
-        "{}: the source holds no images",
-        source.describe()["path"].as_str().unwrap_or("source")
-    );
+    ensure!(n > 0, "{}: the source holds no images", source.describe()["path"].as_str().unwrap_or("source"));
     let order: Option<Vec<u64>> = opts.shuffle.then(|| permutation(n, opts.seed));
     let at = |p: u64| order.as_ref().map_or(p, |o| o[p as usize]);
 
@@ -286,27 +253,17 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
                 partial.display()
             );
             check_ours(&partial)?;
-            std::fs::remove_dir_all(&partial)
-                .with_context(|| format!("{}: cannot remove", partial.display()))?;
+            std::fs::remove_dir_all(&partial).with_context(|| format!("{}: cannot remove", partial.display()))?;
         }
         ShardWriter::create(&partial, channels, opts.resolution, per_shard, plan)?
     };
     let resumed_from = writer.journal.consumed;
     let max = opts.max_images.unwrap_or(u64::MAX);
 
-    let workers = if opts.workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        opts.workers
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(workers)
-        .build()?;
-    let pb = if opts.progress {
-        ProgressBar::new(n.min(max))
-    } else {
-        ProgressBar::hidden()
-    };
+    let workers =
+        if opts.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.workers };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build()?;
+    let pb = if opts.progress { ProgressBar::new(n.min(max)) } else { ProgressBar::hidden() };
     pb.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
             .unwrap()
@@ -314,12 +271,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     );
     pb.set_position(writer.written());
 
-    let spec = Spec {
-        resolution: opts.resolution,
-        channels,
-        crop: opts.crop,
-        min_size: opts.min_size,
-    };
+    let spec = Spec { resolution: opts.resolution, channels, crop: opts.crop, min_size: opts.min_size };
     let (tx, rx) = mpsc::sync_channel::<Vec<Msg>>(2);
     let pbw = pb.clone();
     let handle = std::thread::spawn(move || -> Result<ShardWriter> {
@@ -357,18 +309,9 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
                 break;
             }
         };
-        bytes_read += items
-            .iter()
-            .map(|i| {
-                if let Payload::Encoded(b) = &i.payload {
-                    b.len() as u64
-                } else {
-                    0
-                }
-            })
-            .sum::<u64>();
-        let results: Vec<Outcome> =
-            pool.install(|| items.into_par_iter().map(|it| process(it, &spec)).collect());
+        bytes_read +=
+            items.iter().map(|i| if let Payload::Encoded(b) = &i.payload { b.len() as u64 } else { 0 }).sum::<u64>();
+        let results: Vec<Outcome> = pool.install(|| items.into_par_iter().map(|it| process(it, &spec)).collect());
         let mut msgs = Vec::with_capacity(results.len());
         for (j, r) in results.into_iter().enumerate() {
             if written >= max {
@@ -398,9 +341,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
         pos += take;
     }
     drop(tx);
-    let writer = handle
-        .join()
-        .map_err(|_| anyhow::anyhow!("shard writer thread panicked"))?;
+    let writer = handle.join().map_err(|_| anyhow::anyhow!("shard writer thread panicked"))?;
     pb.finish_and_clear();
     let mut writer = match (writer, failure) {
         (Err(e), _) | (Ok(_), Some(e)) => {
@@ -451,15 +392,12 @@ fn install(partial: &Path, dest: &Path) -> Result<()> {
         let mut old = dest.as_os_str().to_owned();
         old.push(format!(".old-{}", std::process::id()));
         let old = PathBuf::from(old);
-        std::fs::rename(dest, &old)
-            .with_context(|| format!("{}: cannot move aside", dest.display()))?;
-        std::fs::rename(partial, dest)
-            .with_context(|| format!("{}: cannot rename into place", partial.display()))?;
+        std::fs::rename(dest, &old).with_context(|| format!("{}: cannot move aside", dest.display()))?;
+        std::fs::rename(partial, dest).with_context(|| format!("{}: cannot rename into place", partial.display()))?;
         std::fs::remove_dir_all(&old)
             .with_context(|| format!("{}: cannot remove the replaced dataset", old.display()))?;
     } else {
-        std::fs::rename(partial, dest)
-            .with_context(|| format!("{}: cannot rename into place", partial.display()))?;
+        std::fs::rename(partial, dest).with_context(|| format!("{}: cannot rename into place", partial.display()))?;
     }
     Ok(())
 }

@@ -9,16 +9,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn bar(len: u64, what: &str, progress: bool) -> ProgressBar {
-    let pb = if progress {
-        ProgressBar::new(len)
-    } else {
-        ProgressBar::hidden()
-    };
+    let pb = if progress { ProgressBar::new(len) } else { ProgressBar::hidden() };
     pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}} ETA {{eta}}"
-        ))
-        .unwrap(),
+        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}} ETA {{eta}}")).unwrap(),
     );
     pb
 }
@@ -55,17 +48,8 @@ pub fn info(ds: &Dataset) -> String {
         for i in 0..m.count {
             counts[ds.label(i).unwrap() as usize] += 1;
         }
-        let per: Vec<String> = counts
-            .iter()
-            .enumerate()
-            .map(|(c, n)| format!("{c}:{n}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "labels       {} classes ({})",
-            m.num_classes,
-            per.join(" ")
-        );
+        let per: Vec<String> = counts.iter().enumerate().map(|(c, n)| format!("{c}:{n}")).collect();
+        let _ = writeln!(s, "labels       {} classes ({})", m.num_classes, per.join(" "));
     } else {
         let _ = writeln!(s, "labels       none");
     }
@@ -83,44 +67,25 @@ pub fn info(ds: &Dataset) -> String {
 pub fn verify(path: &Path, progress: bool) -> Result<String> {
     let ds = Dataset::open(path)?;
     let m = &ds.manifest;
-    let total: u64 =
-        m.shards.iter().map(|s| s.bytes).sum::<u64>() + m.labels.as_ref().map_or(0, |l| l.bytes);
-    let pb = if progress {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
+    let total: u64 = m.shards.iter().map(|s| s.bytes).sum::<u64>() + m.labels.as_ref().map_or(0, |l| l.bytes);
+    let pb = if progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
     pb.set_style(
-        ProgressStyle::with_template(
-            "verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        )
-        .unwrap(),
+        ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}").unwrap(),
     );
-    let mut files = m
-        .shards
-        .iter()
-        .map(|s| (s.file.clone(), s.sha256.clone()))
-        .collect::<Vec<_>>();
+    let mut files = m.shards.iter().map(|s| (s.file.clone(), s.sha256.clone())).collect::<Vec<_>>();
     if let Some(l) = &m.labels {
         files.push((l.file.clone(), l.sha256.clone()));
     }
     for (file, want) in &files {
         let p = ds.path.join(file);
         let got = sha256_file(&p, |n| pb.inc(n))?;
-        ensure!(
-            &got == want,
-            "{}: checksum mismatch (corrupt): sha256 {got}, manifest {want}",
-            p.display()
-        );
+        ensure!(&got == want, "{}: checksum mismatch (corrupt): sha256 {got}, manifest {want}", p.display());
     }
     pb.finish_and_clear();
     let mut records = 0u64;
     for &r in &ds.levels {
         for i in 0..ds.count {
-            ensure!(
-                ds.record(r, i).len() == ds.channels * r * r,
-                "record {i} at {r}: wrong size"
-            );
+            ensure!(ds.record(r, i).len() == ds.channels * r * r, "record {i} at {r}: wrong size");
             records += 1;
         }
     }
@@ -138,28 +103,14 @@ pub fn verify(path: &Path, progress: bool) -> Result<String> {
 pub fn png_bytes(img: &Pixels) -> Result<Vec<u8>> {
     use image::ImageEncoder;
     let mut out = vec![];
-    let color = if img.channels == 1 {
-        image::ExtendedColorType::L8
-    } else {
-        image::ExtendedColorType::Rgb8
-    };
-    image::codecs::png::PngEncoder::new(&mut out).write_image(
-        &img.data,
-        img.width as u32,
-        img.height as u32,
-        color,
-    )?;
+    let color = if img.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
+    image::codecs::png::PngEncoder::new(&mut out).write_image(&img.data, img.width as u32, img.height as u32, color)?;
     Ok(out)
 }
 
 fn pick_level(ds: &Dataset, resolution: Option<usize>) -> Result<usize> {
     let r = resolution.unwrap_or(ds.resolution);
-    ensure!(
-        ds.has_level(r),
-        "{}: no level {r} (levels: {:?})",
-        ds.path.display(),
-        ds.levels
-    );
+    ensure!(ds.has_level(r), "{}: no level {r} (levels: {:?})", ds.path.display(), ds.levels);
     Ok(r)
 }
 
@@ -173,8 +124,7 @@ pub fn extract(
 ) -> Result<u64> {
     let r = pick_level(ds, resolution)?;
     let n = max_images.unwrap_or(ds.count).min(ds.count);
-    std::fs::create_dir_all(dest)
-        .with_context(|| format!("{}: cannot create folder", dest.display()))?;
+    std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create folder", dest.display()))?;
     let pb = bar(n, "extracting", progress);
     for i in 0..n {
         let img = from_chw(ds.record(r, i), ds.channels, r, r);

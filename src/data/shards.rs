@@ -86,9 +86,7 @@ pub fn sha256_file(path: &Path, mut progress: impl FnMut(u64)) -> Result<String>
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("{}: read failed", path.display()))?;
+        let n = f.read(&mut buf).with_context(|| format!("{}: read failed", path.display()))?;
         if n == 0 {
             break;
         }
@@ -126,11 +124,8 @@ impl Journal {
         if !p.exists() {
             return Ok(None);
         }
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
-        Ok(Some(serde_json::from_str(&text).with_context(|| {
-            format!("{}: not a valid progress file", p.display())
-        })?))
+        let text = std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+        Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: not a valid progress file", p.display()))?))
     }
 }
 
@@ -166,8 +161,7 @@ impl ShardWriter {
         per_shard: u64,
         plan: serde_json::Value,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
         let journal = Journal {
             plan,
             channels,
@@ -189,10 +183,7 @@ impl ShardWriter {
     /// anything written after the last complete chunk is removed.
     pub fn resume(dir: &Path, plan: &serde_json::Value) -> Result<Self> {
         let journal = Journal::load(dir)?.with_context(|| {
-            format!(
-                "{}: no {JOURNAL}, nothing to resume (use --force to start clean)",
-                dir.display()
-            )
+            format!("{}: no {JOURNAL}, nothing to resume (use --force to start clean)", dir.display())
         })?;
         if &journal.plan != plan {
             bail!(
@@ -203,15 +194,9 @@ impl ShardWriter {
         }
         for s in &journal.shards {
             let p = dir.join(&s.file);
-            let ok = std::fs::metadata(&p)
-                .map(|m| m.len() == s.bytes)
-                .unwrap_or(false)
+            let ok = std::fs::metadata(&p).map(|m| m.len() == s.bytes).unwrap_or(false)
                 && sha256_file(&p, |_| {})? == s.sha256;
-            ensure!(
-                ok,
-                "{}: damaged or missing; cannot resume (use --force to start clean)",
-                p.display()
-            );
+            ensure!(ok, "{}: damaged or missing; cannot resume (use --force to start clean)", p.display());
         }
         let w = Self::with_journal(dir, journal)?;
         w.remove_strays()?;
@@ -238,12 +223,7 @@ impl ShardWriter {
 
     /// Deletes shard files the journal does not list (written after the last complete chunk) and temp files.
     fn remove_strays(&self) -> Result<()> {
-        let listed: std::collections::HashSet<&str> = self
-            .journal
-            .shards
-            .iter()
-            .map(|s| s.file.as_str())
-            .collect();
+        let listed: std::collections::HashSet<&str> = self.journal.shards.iter().map(|s| s.file.as_str()).collect();
         for &r in &self.levels {
             let d = self.dir.join(level_dir(r));
             let Ok(entries) = std::fs::read_dir(&d) else {
@@ -252,8 +232,7 @@ impl ShardWriter {
             for e in entries.flatten() {
                 let rel = format!("{}/{}", level_dir(r), e.file_name().to_string_lossy());
                 if !listed.contains(rel.as_str()) {
-                    std::fs::remove_file(e.path())
-                        .with_context(|| format!("{}: cannot remove", e.path().display()))?;
+                    std::fs::remove_file(e.path()).with_context(|| format!("{}: cannot remove", e.path().display()))?;
                 }
             }
         }
@@ -278,12 +257,10 @@ impl ShardWriter {
         for &r in &self.levels {
             let rel = shard_file(r, k);
             let path = self.dir.join(&rel);
-            std::fs::create_dir_all(path.parent().unwrap()).with_context(|| {
-                format!("{}: cannot create folder", path.parent().unwrap().display())
-            })?;
+            std::fs::create_dir_all(path.parent().unwrap())
+                .with_context(|| format!("{}: cannot create folder", path.parent().unwrap().display()))?;
             let tmp = path.with_extension("bin.tmp");
-            let f =
-                File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+            let f = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
             self.open.push(LevelFile {
                 resolution: r,
                 tmp,
@@ -298,23 +275,13 @@ impl ShardWriter {
     /// Appends one record given as all its levels (full resolution first, as [`super::transform::levels_of_detail`]).
     /// `consumed` is the number of source items processed once this record is in; `label` is kept when given.
     pub fn push(&mut self, lods: &[Vec<u8>], label: Option<u32>, consumed: u64) -> Result<()> {
-        ensure!(
-            lods.len() == self.levels.len(),
-            "record has {} levels, dataset {}",
-            lods.len(),
-            self.levels.len()
-        );
+        ensure!(lods.len() == self.levels.len(), "record has {} levels, dataset {}", lods.len(), self.levels.len());
         if self.open.is_empty() {
             self.open_chunk()?;
         }
         for (lf, rec) in self.open.iter_mut().zip(lods) {
-            ensure!(
-                rec.len() == self.channels * lf.resolution * lf.resolution,
-                "record size mismatch"
-            );
-            lf.out
-                .write_all(rec)
-                .with_context(|| format!("{}: write failed", lf.tmp.display()))?;
+            ensure!(rec.len() == self.channels * lf.resolution * lf.resolution, "record size mismatch");
+            lf.out.write_all(rec).with_context(|| format!("{}: write failed", lf.tmp.display()))?;
             lf.hash.update(rec);
             lf.bytes += rec.len() as u64;
         }
@@ -338,19 +305,12 @@ impl ShardWriter {
     fn close_chunk(&mut self) -> Result<()> {
         let first = self.journal.written - self.in_chunk;
         for lf in self.open.drain(..) {
-            let LevelFile {
-                resolution,
-                tmp,
-                out,
-                hash,
-                bytes,
-            } = lf;
+            let LevelFile { resolution, tmp, out, hash, bytes } = lf;
             let f = out
                 .into_inner()
                 .map_err(|e| e.into_error())
                 .with_context(|| format!("{}: write failed", tmp.display()))?;
-            f.sync_all()
-                .with_context(|| format!("{}: cannot sync", tmp.display()))?;
+            f.sync_all().with_context(|| format!("{}: cannot sync", tmp.display()))?;
             let k = first / self.per_shard;
             let rel = shard_file(resolution, k as usize);
             std::fs::rename(&tmp, self.dir.join(&rel))
@@ -384,31 +344,16 @@ impl ShardWriter {
         let labels = if self.journal.labels.is_empty() {
             None
         } else {
-            ensure!(
-                self.journal.labels.len() as u64 == self.journal.written,
-                "some records have labels and some not"
-            );
-            let bytes: Vec<u8> = self
-                .journal
-                .labels
-                .iter()
-                .flat_map(|l| l.to_le_bytes())
-                .collect();
+            ensure!(self.journal.labels.len() as u64 == self.journal.written, "some records have labels and some not");
+            let bytes: Vec<u8> = self.journal.labels.iter().flat_map(|l| l.to_le_bytes()).collect();
             write_bytes_atomic(&self.dir.join(LABELS), &bytes)?;
-            Some(FileInfo {
-                file: LABELS.into(),
-                bytes: bytes.len() as u64,
-                sha256: hex(&Sha256::digest(&bytes)),
-            })
+            Some(FileInfo { file: LABELS.into(), bytes: bytes.len() as u64, sha256: hex(&Sha256::digest(&bytes)) })
         };
         let mut shards = self.journal.shards.clone();
         // Level by level, each in record order.
         shards.sort_by_key(|s| (std::cmp::Reverse(s.level), s.first));
         if let serde_json::Value::Object(m) = &mut summary {
-            m.insert(
-                "bytes".into(),
-                shards.iter().map(|s| s.bytes).sum::<u64>().into(),
-            );
+            m.insert("bytes".into(), shards.iter().map(|s| s.bytes).sum::<u64>().into());
         }
         let manifest = Manifest {
             format: FORMAT.into(),
@@ -426,9 +371,7 @@ impl ShardWriter {
             summary,
         };
         let text = serde_json::to_string_pretty(&manifest)?;
-        write_atomic(&self.dir.join(MANIFEST), |f| {
-            Ok(f.write_all(text.as_bytes())?)
-        })?;
+        write_atomic(&self.dir.join(MANIFEST), |f| Ok(f.write_all(text.as_bytes())?))?;
         std::fs::remove_file(self.dir.join(JOURNAL))
             .with_context(|| format!("{}: cannot remove", self.dir.join(JOURNAL).display()))?;
         Ok(manifest)
@@ -459,20 +402,17 @@ impl Dataset {
         let mp = dir.join(MANIFEST);
         if !mp.exists() {
             if dir.join(JOURNAL).exists() {
-                bail!("{}: unfinished dataset (an interrupted run); re-run the create command with --resume", dir.display());
+                bail!(
+                    "{}: unfinished dataset (an interrupted run); re-run the create command with --resume",
+                    dir.display()
+                );
             }
             bail!("{}: not an sg2 dataset (no {MANIFEST})", dir.display());
         }
-        let text = std::fs::read_to_string(&mp)
-            .with_context(|| format!("{}: cannot read", mp.display()))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid manifest", mp.display()))?;
-        ensure!(
-            manifest.format == FORMAT,
-            "{}: format is {:?}, expected {FORMAT:?}",
-            mp.display(),
-            manifest.format
-        );
+        let text = std::fs::read_to_string(&mp).with_context(|| format!("{}: cannot read", mp.display()))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).with_context(|| format!("{}: invalid manifest", mp.display()))?;
+        ensure!(manifest.format == FORMAT, "{}: format is {:?}, expected {FORMAT:?}", mp.display(), manifest.format);
         ensure!(
             manifest.version == VERSION,
             "{}: format version {} is not supported (this sg2 reads {VERSION})",
@@ -492,11 +432,7 @@ impl Dataset {
             let mut v = vec![];
             for s in shards {
                 let p = dir.join(&s.file);
-                ensure!(
-                    s.first == expect_first,
-                    "{}: shards of level {r} are not contiguous",
-                    mp.display()
-                );
+                ensure!(s.first == expect_first, "{}: shards of level {r} are not contiguous", mp.display());
                 ensure!(
                     s.count == manifest.records_per_shard || s.first + s.count == manifest.count,
                     "{}: shard {} has {} records, expected {}",
@@ -511,8 +447,7 @@ impl Dataset {
                     mp.display(),
                     s.file
                 );
-                let f =
-                    File::open(&p).with_context(|| format!("{}: missing shard", p.display()))?;
+                let f = File::open(&p).with_context(|| format!("{}: missing shard", p.display()))?;
                 let len = f.metadata()?.len();
                 ensure!(
                     len == s.bytes,
@@ -522,8 +457,7 @@ impl Dataset {
                     s.bytes
                 );
                 // Safety: shard files are never modified in place (written once, renamed into place).
-                let m = unsafe { memmap2::Mmap::map(&f) }
-                    .with_context(|| format!("{}: cannot map", p.display()))?;
+                let m = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("{}: cannot map", p.display()))?;
                 v.push(m);
                 expect_first += s.count;
             }
@@ -539,8 +473,7 @@ impl Dataset {
             None => None,
             Some(fi) => {
                 let p = dir.join(&fi.file);
-                let bytes = std::fs::read(&p)
-                    .with_context(|| format!("{}: cannot read labels", p.display()))?;
+                let bytes = std::fs::read(&p).with_context(|| format!("{}: cannot read labels", p.display()))?;
                 ensure!(
                     bytes.len() as u64 == manifest.count * 4,
                     "{}: {} bytes, expected {}",
@@ -548,10 +481,7 @@ impl Dataset {
                     bytes.len(),
                     manifest.count * 4
                 );
-                let l: Vec<u32> = bytes
-                    .chunks_exact(4)
-                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
+                let l: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
                 ensure!(
                     l.iter().all(|&x| x < manifest.num_classes),
                     "{}: a label is >= num_classes {}",
@@ -577,15 +507,8 @@ impl Dataset {
     /// Record `index` at level `resolution`: uint8 CHW, `channels * resolution^2` bytes. Panics when out of range
     /// (use [`Dataset::has_level`] and `count` to check).
     pub fn record(&self, resolution: usize, index: u64) -> &[u8] {
-        let maps = self
-            .maps
-            .get(&resolution)
-            .unwrap_or_else(|| panic!("dataset has no level {resolution}"));
-        assert!(
-            index < self.count,
-            "record {index} out of range (count {})",
-            self.count
-        );
+        let maps = self.maps.get(&resolution).unwrap_or_else(|| panic!("dataset has no level {resolution}"));
+        assert!(index < self.count, "record {index} out of range (count {})", self.count);
         let per = self.manifest.records_per_shard;
         let size = self.manifest.record_bytes(resolution);
         let off = (index % per) as usize * size;
@@ -604,10 +527,7 @@ impl Dataset {
     pub fn fingerprint(&self) -> String {
         let m = &self.manifest;
         let mut h = Sha256::new();
-        h.update(format!(
-            "{} {} {} {}\n",
-            m.resolution, m.channels, m.count, m.records_per_shard
-        ));
+        h.update(format!("{} {} {} {}\n", m.resolution, m.channels, m.count, m.records_per_shard));
         for s in &m.shards {
             h.update(format!("{} {}\n", s.file, s.sha256));
         }

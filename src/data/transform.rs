@@ -17,20 +17,12 @@ pub struct Pixels {
 impl Pixels {
     pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Pixels {
         assert_eq!(data.len(), width * height * channels, "pixel buffer size");
-        Pixels {
-            width,
-            height,
-            channels,
-            data,
-        }
+        Pixels { width, height, channels, data }
     }
 
     /// Rows `y0..y0+h`, columns `x0..x0+w`.
     pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> Pixels {
-        assert!(
-            x0 + w <= self.width && y0 + h <= self.height,
-            "crop out of bounds"
-        );
+        assert!(x0 + w <= self.width && y0 + h <= self.height, "crop out of bounds");
         let c = self.channels;
         let mut data = Vec::with_capacity(w * h * c);
         for y in y0..y0 + h {
@@ -53,10 +45,7 @@ impl Pixels {
                 let data = self
                     .data
                     .chunks_exact(3)
-                    .map(|p| {
-                        ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000)
-                            >> 16) as u8
-                    })
+                    .map(|p| ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8)
                     .collect();
                 Pixels::new(self.width, self.height, 1, data)
             }
@@ -144,19 +133,11 @@ fn precompute(in_size: usize, out_size: usize) -> Coeffs {
         for x in 0..xmax {
             let v = if ww != 0.0 { k[x] / ww } else { k[x] };
             let f = v * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if v < 0.0 {
-                (f - 0.5) as i32
-            } else {
-                (f + 0.5) as i32
-            };
+            weights[xx * ksize + x] = if v < 0.0 { (f - 0.5) as i32 } else { (f + 0.5) as i32 };
         }
         bounds.push((xmin, xmax));
     }
-    Coeffs {
-        bounds,
-        ksize,
-        weights,
-    }
+    Coeffs { bounds, ksize, weights }
 }
 
 #[inline]
@@ -271,20 +252,13 @@ pub fn levels_of_detail(chw: &[u8], channels: usize, resolution: usize) -> Resul
             let src = &cur[ch * r * r..(ch + 1) * r * r];
             let dst = &mut next[ch * h * h..(ch + 1) * h * h];
             for y in 0..h {
-                let (r0, r1) = (
-                    &src[2 * y * r..2 * y * r + r],
-                    &src[(2 * y + 1) * r..(2 * y + 2) * r],
-                );
+                let (r0, r1) = (&src[2 * y * r..2 * y * r + r], &src[(2 * y + 1) * r..(2 * y + 2) * r]);
                 for x in 0..h {
                     dst[y * h + x] = (r0[2 * x] + r0[2 * x + 1] + r1[2 * x] + r1[2 * x + 1]) * 0.25;
                 }
             }
         }
-        out.push(
-            next.iter()
-                .map(|&v| v.round_ties_even().clamp(0.0, 255.0) as u8)
-                .collect(),
-        );
+        out.push(next.iter().map(|&v| v.round_ties_even().clamp(0.0, 255.0) as u8).collect());
         cur = next;
         r = h;
     }

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 const EXTENSIONS: [&str; 5] = ["png", "jpg", "jpeg", "webp", "gif"];
 
 fn is_image_name(name: &str) -> bool {
-    name.rsplit_once('.')
-        .is_some_and(|(_, ext)| EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+    name.rsplit_once('.').is_some_and(|(_, ext)| EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
 }
 
 enum Store {
@@ -32,12 +31,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
         if ft.is_dir() || (ft.is_symlink() && p.is_dir()) {
             walk(root, &p, out)?;
         } else if is_image_name(&e.file_name().to_string_lossy()) {
-            out.push(
-                p.strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .replace('\\', "/"),
-            );
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
         }
     }
     Ok(())
@@ -51,32 +45,15 @@ impl Images {
             walk(path, path, &mut names)?;
             (Store::Dir(path.to_path_buf()), names)
         } else {
-            let f = std::fs::File::open(path)
-                .with_context(|| format!("{}: cannot open", path.display()))?;
-            let z = zip::ZipArchive::new(f).with_context(|| {
-                format!(
-                    "{}: not a folder or a zip archive (or a truncated zip)",
-                    path.display()
-                )
-            })?;
-            let names = z
-                .file_names()
-                .filter(|n| !n.ends_with('/') && is_image_name(n))
-                .map(String::from)
-                .collect();
+            let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+            let z = zip::ZipArchive::new(f)
+                .with_context(|| format!("{}: not a folder or a zip archive (or a truncated zip)", path.display()))?;
+            let names = z.file_names().filter(|n| !n.ends_with('/') && is_image_name(n)).map(String::from).collect();
             (Store::Zip(Box::new(z)), names)
         };
         names.sort();
-        ensure!(
-            !names.is_empty(),
-            "{}: holds no PNG, JPEG, WebP or GIF files",
-            path.display()
-        );
-        Ok(Images {
-            path: path.to_path_buf(),
-            store,
-            names,
-        })
+        ensure!(!names.is_empty(), "{}: holds no PNG, JPEG, WebP or GIF files", path.display());
+        Ok(Images { path: path.to_path_buf(), store, names })
     }
 
     pub fn names(&self) -> &[String] {
@@ -97,21 +74,14 @@ impl Source for Images {
                 std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))?
             }
             Store::Zip(z) => {
-                let mut e = z
-                    .by_name(name)
-                    .with_context(|| format!("{}: cannot read {name}", self.path.display()))?;
+                let mut e = z.by_name(name).with_context(|| format!("{}: cannot read {name}", self.path.display()))?;
                 let mut b = Vec::with_capacity(e.size() as usize);
-                e.read_to_end(&mut b).with_context(|| {
-                    format!("{}: cannot read {name} (truncated?)", self.path.display())
-                })?;
+                e.read_to_end(&mut b)
+                    .with_context(|| format!("{}: cannot read {name} (truncated?)", self.path.display()))?;
                 b
             }
         };
-        Ok(Item {
-            key: name.clone(),
-            payload: Payload::Encoded(bytes),
-            label: None,
-        })
+        Ok(Item { key: name.clone(), payload: Payload::Encoded(bytes), label: None })
     }
 
     fn describe(&self) -> serde_json::Value {

@@ -27,50 +27,26 @@ impl Lmdb {
     /// the size recorded in the file, and mapping does not need RAM).
     pub fn open(dir: &Path) -> Result<Lmdb> {
         ensure!(dir.exists(), "{}: no such file or folder", dir.display());
-        ensure!(
-            dir.is_dir(),
-            "{}: not an LMDB folder or a .zip",
-            dir.display()
-        );
-        ensure!(
-            dir.join("data.mdb").is_file(),
-            "{}: not an LMDB folder (no data.mdb)",
-            dir.display()
-        );
+        ensure!(dir.is_dir(), "{}: not an LMDB folder or a .zip", dir.display());
+        ensure!(dir.join("data.mdb").is_file(), "{}: not an LMDB folder (no data.mdb)", dir.display());
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
         opts.max_dbs(1);
         // Safety: read-only and no lock: the caller must not write the database while it is read; the dataset tool
         // only ever reads it.
         unsafe { opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK) };
-        let env = unsafe { opts.open(dir) }
-            .with_context(|| format!("{}: not a valid LMDB", dir.display()))?;
-        let rtxn = env
-            .read_txn()
-            .with_context(|| format!("{}: cannot read LMDB", dir.display()))?;
+        let env = unsafe { opts.open(dir) }.with_context(|| format!("{}: not a valid LMDB", dir.display()))?;
+        let rtxn = env.read_txn().with_context(|| format!("{}: cannot read LMDB", dir.display()))?;
         let db: Database<Bytes, Bytes> = env
             .open_database(&rtxn, None)
             .with_context(|| format!("{}: cannot open the LMDB's main database", dir.display()))?
             .with_context(|| format!("{}: LMDB has no main database", dir.display()))?;
-        let len = db
-            .len(&rtxn)
-            .with_context(|| format!("{}: cannot read LMDB", dir.display()))?;
+        let len = db.len(&rtxn).with_context(|| format!("{}: cannot read LMDB", dir.display()))?;
         drop(rtxn);
-        Ok(Lmdb {
-            path: dir.to_path_buf(),
-            env,
-            db,
-            len,
-            keys: None,
-            cursor: None,
-        })
+        Ok(Lmdb { path: dir.to_path_buf(), env, db, len, keys: None, cursor: None })
     }
 
     fn item(key: &[u8], value: &[u8]) -> Item {
-        Item {
-            key: String::from_utf8_lossy(key).into_owned(),
-            payload: Payload::Encoded(value.to_vec()),
-            label: None,
-        }
+        Item { key: String::from_utf8_lossy(key).into_owned(), payload: Payload::Encoded(value.to_vec()), label: None }
     }
 }
 
@@ -90,11 +66,7 @@ impl Source for Lmdb {
             self.keys = Some(keys);
         }
         let key = &self.keys.as_ref().unwrap()[index as usize];
-        let value = self
-            .db
-            .get(&rtxn, key)
-            .with_context(ctx)?
-            .with_context(ctx)?;
+        let value = self.db.get(&rtxn, key).with_context(ctx)?.with_context(ctx)?;
         Ok(Self::item(key, value))
     }
 
@@ -138,11 +110,7 @@ impl Source for Lmdb {
 /// An LMDB source from `--source`: an LMDB folder, or an LSUN `.zip` whose `data.mdb` is extracted to
 /// `<dest>.lmdb/` first (kept for later runs).
 pub fn open_source(source: &Path, dest: &Path, progress: bool) -> Result<Lmdb> {
-    ensure!(
-        source.exists(),
-        "{}: no such file or folder",
-        source.display()
-    );
+    ensure!(source.exists(), "{}: no such file or folder", source.display());
     if source.is_file() {
         let mut dir = dest.as_os_str().to_owned();
         dir.push(".lmdb");
@@ -156,43 +124,21 @@ pub fn open_source(source: &Path, dest: &Path, progress: bool) -> Result<Lmdb> {
 /// Extracts the `data.mdb` of an LSUN zip to `dir/data.mdb`, streaming through `data.mdb.partial`, which a later
 /// call continues; the CRC-32 of the whole file is checked before it is renamed into place.
 pub fn extract_lmdb(zip_path: &Path, dir: &Path, progress: bool) -> Result<()> {
-    let file = std::fs::File::open(zip_path)
-        .with_context(|| format!("{}: cannot open", zip_path.display()))?;
-    let mut archive = zip::ZipArchive::new(file).with_context(|| {
-        format!(
-            "{}: not a zip archive, or truncated (no central directory)",
-            zip_path.display()
-        )
-    })?;
+    let file = std::fs::File::open(zip_path).with_context(|| format!("{}: cannot open", zip_path.display()))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .with_context(|| format!("{}: not a zip archive, or truncated (no central directory)", zip_path.display()))?;
     let index = (0..archive.len())
-        .find(|&i| {
-            archive
-                .name_for_index(i)
-                .is_some_and(|n| n == "data.mdb" || n.ends_with("/data.mdb"))
-        })
-        .with_context(|| {
-            format!(
-                "{}: holds no data.mdb (not an LSUN LMDB zip)",
-                zip_path.display()
-            )
-        })?;
+        .find(|&i| archive.name_for_index(i).is_some_and(|n| n == "data.mdb" || n.ends_with("/data.mdb")))
+        .with_context(|| format!("{}: holds no data.mdb (not an LSUN LMDB zip)", zip_path.display()))?;
     let (size, crc, stored, data_start) = {
-        let e = archive
-            .by_index_raw(index)
-            .with_context(|| format!("{}: cannot read entry", zip_path.display()))?;
-        (
-            e.size(),
-            e.crc32(),
-            e.compression() == zip::CompressionMethod::Stored,
-            e.data_start(),
-        )
+        let e = archive.by_index_raw(index).with_context(|| format!("{}: cannot read entry", zip_path.display()))?;
+        (e.size(), e.crc32(), e.compression() == zip::CompressionMethod::Stored, e.data_start())
     };
     let out = dir.join("data.mdb");
     if out.exists() && std::fs::metadata(&out)?.len() == size {
         return Ok(());
     }
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
     let part = dir.join("data.mdb.partial");
     let mut hasher = crc32fast::Hasher::new();
     let mut done = 0u64;
@@ -206,9 +152,7 @@ pub fn extract_lmdb(zip_path: &Path, dir: &Path, progress: bool) -> Result<()> {
             let mut f = std::fs::File::open(&part)?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let k = f
-                    .read(&mut buf)
-                    .with_context(|| format!("{}: read failed", part.display()))?;
+                let k = f.read(&mut buf).with_context(|| format!("{}: read failed", part.display()))?;
                 if k == 0 {
                     break;
                 }
@@ -216,17 +160,11 @@ pub fn extract_lmdb(zip_path: &Path, dir: &Path, progress: bool) -> Result<()> {
             }
         }
     }
-    let pb = if progress {
-        ProgressBar::new(size)
-    } else {
-        ProgressBar::hidden()
-    };
+    let pb = if progress { ProgressBar::new(size) } else { ProgressBar::hidden() };
     pb.set_style(
-        ProgressStyle::with_template(
-            "extracting data.mdb {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-        )
-        .unwrap()
-        .progress_chars("=> "),
+        ProgressStyle::with_template("extracting data.mdb {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+            .unwrap()
+            .progress_chars("=> "),
     );
     pb.set_position(done);
     let mut w = std::fs::OpenOptions::new()
@@ -238,9 +176,7 @@ pub fn extract_lmdb(zip_path: &Path, dir: &Path, progress: bool) -> Result<()> {
         let mut buf = vec![0u8; 4 << 20];
         let mut left = size - done;
         while left > 0 {
-            let k = r
-                .read(&mut buf)
-                .with_context(|| format!("{}: read failed (truncated?)", zip_path.display()))?;
+            let k = r.read(&mut buf).with_context(|| format!("{}: read failed (truncated?)", zip_path.display()))?;
             ensure!(k > 0, "{}: ends early (truncated)", zip_path.display());
             let mut chunk = &buf[..k];
             if skip > 0 {
@@ -249,8 +185,7 @@ pub fn extract_lmdb(zip_path: &Path, dir: &Path, progress: bool) -> Result<()> {
                 skip -= s as u64;
             }
             let chunk = &chunk[..chunk.len().min(left as usize)];
-            w.write_all(chunk)
-                .with_context(|| format!("{}: write failed", part.display()))?;
+            w.write_all(chunk).with_context(|| format!("{}: write failed", part.display()))?;
             hasher.update(chunk);
             left -= chunk.len() as u64;
             pb.inc(chunk.len() as u64);
@@ -263,19 +198,19 @@ pub fn extract_lmdb(zip_path: &Path, dir: &Path, progress: bool) -> Result<()> {
         f.seek(SeekFrom::Start(data_start + done))?;
         copy(&mut f, 0)?;
     } else {
-        let mut e = archive
-            .by_index(index)
-            .with_context(|| format!("{}: cannot read data.mdb entry", zip_path.display()))?;
+        let mut e =
+            archive.by_index(index).with_context(|| format!("{}: cannot read data.mdb entry", zip_path.display()))?;
         copy(&mut e, done)?;
     }
-    w.sync_all()
-        .with_context(|| format!("{}: cannot sync", part.display()))?;
+    w.sync_all().with_context(|| format!("{}: cannot sync", part.display()))?;
     pb.finish_and_clear();
     if hasher.finalize() != crc {
         std::fs::remove_file(&part)?;
-        bail!("{}: data.mdb fails its CRC check (corrupt archive); the partial extraction was removed", zip_path.display());
+        bail!(
+            "{}: data.mdb fails its CRC check (corrupt archive); the partial extraction was removed",
+            zip_path.display()
+        );
     }
-    std::fs::rename(&part, &out)
-        .with_context(|| format!("{}: cannot rename into place", part.display()))?;
+    std::fs::rename(&part, &out).with_context(|| format!("{}: cannot rename into place", part.display()))?;
     Ok(())
 }

@@ -34,31 +34,14 @@ fn read_idx_file(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
         };
         return Ok((p, bytes));
     }
-    bail!(
-        "{}: no {name} or {name}.gz (expected MNIST IDX files)",
-        dir.display()
-    )
+    bail!("{}: no {name} or {name}.gz (expected MNIST IDX files)", dir.display())
 }
 
 /// Parses an IDX header of unsigned bytes with `ndim` dimensions; returns the dims and the payload.
 pub fn parse_idx(path: &Path, bytes: &[u8], ndim: u8) -> Result<(Vec<usize>, usize)> {
-    ensure!(
-        bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0,
-        "{}: not an IDX file",
-        path.display()
-    );
-    ensure!(
-        bytes[2] == 0x08,
-        "{}: IDX element type {:#04x}, expected unsigned bytes (0x08)",
-        path.display(),
-        bytes[2]
-    );
-    ensure!(
-        bytes[3] == ndim,
-        "{}: {} dimensions, expected {ndim}",
-        path.display(),
-        bytes[3]
-    );
+    ensure!(bytes.len() >= 4 && bytes[0] == 0 && bytes[1] == 0, "{}: not an IDX file", path.display());
+    ensure!(bytes[2] == 0x08, "{}: IDX element type {:#04x}, expected unsigned bytes (0x08)", path.display(), bytes[2]);
+    ensure!(bytes[3] == ndim, "{}: {} dimensions, expected {ndim}", path.display(), bytes[3]);
     let head = 4 + 4 * ndim as usize;
     ensure!(bytes.len() >= head, "{}: truncated header", path.display());
     let dims: Vec<usize> = (0..ndim as usize)
@@ -76,11 +59,7 @@ pub fn parse_idx(path: &Path, bytes: &[u8], ndim: u8) -> Result<(Vec<usize>, usi
 
 impl Mnist {
     pub fn open(dir: &Path) -> Result<Mnist> {
-        ensure!(
-            dir.is_dir(),
-            "{}: no such folder (expected the folder holding MNIST IDX files)",
-            dir.display()
-        );
+        ensure!(dir.is_dir(), "{}: no such folder (expected the folder holding MNIST IDX files)", dir.display());
         let (ip, ib) = read_idx_file(dir, "train-images-idx3-ubyte")?;
         let (lp, lb) = read_idx_file(dir, "train-labels-idx1-ubyte")?;
         let (idims, ihead) = parse_idx(&ip, &ib, 3)?;
@@ -94,18 +73,8 @@ impl Mnist {
             lp.display()
         );
         let labels = lb[lhead..].to_vec();
-        ensure!(
-            labels.iter().all(|&l| l < 10),
-            "{}: a label is not 0..9",
-            lp.display()
-        );
-        Ok(Mnist {
-            dir: dir.to_path_buf(),
-            images: ib[ihead..].to_vec(),
-            labels,
-            rows: idims[1],
-            cols: idims[2],
-        })
+        ensure!(labels.iter().all(|&l| l < 10), "{}: a label is not 0..9", lp.display());
+        Ok(Mnist { dir: dir.to_path_buf(), images: ib[ihead..].to_vec(), labels, rows: idims[1], cols: idims[2] })
     }
 }
 

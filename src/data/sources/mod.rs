@@ -34,9 +34,7 @@ pub trait Source: Send {
     fn get(&mut self, index: u64) -> Result<Item>;
     /// Items `start..` in the source's order; sources with a faster sequential path override this.
     fn read_range(&mut self, start: u64, n: u64) -> Result<Vec<Item>> {
-        (start..(start + n).min(self.len()))
-            .map(|i| self.get(i))
-            .collect()
+        (start..(start + n).min(self.len())).map(|i| self.get(i)).collect()
     }
     /// Number of label classes (0: no labels).
     fn num_classes(&self) -> u32 {

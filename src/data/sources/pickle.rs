@@ -17,11 +17,7 @@ pub enum Val {
     Tuple(Vec<Val>),
     Dict(Vec<(Val, Val)>),
     Global(String, String),
-    Obj {
-        func: Box<Val>,
-        args: Box<Val>,
-        state: Option<Box<Val>>,
-    },
+    Obj { func: Box<Val>, args: Box<Val>, state: Option<Box<Val>> },
     Mark,
 }
 
@@ -55,11 +51,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        ensure!(
-            self.pos + n <= self.b.len(),
-            "pickle truncated at byte {}",
-            self.pos
-        );
+        ensure!(self.pos + n <= self.b.len(), "pickle truncated at byte {}", self.pos);
         let s = &self.b[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
@@ -78,10 +70,7 @@ impl<'a> Reader<'a> {
     }
     fn line(&mut self) -> Result<String> {
         let rest = &self.b[self.pos..];
-        let n = rest
-            .iter()
-            .position(|&c| c == b'\n')
-            .context("pickle: unterminated line")?;
+        let n = rest.iter().position(|&c| c == b'\n').context("pickle: unterminated line")?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
         Ok(s)
@@ -89,10 +78,7 @@ impl<'a> Reader<'a> {
 }
 
 fn pop_mark(stack: &mut Vec<Val>) -> Result<Vec<Val>> {
-    let m = stack
-        .iter()
-        .rposition(|v| matches!(v, Val::Mark))
-        .context("pickle: no MARK")?;
+    let m = stack.iter().rposition(|v| matches!(v, Val::Mark)).context("pickle: no MARK")?;
     let items = stack.split_off(m + 1);
     stack.pop();
     Ok(items)
@@ -146,15 +132,10 @@ pub fn load(bytes: &[u8]) -> Result<Val> {
                 stack.push(match l.as_str() {
                     "01" => Val::Bool(true),
                     "00" => Val::Bool(false),
-                    s => Val::Int(
-                        s.parse()
-                            .with_context(|| format!("pickle: bad INT {s:?}"))?,
-                    ),
+                    s => Val::Int(s.parse().with_context(|| format!("pickle: bad INT {s:?}"))?),
                 });
             }
-            b'G' => stack.push(Val::Float(f64::from_be_bytes(
-                r.take(8)?.try_into().unwrap(),
-            ))),
+            b'G' => stack.push(Val::Float(f64::from_be_bytes(r.take(8)?.try_into().unwrap()))),
             b'U' => {
                 let n = r.u8()? as usize;
                 stack.push(Val::Bytes(r.take(n)?.to_vec()));
@@ -246,10 +227,7 @@ pub fn load(bytes: &[u8]) -> Result<Val> {
             b'd' => {
                 let items = pop_mark(&mut stack)?;
                 stack.push(Val::Dict(
-                    items
-                        .chunks(2)
-                        .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or(Val::None)))
-                        .collect(),
+                    items.chunks(2).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or(Val::None))).collect(),
                 ));
             }
             b'R' | 0x81 => {
@@ -264,11 +242,7 @@ pub fn load(bytes: &[u8]) -> Result<Val> {
                         }
                     }
                 }
-                stack.push(Val::Obj {
-                    func: Box::new(func),
-                    args: Box::new(args),
-                    state: None,
-                });
+                stack.push(Val::Obj { func: Box::new(func), args: Box::new(args), state: None });
             }
             b'b' => {
                 let st = pop(&mut stack)?;
@@ -288,11 +262,9 @@ pub fn load(bytes: &[u8]) -> Result<Val> {
             b'u' => {
                 let items = pop_mark(&mut stack)?;
                 match stack.last_mut() {
-                    Some(Val::Dict(d)) => d.extend(
-                        items
-                            .chunks(2)
-                            .map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or(Val::None))),
-                    ),
+                    Some(Val::Dict(d)) => {
+                        d.extend(items.chunks(2).map(|c| (c[0].clone(), c.get(1).cloned().unwrap_or(Val::None))))
+                    }
                     _ => bail!("pickle: SETITEMS on a non-dict"),
                 }
             }
@@ -317,31 +289,13 @@ pub fn load(bytes: &[u8]) -> Result<Val> {
 
 /// The shape and raw bytes of a pickled C-contiguous uint8 numpy array.
 pub fn ndarray_u8(v: &Val) -> Result<(Vec<usize>, &[u8])> {
-    let Val::Obj {
-        state: Some(state), ..
-    } = v
-    else {
-        bail!("not a numpy array")
-    };
-    let Val::Tuple(st) = state.as_ref() else {
-        bail!("numpy array state is not a tuple")
-    };
-    ensure!(
-        st.len() == 5,
-        "numpy array state has {} fields, expected 5",
-        st.len()
-    );
-    let Val::Tuple(shape) = &st[1] else {
-        bail!("numpy array shape is not a tuple")
-    };
-    let shape: Vec<usize> = shape
-        .iter()
-        .map(|d| d.as_int().map(|x| x as usize).context("bad dimension"))
-        .collect::<Result<_>>()?;
-    ensure!(
-        st[3] != Val::Bool(true),
-        "Fortran-ordered numpy arrays are not supported"
-    );
+    let Val::Obj { state: Some(state), .. } = v else { bail!("not a numpy array") };
+    let Val::Tuple(st) = state.as_ref() else { bail!("numpy array state is not a tuple") };
+    ensure!(st.len() == 5, "numpy array state has {} fields, expected 5", st.len());
+    let Val::Tuple(shape) = &st[1] else { bail!("numpy array shape is not a tuple") };
+    let shape: Vec<usize> =
+        shape.iter().map(|d| d.as_int().map(|x| x as usize).context("bad dimension")).collect::<Result<_>>()?;
+    ensure!(st[3] != Val::Bool(true), "Fortran-ordered numpy arrays are not supported");
     let data = match &st[4] {
         Val::Bytes(b) => b.as_slice(),
         _ => bail!("numpy array data is not raw bytes"),
