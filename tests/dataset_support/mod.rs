@@ -179,7 +179,7 @@ pub fn cifar_pickle(data: &[u8], labels: &[u8]) -> Vec<u8> {
     p.extend_from_slice(data);
     p.extend_from_slice(b"tb");
     short(&mut p, b"filenames");
-    p.extend_from_slice(&[b']', b'(']);
+    p.extend_from_slice(b"](");
     for i in 0..n {
         short(&mut p, format!("img_{i}.png").as_bytes());
     }
