@@ -41,6 +41,8 @@ pub struct CreateOptions {
     /// Decode threads; 0 means all cores.
     pub workers: usize,
     pub shard_size_mb: u64,
+    /// Records per shard, overriding what `shard_size_mb` gives (small values exercise many shards).
+    pub records_per_shard: Option<u64>,
     /// The command line, kept in the manifest.
     pub command: String,
     pub progress: bool,
@@ -62,6 +64,7 @@ impl CreateOptions {
             resume: false,
             workers: 0,
             shard_size_mb: 1024,
+            records_per_shard: None,
             command: String::new(),
             progress: true,
         }
@@ -229,7 +232,9 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
         },
     };
     ensure!(channels == 1 || channels == 3, "channels must be 1 or 3");
-    let per_shard = records_per_shard(opts.shard_size_mb << 20, channels, opts.resolution);
+    let per_shard = opts
+        .records_per_shard
+        .unwrap_or_else(|| records_per_shard(opts.shard_size_mb << 20, channels, opts.resolution));
     let plan = serde_json::json!({
         "source": source.describe(),
         "resolution": opts.resolution,
