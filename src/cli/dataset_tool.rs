@@ -1,7 +1,7 @@
 //! `sg2 dataset-tool`: create multi-resolution datasets and look into them.
 
 use super::Global;
-use crate::data::create::{create, CreateOptions, Crop};
+use crate::data::create::{check_dest, create, CreateOptions, Crop};
 use crate::data::inspect;
 use crate::data::sources::{cifar::Cifar10, images::Images, lsun, mnist::Mnist, Source};
 use crate::data::Dataset;
@@ -201,6 +201,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             o.workers = default_workers(&common);
             o.channels = Some(3);
             o.min_size = photo.min_size.unwrap_or(photo.resolution);
+            check_dest(&common.dest, common.force)?;
             let mut src = lsun::open_source(&common.source, &common.dest, o.progress)?;
             run_create(&mut src, &o)
         }
@@ -209,6 +210,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             o.workers = default_workers(&common);
             o.channels = Some(3);
             o.crop = Crop::Wide { width, height };
+            check_dest(&common.dest, common.force)?;
             let mut src = lsun::open_source(&common.source, &common.dest, o.progress)?;
             run_create(&mut src, &o)
         }

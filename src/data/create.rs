@@ -181,6 +181,16 @@ fn check_ours(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an existing `dest` unless `force` and it is an sg2 dataset (or empty). Callers that do long work before
+/// `create` (extracting a zip) check this first.
+pub fn check_dest(dest: &Path, force: bool) -> Result<()> {
+    if dest.exists() {
+        ensure!(force, "{}: already exists (use --force to replace it)", dest.display());
+        check_ours(dest)?;
+    }
+    Ok(())
+}
+
 pub fn partial_path(dest: &Path) -> PathBuf {
     let mut s = dest.as_os_str().to_owned();
     s.push(".partial");
@@ -209,10 +219,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
         );
     }
     ensure!(opts.shard_size_mb >= 1, "--shard-size-mb must be >= 1");
-    if dest.exists() {
-        ensure!(opts.force, "{}: already exists (use --force to replace it)", dest.display());
-        check_ours(dest)?;
-    }
+    check_dest(dest, opts.force)?;
     let n = source.len();
     ensure!(n > 0, "{}: the source holds no images", source.describe()["path"].as_str().unwrap_or("source"));
     let order: Option<Vec<u64>> = opts.shuffle.then(|| permutation(n, opts.seed));
@@ -294,7 +301,9 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
         Ok(writer)
     });
 
-    let batch = (workers * 8).clamp(16, 256) as u64;
+    // Bounded memory: at most ~128 MB of finished records per batch, whatever the resolution.
+    let record_bytes = channels * opts.resolution * opts.resolution * 4 / 3;
+    let batch = (workers * 8).clamp(16, 256).min(((128 << 20) / record_bytes).max(workers)) as u64;
     let mut written = pb.position();
     let mut pos = resumed_from;
     let mut shown_skips = 0;
