@@ -103,6 +103,7 @@ fn tf_pickle_converts_to_the_reference_state_dicts() {
         let (reference, _) = read_safetensors(&golden(&format!("tiny32-{which}.safetensors"))).unwrap();
         assert_eq!(ours.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>(), "{which} names");
         for (name, r) in &reference {
+            assert_eq!(ours[name].size(), r.size(), "{which} {name} shape");
             let d = (&ours[name] - r).abs().max().double_value(&[]);
             assert_eq!(d, 0.0, "{which} {name}");
         }
