@@ -35,8 +35,9 @@ class _Persistent:
     """Stands in for a stylegan2-ada-pytorch persistent module: keeps its init kwargs and module state."""
 
     def __init__(self, meta):
-        self.init_kwargs = meta.get("init_kwargs", {})
-        self.state = meta.get("state", {})
+        self.state = meta.get("state", {}) or {}
+        # persistence.py keeps the constructor arguments on the instance.
+        self.init_kwargs = self.state.get("_init_kwargs", {}) or {}
 
 
 def _reconstruct_persistent_obj(meta):
