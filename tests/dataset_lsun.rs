@@ -218,6 +218,12 @@ fn cli_create_lsun_and_error_paths() {
         assert!(!ok && err.contains(want), "{err}");
         assert!(err.starts_with("error: ") && err.contains(&src[0]), "{err}");
     }
+    // A data.mdb that is not an LMDB.
+    let fake = t.path().join("fake");
+    std::fs::create_dir_all(&fake).unwrap();
+    std::fs::write(fake.join("data.mdb"), vec![7u8; 8192]).unwrap();
+    let (ok, _, err) = sg2(&["dataset-tool", "create_lsun", "--source", s(&fake), "--dest", s(&t.path().join("f"))]);
+    assert!(!ok && err.contains("not a valid LMDB") && err.contains("fake"), "{err}");
     // A truncated zip.
     let zip = t.path().join("cat.zip");
     make_zip(&zip, &lmdb, "cat/", false);
