@@ -35,8 +35,9 @@ class _Persistent:
     """Stands in for a stylegan2-ada-pytorch persistent module: keeps its init kwargs and module state."""
 
     def __init__(self, meta):
-        self.init_kwargs = meta.get("init_kwargs", {})
-        self.state = meta.get("state", {})
+        self.state = meta.get("state", {}) or {}
+        # persistence.py keeps the constructor arguments on the instance.
+        self.init_kwargs = self.state.get("_init_kwargs", {}) or {}
 
 
 def _reconstruct_persistent_obj(meta):
@@ -255,7 +256,7 @@ def save_safetensors(path, tensors):
     header, blobs, offset = {}, [], 0
     names = {np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("float16"): "F16", np.dtype("int64"): "I64"}
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = np.array(tensors[name], order="C")  # keeps 0-d arrays 0-d (ascontiguousarray would not)
         if a.dtype == np.float64:
             a = a.astype(np.float32)
         raw = a.astype(a.dtype.newbyteorder("<")).tobytes()

@@ -1,1 +1,211 @@
-//! Seeds to images.
+//! Seeds to images, exactly as the official tools map them: z = RandomState(seed).randn(1, z_dim) as float32.
+//!
+//! Also the style-mixing figure and latent walks. The CLI (`cli::generate`) only parses options and writes files.
+
+use crate::image_io::{to_uint8_nhwc, ImageU8};
+use crate::model::{Generator, NoiseMode};
+use crate::rng::{randn_tensor, RandomState};
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+/// Noise for generation: one of the official modes, or the TensorFlow tool's rule (`Tf`): after z, every noise
+/// input is drawn from the same RandomState, in creation order, and used as constant noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noise {
+    Mode(NoiseMode),
+    Tf,
+}
+
+impl std::str::FromStr for Noise {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "tf" => Ok(Noise::Tf),
+            other => other
+                .parse::<NoiseMode>()
+                .map(Noise::Mode)
+                .map_err(|_| anyhow::anyhow!("--noise-mode {other}: expected const, random, none or tf")),
+        }
+    }
+}
+
+/// z of the official tools for a seed: RandomState(seed).randn(1, z_dim), as float32.
+pub fn z_for_seed(seed: u32, z_dim: i64) -> Tensor {
+    randn_tensor(&mut RandomState::new(seed), &[1, z_dim])
+}
+
+/// The one-hot label tensor for `class_idx`, checked against the network (None for unconditional networks).
+pub fn class_tensor(g: &Generator, class_idx: Option<usize>, n: i64, device: Device) -> Result<Option<Tensor>> {
+    let c_dim = g.c_dim();
+    match (c_dim, class_idx) {
+        (0, None) => Ok(None),
+        (0, Some(_)) => bail!("--class given, but the network is unconditional"),
+        (_, None) => bail!("the network is conditional ({c_dim} classes): pass --class N"),
+        (_, Some(i)) if i as i64 >= c_dim => bail!("--class {i}: the network has classes 0..{}", c_dim - 1),
+        (_, Some(i)) => {
+            let c = Tensor::zeros([n, c_dim], (Kind::Float, device));
+            let _ = c.narrow(1, i as i64, 1).fill_(1.0);
+            Ok(Some(c))
+        }
+    }
+}
+
+/// Options shared by the generation commands.
+#[derive(Debug, Clone)]
+pub struct GenOptions {
+    pub truncation_psi: f64,
+    pub noise: Noise,
+    pub class_idx: Option<usize>,
+    pub batch: usize,
+}
+
+/// Generates one image per seed, batched on the device; `emit` receives (seed, image) in seed order.
+pub fn generate_seeds(
+    g: &Generator,
+    seeds: &[u32],
+    opts: &GenOptions,
+    device: Device,
+    mut emit: impl FnMut(u32, ImageU8) -> Result<()>,
+) -> Result<()> {
+    let z_dim = g.z_dim();
+    for chunk in seeds.chunks(opts.batch.max(1)) {
+        let n = chunk.len() as i64;
+        let mut zs = vec![];
+        let mut noise: Vec<Vec<Tensor>> = vec![];
+        for &seed in chunk {
+            let mut rs = RandomState::new(seed);
+            zs.push(randn_tensor(&mut rs, &[1, z_dim]));
+            if opts.noise == Noise::Tf {
+                let res = g.synthesis.noise_resolutions();
+                noise.push(res.iter().map(|&r| randn_tensor(&mut rs, &[1, 1, r, r])).collect());
+            }
+        }
+        let z = Tensor::cat(&zs, 0).to_device(device);
+        let c = class_tensor(g, opts.class_idx, n, device)?;
+        let img = tch::no_grad(|| {
+            let ws = g.mapping(&z, c.as_ref(), opts.truncation_psi, None);
+            match opts.noise {
+                Noise::Mode(m) => g.synthesis(&ws, m),
+                Noise::Tf => {
+                    let per_layer: Vec<Tensor> = (0..noise[0].len())
+                        .map(|l| {
+                            Tensor::cat(&noise.iter().map(|v| v[l].shallow_clone()).collect::<Vec<_>>(), 0)
+                                .to_device(device)
+                        })
+                        .collect();
+                    g.synthesis_with_noise(&ws, per_layer)
+                }
+            }
+        });
+        let u8s = to_uint8_nhwc(&img);
+        for (i, &seed) in chunk.iter().enumerate() {
+            emit(seed, ImageU8::from_nhwc(&u8s, i as i64))?;
+        }
+    }
+    Ok(())
+}
+
+/// Truncated, broadcast ws for seeds, as the official figure scripts compute them:
+/// w_avg + (w - w_avg) * psi on every layer.
+pub fn ws_for_seeds(
+    g: &Generator,
+    seeds: &[u32],
+    psi: f64,
+    class_idx: Option<usize>,
+    device: Device,
+) -> Result<Tensor> {
+    let zs: Vec<Tensor> = seeds.iter().map(|&s| z_for_seed(s, g.z_dim())).collect();
+    let z = Tensor::cat(&zs, 0).to_device(device);
+    let c = class_tensor(g, class_idx, seeds.len() as i64, device)?;
+    Ok(tch::no_grad(|| g.mapping(&z, c.as_ref(), psi, None)))
+}
+
+/// The official style-mixing figure: a black corner, column seeds along the top, row seeds down the left, and in
+/// each cell the row seed's ws with the layers in `styles` taken from the column seed.
+pub fn style_mix_grid(
+    g: &Generator,
+    rows: &[u32],
+    cols: &[u32],
+    styles: &[usize],
+    opts: &GenOptions,
+    device: Device,
+) -> Result<ImageU8> {
+    let num_ws = g.num_ws() as usize;
+    if let Some(&bad) = styles.iter().find(|&&s| s >= num_ws) {
+        bail!("--styles {bad}: the network has layers 0..{}", num_ws - 1);
+    }
+    let Noise::Mode(mode) = opts.noise else { bail!("style mixing takes --noise-mode const, random or none") };
+    let row_ws = ws_for_seeds(g, rows, opts.truncation_psi, opts.class_idx, device)?;
+    let col_ws = ws_for_seeds(g, cols, opts.truncation_psi, opts.class_idx, device)?;
+    let synth = |ws: &Tensor| -> Vec<ImageU8> {
+        let u8s = to_uint8_nhwc(&tch::no_grad(|| g.synthesis(ws, mode)));
+        (0..ws.size()[0]).map(|i| ImageU8::from_nhwc(&u8s, i)).collect()
+    };
+    let row_imgs = synth(&row_ws);
+    let col_imgs = synth(&col_ws);
+    let mask: Vec<f32> = (0..num_ws).map(|l| if styles.contains(&l) { 1.0 } else { 0.0 }).collect();
+    let mask = Tensor::from_slice(&mask).reshape([1, -1, 1]).to_device(device);
+    let mut tiles = vec![];
+    let t = &row_imgs[0];
+    tiles.push(ImageU8::black(t.width, t.height, t.channels));
+    tiles.extend(col_imgs.iter().cloned());
+    for (r, row_img) in row_imgs.iter().enumerate() {
+        tiles.push(row_img.clone());
+        let w_row = row_ws.narrow(0, r as i64, 1).expand([cols.len() as i64, -1, -1], false);
+        let mixed = &w_row * (1.0 - &mask) + &col_ws * &mask;
+        tiles.extend(synth(&mixed));
+    }
+    crate::image_io::grid(&tiles, cols.len() + 1)
+}
+
+/// Spherical interpolation between rows of `a` and `b` (z space), as the official PPL code's slerp.
+pub fn slerp(a: &Tensor, b: &Tensor, t: f64) -> Tensor {
+    let a = a / a.norm_scalaropt_dim(2, [-1i64].as_slice(), true);
+    let b = b / b.norm_scalaropt_dim(2, [-1i64].as_slice(), true);
+    let d = (&a * &b).sum_dim_intlist([-1i64].as_slice(), true, Kind::Float);
+    let p = d.clamp(-1.0, 1.0).acos() * t;
+    let c = &b - &d * &a;
+    let c = &c / c.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
+    let dd = &a * p.cos() + c * p.sin();
+    &dd / dd.norm_scalaropt_dim(2, [-1i64].as_slice(), true)
+}
+
+/// Frames of a looping walk through the key seeds: `frames` per segment, lerp in w or slerp in z.
+pub fn interpolation_frames(
+    g: &Generator,
+    seeds: &[u32],
+    frames: usize,
+    space_z: bool,
+    opts: &GenOptions,
+    device: Device,
+    mut on_frame: impl FnMut(usize, usize),
+) -> Result<Vec<ImageU8>> {
+    if seeds.len() < 2 {
+        bail!("--seeds: interpolation needs at least two seeds");
+    }
+    if frames == 0 {
+        bail!("--frames must be >= 1");
+    }
+    let Noise::Mode(mode) = opts.noise else { bail!("interpolation takes --noise-mode const or none") };
+    let zs: Vec<Tensor> = seeds.iter().map(|&s| z_for_seed(s, g.z_dim()).to_device(device)).collect();
+    let c = class_tensor(g, opts.class_idx, 1, device)?;
+    let ws: Vec<Tensor> =
+        zs.iter().map(|z| tch::no_grad(|| g.mapping(z, c.as_ref(), opts.truncation_psi, None))).collect();
+    let total = seeds.len() * frames;
+    let mut out = Vec::with_capacity(total);
+    for k in 0..total {
+        let (seg, i) = (k / frames, k % frames);
+        let t = i as f64 / frames as f64;
+        let (a, b) = (seg, (seg + 1) % seeds.len());
+        let w = if space_z {
+            let z = slerp(&zs[a], &zs[b], t);
+            tch::no_grad(|| g.mapping(&z, c.as_ref(), opts.truncation_psi, None))
+        } else {
+            ws[a].lerp(&ws[b], t)
+        };
+        let img = tch::no_grad(|| g.synthesis(&w, mode));
+        out.push(ImageU8::from_nhwc(&to_uint8_nhwc(&img), 0));
+        on_frame(k + 1, total);
+    }
+    Ok(out)
+}

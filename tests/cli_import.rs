@@ -86,29 +86,60 @@ fn info_rejects_non_checkpoints() {
     assert!(err.contains("not an sg2 checkpoint") && err.contains("sg2 import"), "{err}");
 }
 
-#[test]
-fn tf_pickle_converts_to_the_reference_state_dicts() {
-    let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().join("tf");
+/// Runs the converter on `pkl` and checks the result equals the tiny32 reference state dicts and kwargs.
+fn check_conversion(pkl: &std::path::Path, dir: &std::path::Path) {
+    let prefix = dir.join("conv");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert_official.py");
-    let out = std::process::Command::new(python())
-        .arg(&script)
-        .arg(golden("tiny32-tf.pkl"))
-        .arg(&prefix)
-        .output()
-        .expect("run python");
+    let out = std::process::Command::new(python()).arg(&script).arg(pkl).arg(&prefix).output().expect("run python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for which in ["G", "D"] {
-        let (ours, _) = read_safetensors(&dir.path().join(format!("tf-{which}.safetensors"))).unwrap();
+        let (ours, _) = read_safetensors(&dir.join(format!("conv-{which}.safetensors"))).unwrap();
         let (reference, _) = read_safetensors(&golden(&format!("tiny32-{which}.safetensors"))).unwrap();
         assert_eq!(ours.keys().collect::<Vec<_>>(), reference.keys().collect::<Vec<_>>(), "{which} names");
         for (name, r) in &reference {
+            assert_eq!(ours[name].size(), r.size(), "{which} {name} shape");
             let d = (&ours[name] - r).abs().max().double_value(&[]);
             assert_eq!(d, 0.0, "{which} {name}");
         }
     }
     let kw: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("tf-kwargs.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("conv-kwargs.json")).unwrap()).unwrap();
     let cfg = sg2::model::import::config_from_kwargs(&kw).unwrap();
     assert_eq!(cfg, golden_config("tiny32"));
+}
+
+#[test]
+fn tf_pickle_converts_to_the_reference_state_dicts() {
+    let dir = tempfile::tempdir().unwrap();
+    check_conversion(&golden("tiny32-tf.pkl"), dir.path());
+}
+
+#[test]
+fn ada_pickle_converts_to_the_reference_state_dicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkl = dir.path().join("ada.pkl");
+    let maker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_ada_pickle.py");
+    let out = std::process::Command::new(python())
+        .arg(maker)
+        .args([golden("tiny32-G.safetensors"), golden("tiny32-D.safetensors"), golden("tiny32-kwargs.json")])
+        .arg(&pkl)
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_conversion(&pkl, dir.path());
+}
+
+#[test]
+fn converter_rejects_other_pickles() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkl = dir.path().join("x.pkl");
+    let out = std::process::Command::new(python())
+        .args(["-c", &format!("import pickle; pickle.dump({{'a': 1}}, open({:?}, 'wb'))", pkl.to_str().unwrap())])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert_official.py");
+    let out = std::process::Command::new(python()).arg(script).arg(&pkl).arg(dir.path().join("o")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a StyleGAN2 network pickle"));
 }

@@ -1,7 +1,11 @@
 //! `sg2 generate`, `sg2 style-mix`, `sg2 interpolate`.
 
 use super::Global;
-use anyhow::Result;
+use crate::generate::{class_tensor, generate_seeds, interpolation_frames, style_mix_grid, GenOptions, Noise};
+use crate::model::checkpoint::load_generator;
+use crate::seeds::{parse_index_list, parse_seeds};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -21,7 +25,7 @@ pub struct GenerateArgs {
     /// Class label for conditional networks.
     #[arg(long = "class")]
     pub class_idx: Option<usize>,
-    /// Output folder for seedNNNN.png.
+    /// Output folder for seedNNNN.png (seeds below 1000 are zero-padded to four digits, as the official).
     #[arg(long, default_value = "out")]
     pub outdir: PathBuf,
     /// Images per forward pass.
@@ -52,6 +56,9 @@ pub struct StyleMixArgs {
     /// Noise mode: const, random or none.
     #[arg(long, default_value = "const")]
     pub noise_mode: String,
+    /// Class label for conditional networks.
+    #[arg(long = "class")]
+    pub class_idx: Option<usize>,
     /// Output PNG.
     #[arg(long, default_value = "out/stylemix.png")]
     pub out: PathBuf,
@@ -77,6 +84,9 @@ pub struct InterpolateArgs {
     /// Noise mode: const or none.
     #[arg(long, default_value = "const")]
     pub noise_mode: String,
+    /// Class label for conditional networks.
+    #[arg(long = "class")]
+    pub class_idx: Option<usize>,
     /// Frames per second of the GIF.
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
@@ -85,12 +95,88 @@ pub struct InterpolateArgs {
     pub out: PathBuf,
 }
 
-pub fn run_generate(_a: GenerateArgs, _g: &Global) -> Result<()> {
-    Err(super::not_implemented("sg2 generate"))
+fn options(psi: f64, noise: &str, class_idx: Option<usize>, batch: usize) -> Result<GenOptions> {
+    if !psi.is_finite() {
+        bail!("--trunc must be a finite number");
+    }
+    if batch == 0 {
+        bail!("--batch must be >= 1");
+    }
+    Ok(GenOptions { truncation_psi: psi, noise: noise.parse::<Noise>()?, class_idx, batch })
 }
-pub fn run_style_mix(_a: StyleMixArgs, _g: &Global) -> Result<()> {
-    Err(super::not_implemented("sg2 style-mix"))
+
+fn progress(len: u64) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
+            .unwrap_or(ProgressStyle::default_bar()),
+    );
+    pb
 }
-pub fn run_interpolate(_a: InterpolateArgs, _g: &Global) -> Result<()> {
-    Err(super::not_implemented("sg2 interpolate"))
+
+pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
+    let device = g.setup()?;
+    let seeds = parse_seeds(&a.seeds).context("--seeds")?;
+    let opts = options(a.truncation_psi, &a.noise_mode, a.class_idx, a.batch)?;
+    let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    // Checks the label before anything is written.
+    class_tensor(&net, a.class_idx, 1, device)?;
+    std::fs::create_dir_all(&a.outdir).with_context(|| format!("{}: cannot create folder", a.outdir.display()))?;
+    let pb = if seeds.len() >= 32 { progress(seeds.len() as u64) } else { ProgressBar::hidden() };
+    let mut all = vec![];
+    let total = seeds.len();
+    let mut idx = 0;
+    generate_seeds(&net, &seeds, &opts, device, |seed, img| {
+        pb.suspend(|| println!("Generating image for seed {seed} ({idx}/{total}) ..."));
+        let path = a.outdir.join(format!("seed{seed:04}.png"));
+        img.save_png(&path)?;
+        pb.inc(1);
+        idx += 1;
+        if a.grid.is_some() {
+            all.push(img);
+        }
+        Ok(())
+    })?;
+    pb.finish_and_clear();
+    if let Some(grid_path) = &a.grid {
+        let cols = (all.len() as f64).sqrt().ceil() as usize;
+        crate::image_io::grid(&all, cols.max(1))?.save_png(grid_path)?;
+        println!("Grid: {}", grid_path.display());
+    }
+    Ok(())
+}
+
+pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
+    let device = g.setup()?;
+    let rows = parse_seeds(&a.rows).context("--rows")?;
+    let cols = parse_seeds(&a.cols).context("--cols")?;
+    let styles = parse_index_list(&a.styles).context("--styles")?;
+    let opts = options(a.truncation_psi, &a.noise_mode, a.class_idx, 1)?;
+    let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    println!("Generating style-mix grid: {} rows x {} columns, styles {:?} ...", rows.len(), cols.len(), styles);
+    let grid = style_mix_grid(&net, &rows, &cols, &styles, &opts, device)?;
+    grid.save_png(&a.out)?;
+    println!("Saved {}", a.out.display());
+    Ok(())
+}
+
+pub fn run_interpolate(a: InterpolateArgs, g: &Global) -> Result<()> {
+    let device = g.setup()?;
+    let seeds = parse_seeds(&a.seeds).context("--seeds")?;
+    let space_z = match a.space.as_str() {
+        "z" => true,
+        "w" => false,
+        other => bail!("--space {other}: expected w or z"),
+    };
+    if a.fps == 0 || a.fps > 100 {
+        bail!("--fps must be in 1..=100");
+    }
+    let opts = options(a.truncation_psi, &a.noise_mode, a.class_idx, 1)?;
+    let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    let pb = progress((seeds.len() * a.frames) as u64);
+    let frames = interpolation_frames(&net, &seeds, a.frames, space_z, &opts, device, |_, _| pb.inc(1))?;
+    pb.finish_and_clear();
+    crate::image_io::save_gif(&a.out, &frames, a.fps)?;
+    println!("Saved {} ({} frames)", a.out.display(), frames.len());
+    Ok(())
 }

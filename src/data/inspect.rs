@@ -1,0 +1,162 @@
+//! `info`, `verify`, `extract` and `grid`: looking into a dataset.
+
+use super::shards::{sha256_file, Dataset};
+use super::transform::{from_chw, Pixels};
+use crate::util::write_bytes_atomic;
+use anyhow::{ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fmt::Write as _;
+use std::path::Path;
+
+fn bar(len: u64, what: &str, progress: bool) -> ProgressBar {
+    let pb = if progress { ProgressBar::new(len) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}} ETA {{eta}}")).unwrap(),
+    );
+    pb
+}
+
+/// Counts, levels, sizes and label classes.
+pub fn info(ds: &Dataset) -> String {
+    let m = &ds.manifest;
+    let mut s = String::new();
+    let _ = writeln!(s, "dataset      {}", ds.path.display());
+    let _ = writeln!(s, "images       {}", m.count);
+    let _ = writeln!(
+        s,
+        "resolution   {0}x{0}, {1} channel{2}",
+        m.resolution,
+        m.channels,
+        if m.channels == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(s, "fingerprint  {}", ds.fingerprint());
+    let _ = writeln!(s, "levels       {}", m.levels.len());
+    for &r in &m.levels {
+        let shards: Vec<_> = m.shards.iter().filter(|x| x.level == r).collect();
+        let bytes: u64 = shards.iter().map(|x| x.bytes).sum();
+        let _ = writeln!(
+            s,
+            "  {r:>5}x{r:<5} {:>4} shard{} {:>12.1} MB",
+            shards.len(),
+            if shards.len() == 1 { " " } else { "s" },
+            bytes as f64 / 1e6
+        );
+    }
+    let _ = writeln!(s, "total        {:.1} MB", ds.total_bytes() as f64 / 1e6);
+    if m.num_classes > 0 {
+        let mut counts = vec![0u64; m.num_classes as usize];
+        for i in 0..m.count {
+            counts[ds.label(i).unwrap() as usize] += 1;
+        }
+        let per: Vec<String> = counts.iter().enumerate().map(|(c, n)| format!("{c}:{n}")).collect();
+        let _ = writeln!(s, "labels       {} classes ({})", m.num_classes, per.join(" "));
+    } else {
+        let _ = writeln!(s, "labels       none");
+    }
+    let src = m.source.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+    let path = m.source.get("path").and_then(|k| k.as_str()).unwrap_or("?");
+    let _ = writeln!(s, "source       {src} {path}");
+    if !m.command.is_empty() {
+        let _ = writeln!(s, "command      {}", m.command);
+    }
+    s
+}
+
+/// Checks every shard and the labels against their sizes and SHA-256, and reads every record of every level.
+/// Returns the report; an error names the first bad file.
+pub fn verify(path: &Path, progress: bool) -> Result<String> {
+    let ds = Dataset::open(path)?;
+    let m = &ds.manifest;
+    let total: u64 = m.shards.iter().map(|s| s.bytes).sum::<u64>() + m.labels.as_ref().map_or(0, |l| l.bytes);
+    let pb = if progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}").unwrap(),
+    );
+    let mut files = m.shards.iter().map(|s| (s.file.clone(), s.sha256.clone())).collect::<Vec<_>>();
+    if let Some(l) = &m.labels {
+        files.push((l.file.clone(), l.sha256.clone()));
+    }
+    for (file, want) in &files {
+        let p = ds.path.join(file);
+        let got = sha256_file(&p, |n| pb.inc(n))?;
+        ensure!(&got == want, "{}: checksum mismatch (corrupt): sha256 {got}, manifest {want}", p.display());
+    }
+    pb.finish_and_clear();
+    let mut records = 0u64;
+    for &r in &ds.levels {
+        for i in 0..ds.count {
+            ensure!(ds.record(r, i).len() == ds.channels * r * r, "record {i} at {r}: wrong size");
+            records += 1;
+        }
+    }
+    Ok(format!(
+        "{}: OK ({} files, {:.1} MB, {} images x {} levels = {records} records, checksums match)",
+        ds.path.display(),
+        files.len(),
+        total as f64 / 1e6,
+        ds.count,
+        ds.levels.len()
+    ))
+}
+
+/// Encodes an image as PNG.
+pub fn png_bytes(img: &Pixels) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    let mut out = vec![];
+    let color = if img.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
+    image::codecs::png::PngEncoder::new(&mut out).write_image(&img.data, img.width as u32, img.height as u32, color)?;
+    Ok(out)
+}
+
+fn pick_level(ds: &Dataset, resolution: Option<usize>) -> Result<usize> {
+    let r = resolution.unwrap_or(ds.resolution);
+    ensure!(ds.has_level(r), "{}: no level {r} (levels: {:?})", ds.path.display(), ds.levels);
+    Ok(r)
+}
+
+/// Writes records as `DEST/00000042.png` (by record index). Returns the number written.
+pub fn extract(
+    ds: &Dataset,
+    dest: &Path,
+    resolution: Option<usize>,
+    max_images: Option<u64>,
+    progress: bool,
+) -> Result<u64> {
+    let r = pick_level(ds, resolution)?;
+    let n = max_images.unwrap_or(ds.count).min(ds.count);
+    std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create folder", dest.display()))?;
+    let pb = bar(n, "extracting", progress);
+    for i in 0..n {
+        let img = from_chw(ds.record(r, i), ds.channels, r, r);
+        write_bytes_atomic(&dest.join(format!("{i:08}.png")), &png_bytes(&img)?)?;
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(n)
+}
+
+/// The first `count` records at level `resolution` in a near-square grid, as one image.
+pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result<Pixels> {
+    let r = pick_level(ds, resolution)?;
+    let n = count.min(ds.count).max(1) as usize;
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let c = ds.channels;
+    let (w, h) = (cols * r, rows * r);
+    let mut data = vec![0u8; w * h * c];
+    for i in 0..n {
+        let img = from_chw(ds.record(r, i as u64), c, r, r);
+        let (x0, y0) = ((i % cols) * r, (i / cols) * r);
+        for y in 0..r {
+            let dst = ((y0 + y) * w + x0) * c;
+            data[dst..dst + r * c].copy_from_slice(&img.data[y * r * c..(y + 1) * r * c]);
+        }
+    }
+    Ok(Pixels::new(w, h, c, data))
+}
+
+/// Writes the contact sheet as a PNG.
+pub fn grid(ds: &Dataset, out: &Path, resolution: Option<usize>, count: u64) -> Result<()> {
+    let img = grid_image(ds, resolution, count)?;
+    write_bytes_atomic(out, &png_bytes(&img)?)
+}

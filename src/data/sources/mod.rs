@@ -1,0 +1,84 @@
+//! Where images come from. Every source has a fixed, deterministic order and random access by position, so a run
+//! can be shuffled with a seed and resumed after `consumed` items.
+
+use super::transform::Pixels;
+use anyhow::{Context, Result};
+
+pub mod cifar;
+pub mod images;
+pub mod lsun;
+pub mod mnist;
+pub mod pickle;
+
+/// An image as the source holds it: encoded bytes (decoded in parallel later) or raw pixels.
+pub enum Payload {
+    Encoded(Vec<u8>),
+    Raw(Pixels),
+}
+
+/// One source item.
+pub struct Item {
+    /// Identifies the item in messages (LMDB key, file path, `train[123]`).
+    pub key: String,
+    pub payload: Payload,
+    pub label: Option<u32>,
+}
+
+pub trait Source: Send {
+    /// Number of items.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Item at position `index` of the source's own order.
+    fn get(&mut self, index: u64) -> Result<Item>;
+    /// Items `start..` in the source's order; sources with a faster sequential path override this.
+    fn read_range(&mut self, start: u64, n: u64) -> Result<Vec<Item>> {
+        (start..(start + n).min(self.len())).map(|i| self.get(i)).collect()
+    }
+    /// Number of label classes (0: no labels).
+    fn num_classes(&self) -> u32 {
+        0
+    }
+    /// A description for the manifest (kind, path).
+    fn describe(&self) -> serde_json::Value;
+}
+
+/// The container format of encoded image bytes, from their magic number.
+pub fn sniff(bytes: &[u8]) -> Option<image::ImageFormat> {
+    if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some(image::ImageFormat::WebP)
+    } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some(image::ImageFormat::Jpeg)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some(image::ImageFormat::Png)
+    } else if bytes.starts_with(b"GIF8") {
+        Some(image::ImageFormat::Gif)
+    } else {
+        None
+    }
+}
+
+/// Decodes PNG, JPEG, WebP or GIF bytes to 1 or 3 channels. With `channels` = 1, colour images are converted with
+/// Pillow's luma weights; grayscale images are kept as they are.
+pub fn decode(bytes: &[u8], channels: usize) -> Result<Pixels> {
+    let fmt = sniff(bytes).context("not a PNG, JPEG, WebP or GIF image")?;
+    let img = image::load_from_memory_with_format(bytes, fmt).context("undecodable image")?;
+    Ok(dynamic_to_pixels(img, channels))
+}
+
+/// Whether the decoded image is grayscale (decides 1 or 3 channels for image folders).
+pub fn is_grayscale(bytes: &[u8]) -> Result<bool> {
+    let fmt = sniff(bytes).context("not a PNG, JPEG, WebP or GIF image")?;
+    let img = image::load_from_memory_with_format(bytes, fmt).context("undecodable image")?;
+    Ok(!img.color().has_color())
+}
+
+pub fn dynamic_to_pixels(img: image::DynamicImage, channels: usize) -> Pixels {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if channels == 1 && !img.color().has_color() {
+        Pixels::new(w, h, 1, img.into_luma8().into_raw())
+    } else {
+        Pixels::new(w, h, 3, img.into_rgb8().into_raw()).with_channels(channels)
+    }
+}

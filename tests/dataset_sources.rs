@@ -1,0 +1,192 @@
+//! create_mnist, create_cifar10 and create_from_images on fixtures made here.
+
+mod dataset_support;
+use dataset_support::*;
+use sg2::data::create::{create, CreateOptions};
+use sg2::data::sources::{cifar::Cifar10, images::Images, mnist::Mnist, Source};
+use sg2::data::transform::{center_crop_square, resize_lanczos, to_chw, Pixels};
+use sg2::data::Dataset;
+
+fn opts(dest: &std::path::Path, res: usize, channels: Option<usize>) -> CreateOptions {
+    let mut o = CreateOptions::new(dest, res);
+    o.channels = channels;
+    o.min_size = 0;
+    o.progress = false;
+    o.workers = 2;
+    o
+}
+
+#[test]
+fn mnist_gz_and_raw_padded_with_labels() {
+    let t = tempfile::tempdir().unwrap();
+    let (images, labels) = make_idx(&t.path().join("gz"), 25, true);
+    make_idx(&t.path().join("raw"), 25, false);
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    create(&mut Mnist::open(&t.path().join("gz")).unwrap(), &opts(&a, 32, Some(1))).unwrap();
+    create(&mut Mnist::open(&t.path().join("raw")).unwrap(), &opts(&b, 32, Some(1))).unwrap();
+    assert_eq!(shard_hashes(&a), shard_hashes(&b));
+    let ds = Dataset::open(&a).unwrap();
+    assert_eq!((ds.count, ds.channels, ds.resolution, ds.num_classes), (25, 1, 32, 10));
+    assert_eq!(ds.levels, vec![32, 16, 8, 4]);
+    for i in 0..25u64 {
+        assert_eq!(ds.label(i), Some(labels[i as usize] as u32));
+        let rec = ds.record(32, i);
+        let src = &images[i as usize * 784..(i as usize + 1) * 784];
+        for y in 0..32 {
+            for x in 0..32 {
+                let inside = (2..30).contains(&y) && (2..30).contains(&x);
+                let want = if inside { src[(y - 2) * 28 + (x - 2)] } else { 0 };
+                assert_eq!(rec[y * 32 + x], want, "image {i} at ({y}, {x})");
+            }
+        }
+    }
+    // --rgb repeats the channel.
+    let c = t.path().join("c");
+    create(&mut Mnist::open(&t.path().join("gz")).unwrap(), &opts(&c, 32, Some(3))).unwrap();
+    let rgb = Dataset::open(&c).unwrap();
+    let (g, r) = (ds.record(32, 7), rgb.record(32, 7));
+    assert_eq!(&r[..1024], g);
+    assert_eq!(&r[1024..2048], g);
+    assert_eq!(&r[2048..], g);
+}
+
+#[test]
+fn mnist_errors_name_the_file() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("m");
+    make_idx(&dir, 5, false);
+    let p = dir.join("train-images-idx3-ubyte");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
+    let err = format!("{:#}", Mnist::open(&dir).err().unwrap());
+    assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+    let err = format!("{:#}", Mnist::open(t.path()).err().unwrap());
+    assert!(err.contains("train-images-idx3-ubyte"), "{err}");
+    // A truncated gzip.
+    let gz = t.path().join("g");
+    make_idx(&gz, 5, true);
+    let p = gz.join("train-labels-idx1-ubyte.gz");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    let err = format!("{:#}", Mnist::open(&gz).err().unwrap());
+    assert!(err.contains("train-labels-idx1-ubyte.gz") && err.contains("gzip"), "{err}");
+}
+
+#[test]
+fn cifar_tarball_and_folder_with_labels() {
+    let t = tempfile::tempdir().unwrap();
+    let tgz = t.path().join("cifar-10-python.tar.gz");
+    let (data, labels) = make_cifar_tar(&tgz, 3, 4);
+    let dest = t.path().join("c");
+    let mut src = Cifar10::open(&tgz).unwrap();
+    assert_eq!(src.len(), 12);
+    create(&mut src, &opts(&dest, 32, Some(3))).unwrap();
+    let ds = Dataset::open(&dest).unwrap();
+    assert_eq!((ds.count, ds.channels, ds.num_classes), (12, 3, 10));
+    for i in 0..12u64 {
+        // The batches' CHW rows are the records as they are (no resize at 32).
+        assert_eq!(ds.record(32, i), &data[i as usize * 3072..(i as usize + 1) * 3072], "image {i}");
+        assert_eq!(ds.label(i), Some(labels[i as usize] as u32));
+    }
+    // The extracted folder gives the same dataset.
+    let dir = t.path().join("x");
+    std::fs::create_dir_all(&dir).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(std::fs::File::open(&tgz).unwrap())).unpack(&dir).unwrap();
+    let d2 = t.path().join("c2");
+    create(&mut Cifar10::open(&dir).unwrap(), &opts(&d2, 32, Some(3))).unwrap();
+    assert_eq!(shard_hashes(&dest), shard_hashes(&d2));
+    // A truncated tarball is an error naming it.
+    let bytes = std::fs::read(&tgz).unwrap();
+    let cut = t.path().join("cut.tar.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = format!("{:#}", Cifar10::open(&cut).err().unwrap());
+    assert!(err.contains("cut.tar.gz"), "{err}");
+}
+
+/// The fixture's pickles load in Python as the real CIFAR batches do (so the reader is tested on the real layout).
+#[test]
+fn cifar_fixture_is_a_real_pickle() {
+    let py = std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&py).args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: no Python with numpy ({py})");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..2 * 3072).map(|i| (i % 251) as u8).collect();
+    let p = t.path().join("data_batch_1");
+    std::fs::write(&p, cifar_pickle(&data, &[3, 7])).unwrap();
+    let script = "import pickle, sys, warnings\nwarnings.simplefilter('ignore')\n\
+                  d = pickle.load(open(sys.argv[1], 'rb'), encoding='bytes')\n\
+                  a = d[b'data']\nprint(a.shape, a.dtype, d[b'labels'], int(a.sum()), d[b'filenames'][1])";
+    let out = std::process::Command::new(&py).args(["-c", script, s(&p)]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sum: u64 = data.iter().map(|&v| v as u64).sum();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("(2, 3072) uint8 [3, 7] {sum} b'img_1.png'"));
+}
+
+#[test]
+fn image_folder_recursive_sorted_and_zip() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("imgs");
+    std::fs::create_dir_all(dir.join("b/c")).unwrap();
+    let p0 = picture(20, 16, 3, 0);
+    let p1 = picture(16, 24, 3, 1);
+    let p2 = picture(18, 18, 3, 2);
+    std::fs::write(dir.join("b/c/a.PNG"), png(&p1)).unwrap();
+    std::fs::write(dir.join("a.webp"), webp(&p0)).unwrap();
+    std::fs::write(dir.join("b/z.png"), png(&p2)).unwrap();
+    std::fs::write(dir.join("b/readme.txt"), "not an image").unwrap();
+    std::fs::write(dir.join("c.jpg"), b"\xff\xd8\xff broken").unwrap();
+    let src = Images::open(&dir).unwrap();
+    assert_eq!(src.names(), ["a.webp", "b/c/a.PNG", "b/z.png", "c.jpg"]);
+    let dest = t.path().join("d");
+    let summary = create(&mut Images::open(&dir).unwrap(), &opts(&dest, 8, None)).unwrap();
+    assert_eq!((summary.written, summary.skipped.values().sum::<u64>()), (3, 1));
+    let ds = Dataset::open(&dest).unwrap();
+    assert_eq!(ds.channels, 3);
+    for (i, p) in [&p0, &p1, &p2].iter().enumerate() {
+        assert_eq!(ds.record(8, i as u64), &to_chw(&resize_lanczos(&center_crop_square(p), 8, 8))[..]);
+    }
+    let zip = t.path().join("imgs.zip");
+    make_zip(&zip, &dir, "", false);
+    let dz = t.path().join("dz");
+    create(&mut Images::open(&zip).unwrap(), &opts(&dz, 8, None)).unwrap();
+    assert_eq!(shard_hashes(&dest), shard_hashes(&dz));
+}
+
+#[test]
+fn grayscale_folder_keeps_one_channel_unless_rgb() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("g");
+    std::fs::create_dir_all(&dir).unwrap();
+    let g = picture(8, 8, 1, 3);
+    std::fs::write(dir.join("0.png"), png(&g)).unwrap();
+    // A colour image in a grayscale set becomes grayscale with Pillow's weights.
+    let c = Pixels::new(8, 8, 3, [10u8, 200, 30].repeat(64));
+    std::fs::write(dir.join("1.png"), png(&c)).unwrap();
+    let d1 = t.path().join("d1");
+    create(&mut Images::open(&dir).unwrap(), &opts(&d1, 8, None)).unwrap();
+    let ds = Dataset::open(&d1).unwrap();
+    assert_eq!(ds.channels, 1);
+    assert_eq!(ds.record(8, 0), &g.data[..]);
+    // L = (10 * 19595 + 200 * 38470 + 30 * 7471 + 32768) >> 16 = 8146848 >> 16 = 124.
+    assert!(ds.record(8, 1).iter().all(|&v| v == 124));
+    let d2 = t.path().join("d2");
+    let (ok, _, err) = sg2(&[
+        "dataset-tool",
+        "create_from_images",
+        "--source",
+        s(&dir),
+        "--dest",
+        s(&d2),
+        "--resolution",
+        "8",
+        "--rgb",
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    let ds = Dataset::open(&d2).unwrap();
+    assert_eq!(ds.channels, 3);
+    assert_eq!(&ds.record(8, 0)[64..128], &g.data[..]);
+}
