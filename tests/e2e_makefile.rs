@@ -69,7 +69,7 @@ fn dry_run_orders_the_steps_and_every_sg2_line_parses() {
         &var("OUT", &out),
         &var("DETECTOR_DIR", &det),
         &var("PRETRAINED", &pkl),
-        "SOURCE=/srv/fashion-mnist",
+        "SOURCE=/srv/sg2-e2e-source",
         "MAX_IMAGES=500",
         "KIMG=0.1",
         "SEEDS=1-3",
@@ -88,7 +88,7 @@ fn dry_run_orders_the_steps_and_every_sg2_line_parses() {
     // Our network: dataset -> train -> {generate, metrics}.
     let dataset = position(&lines, |l| sub(l, "dataset-tool"));
     assert!(has(&lines[dataset], "create_mnist") && has(&lines[dataset], "500"), "{:?}", lines[dataset]);
-    assert!(has(&lines[dataset], "data/fashion-mnist-32"), "DATA defaults from SOURCE and RESOLUTION");
+    assert!(has(&lines[dataset], "data/sg2-e2e-source-32"), "DATA defaults from SOURCE and RESOLUTION");
     let train = position(&lines, |l| sub(l, "train"));
     assert!(lines[train].windows(2).any(|w| w == ["--kimg", "0.1"]), "{:?}", lines[train]);
     assert!(!has(&lines[train], "--resume"), "a fresh run does not resume");

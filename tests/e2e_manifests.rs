@@ -176,6 +176,16 @@ fn image_provides_the_paths_the_manifests_use() {
     for (src, _) in &copies {
         assert!(repo().join(src).exists(), "Dockerfile copies missing {src}");
     }
+    // The build context excludes everything but what the COPY lines of every stage name.
+    let ignore = std::fs::read_to_string(repo().join("deploy/Dockerfile.dockerignore")).unwrap();
+    let allowed: Vec<&str> =
+        ignore.lines().filter_map(|l| l.strip_prefix('!')).map(|l| l.trim_end_matches('/')).collect();
+    for l in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        for src in &w[1..w.len() - 1] {
+            assert!(allowed.contains(&src.trim_end_matches('/')), "{src} is not in the build context: {allowed:?}");
+        }
+    }
     let mut used = Vec::new();
     for f in ["prepare-data.yaml", "train-compare.yaml"] {
         let text = std::fs::read_to_string(repo().join("deploy/argo").join(f)).unwrap();
