@@ -58,6 +58,16 @@ pub enum BenchCommand {
     },
 }
 
-pub fn run(_args: Args, _g: &Global) -> Result<()> {
-    Err(super::not_implemented("sg2 bench"))
+pub fn run(args: Args, g: &Global) -> Result<()> {
+    let _device = g.setup()?;
+    let report = match args.what {
+        BenchCommand::Dataset { images, resolution } => crate::data::bench::bench_dataset(images, resolution as usize)?,
+        BenchCommand::Loader { resolution, batches, batch } => {
+            crate::data::bench::bench_loader(resolution as usize, batches, batch)?
+        }
+        BenchCommand::Train { .. } => return Err(super::not_implemented("sg2 bench train")),
+        BenchCommand::Metrics { .. } => return Err(super::not_implemented("sg2 bench metrics")),
+    };
+    println!("{report}");
+    Ok(())
 }
