@@ -140,6 +140,10 @@ pub struct TrainingConfig {
     /// On a non-finite loss, reload the last good snapshot and continue with the learning rates scaled down.
     pub rollback: bool,
     pub rollback_lr_factor: f64,
+    /// Rollbacks allowed in a row (without a new snapshot in between) before the run stops.
+    pub max_rollbacks: u32,
+    /// Modulated convolution form in training: "auto" (per device), "fused" or "unfused".
+    pub modconv: String,
 }
 
 impl Default for TrainingConfig {
@@ -168,6 +172,8 @@ impl Default for TrainingConfig {
             r1_gamma_schedule: vec![],
             rollback: false,
             rollback_lr_factor: 0.5,
+            max_rollbacks: 3,
+            modconv: "auto".into(),
         }
     }
 }
@@ -188,6 +194,8 @@ pub struct LoggingConfig {
     /// Seeds of the fixed fakes grid: its size is grid_w x grid_h.
     pub grid_w: u32,
     pub grid_h: u32,
+    /// Flag a tick whose mean D or G loss changed by more than this factor from the previous tick (0 = off).
+    pub collapse_factor: f64,
 }
 
 impl Default for LoggingConfig {
@@ -200,6 +208,7 @@ impl Default for LoggingConfig {
             metrics: vec![],
             grid_w: 8,
             grid_h: 4,
+            collapse_factor: 3.0,
         }
     }
 }
@@ -330,6 +339,12 @@ impl Config {
             t.rollback_lr_factor,
             "must be in (0, 1]",
         )?;
+        check(
+            ["auto", "fused", "unfused"].contains(&t.modconv.as_str()),
+            "training.modconv",
+            &t.modconv,
+            "must be auto, fused or unfused",
+        )?;
         for (key, sched, positive) in [
             ("training.g_lr_schedule", &t.g_lr_schedule, true),
             ("training.d_lr_schedule", &t.d_lr_schedule, true),
@@ -348,6 +363,7 @@ impl Config {
 
         let l = &self.logging;
         check(l.tick_kimg > 0.0, "logging.tick_kimg", l.tick_kimg, "must be > 0")?;
+        check(l.collapse_factor >= 0.0, "logging.collapse_factor", l.collapse_factor, "must be >= 0 (0 = off)")?;
         check(l.grid_w >= 1 && l.grid_h >= 1, "logging.grid_w", l.grid_w, "grid_w and grid_h must be >= 1")?;
         Ok(())
     }

@@ -1,7 +1,8 @@
 //! `sg2 train`.
 
 use super::Global;
-use anyhow::Result;
+use crate::train::{Resume, TrainOptions};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -33,6 +34,33 @@ pub struct Args {
     pub resume: Option<String>,
 }
 
-pub fn run(_args: Args, _g: &Global) -> Result<()> {
-    Err(super::not_implemented("sg2 train"))
+/// The config with the command line's overrides: --set, then --kimg, --seed and --resolution as `--set`s.
+pub fn resolve_config(args: &Args) -> Result<crate::config::Config> {
+    let mut sets = args.set.clone();
+    if let Some(k) = args.kimg {
+        sets.push(format!("training.total_kimg={k:?}"));
+    }
+    if let Some(s) = args.seed {
+        sets.push(format!("training.seed={s}"));
+    }
+    if let Some(r) = args.resolution {
+        sets.push(format!("model.resolution={r}"));
+    }
+    Ok(crate::config::load(&args.config, &sets)?)
+}
+
+pub fn run(args: Args, g: &Global) -> Result<()> {
+    let device = g.setup()?;
+    let config = resolve_config(&args)?;
+    let stem = args
+        .config
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .with_context(|| format!("--config {}: no file name", args.config.display()))?;
+    let mut opts = TrainOptions::new(config, &stem, &args.data, &args.outdir);
+    opts.device = device;
+    opts.echo = true;
+    opts.resume = args.resume.as_deref().map(|r| if r == "latest" { Resume::Latest } else { Resume::Path(r.into()) });
+    crate::train::train(opts)?;
+    Ok(())
 }

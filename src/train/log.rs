@@ -1,0 +1,172 @@
+//! What a run reports: the console (tick lines, a progress bar on a terminal), `log.txt` (everything printed),
+//! `stats.jsonl` (one record per tick) and TensorBoard scalars (step = images shown).
+
+use super::tensorboard::EventWriter;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// Per-tick sums of per-sample statistics, kept on the device so the hot loop never waits for it.
+#[derive(Default)]
+pub struct StatSums {
+    sums: BTreeMap<&'static str, (Tensor, i64)>,
+}
+
+impl StatSums {
+    pub fn add(&mut self, name: &'static str, values: &Tensor) {
+        let s = values.detach().sum(Kind::Double);
+        let n = values.numel() as i64;
+        match self.sums.get_mut(name) {
+            Some((acc, count)) => {
+                let _ = acc.g_add_(&s);
+                *count += n;
+            }
+            None => {
+                self.sums.insert(name, (s, n));
+            }
+        }
+    }
+
+    /// Means since the last call (one host sync), then starts over.
+    pub fn take_means(&mut self) -> BTreeMap<String, f64> {
+        let out = self.sums.iter().map(|(k, (s, n))| (k.to_string(), s.double_value(&[]) / *n as f64)).collect();
+        self.sums.clear();
+        out
+    }
+}
+
+/// The official tick line: `tick 12  kimg 48.0  time 1h 02m  sec/tick 310.2  sec/kimg 6.46  maintenance 0.3
+/// cpumem 4.1` (and `gpumem` on CUDA). Small kimg values get three decimals so tiny runs still read.
+pub fn tick_line(tick: u64, cur_nimg: u64, total_sec: f64, sec_per_tick: f64, sec_per_kimg: f64, maint: f64, cpumem: f64, gpumem: Option<f64>) -> String {
+    let kimg = cur_nimg as f64 / 1000.0;
+    let kimg_s = if kimg < 10.0 { format!("{kimg:.3}") } else { format!("{kimg:.1}") };
+    let mut s = format!(
+        "tick {tick}  kimg {kimg_s}  time {}  sec/tick {sec_per_tick:.1}  sec/kimg {sec_per_kimg:.2}  maintenance {maint:.1}  cpumem {cpumem:.2}",
+        crate::util::format_time(total_sec)
+    );
+    if let Some(g) = gpumem {
+        s.push_str(&format!("  gpumem {g:.2}"));
+    }
+    s
+}
+
+/// Resident memory of this process in GiB (Linux; 0 elsewhere).
+pub fn cpu_mem_gib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    pages * 4096.0 / (1u64 << 30) as f64
+}
+
+pub struct RunLog {
+    log: std::fs::File,
+    stats: std::fs::File,
+    pub tb: EventWriter,
+    bar: ProgressBar,
+    /// Also print to stdout (false in tests that only want the files).
+    pub echo: bool,
+}
+
+fn append(path: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("{}: cannot open", path.display()))
+}
+
+impl RunLog {
+    /// Opens (appending) `log.txt` and `stats.jsonl` in `run_dir` and a new TensorBoard event file.
+    pub fn open(run_dir: &Path, total_nimg: u64, echo: bool) -> Result<RunLog> {
+        let bar = if echo && std::io::stderr().is_terminal() {
+            let b = ProgressBar::with_draw_target(Some(total_nimg), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("{bar:30} {msg} kimg, ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        Ok(RunLog {
+            log: append(&run_dir.join("log.txt"))?,
+            stats: append(&run_dir.join("stats.jsonl"))?,
+            tb: EventWriter::create(run_dir)?,
+            bar,
+            echo,
+        })
+    }
+
+    /// Prints a line and appends it to log.txt.
+    pub fn line(&mut self, text: &str) -> Result<()> {
+        if self.echo {
+            self.bar.suspend(|| println!("{text}"));
+        }
+        writeln!(self.log, "{text}").context("log.txt: write failed")?;
+        self.log.flush().context("log.txt: write failed")
+    }
+
+    pub fn progress(&self, cur_nimg: u64) {
+        self.bar.set_position(cur_nimg);
+        self.bar.set_message(format!("{:.3}", cur_nimg as f64 / 1000.0));
+    }
+
+    pub fn finish_progress(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// One stats.jsonl record and the same values as TensorBoard scalars at step `cur_nimg`.
+    pub fn record(&mut self, cur_nimg: u64, values: &BTreeMap<String, f64>) -> Result<()> {
+        let mut obj = serde_json::Map::new();
+        for (k, v) in values {
+            obj.insert(k.clone(), serde_json::json!(v));
+            self.tb.scalar(k, *v, cur_nimg as i64)?;
+        }
+        obj.insert("cur_nimg".into(), serde_json::json!(cur_nimg));
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        obj.insert("timestamp".into(), serde_json::json!(ts));
+        writeln!(self.stats, "{}", serde_json::Value::Object(obj)).context("stats.jsonl: write failed")?;
+        self.stats.flush().context("stats.jsonl: write failed")?;
+        self.tb.flush()
+    }
+}
+
+/// Flags a sharp change of a tick's mean loss against the previous tick's: a ratio above `factor` either way
+/// (losses are positive). 0 turns it off.
+pub fn is_jump(prev: f64, now: f64, factor: f64) -> bool {
+    if factor <= 0.0 || !prev.is_finite() || !now.is_finite() {
+        return false;
+    }
+    let (a, b) = (prev.max(1e-3), now.max(1e-3));
+    a / b > factor || b / a > factor
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_line_reads_like_the_official() {
+        let s = tick_line(12, 48_000, 3720.0, 310.2, 6.46, 0.3, 4.1, None);
+        assert_eq!(s, "tick 12  kimg 48.0  time 1h 02m  sec/tick 310.2  sec/kimg 6.46  maintenance 0.3  cpumem 4.10");
+        assert!(tick_line(0, 64, 5.0, 5.0, 78.0, 0.0, 0.5, Some(1.5)).contains("kimg 0.064  time 5s") );
+    }
+
+    #[test]
+    fn stat_sums_average_per_sample() {
+        let mut s = StatSums::default();
+        s.add("a", &Tensor::from_slice(&[1.0f32, 2.0]));
+        s.add("a", &Tensor::from_slice(&[6.0f32]));
+        s.add("b", &Tensor::from_slice(&[-1.0f32]));
+        let m = s.take_means();
+        assert_eq!(m["a"], 3.0);
+        assert_eq!(m["b"], -1.0);
+        assert!(s.take_means().is_empty());
+    }
+
+    #[test]
+    fn jumps() {
+        assert!(!is_jump(1.3, 1.5, 3.0));
+        assert!(is_jump(0.7, 4.0, 3.0));
+        assert!(is_jump(1.4, 0.1, 3.0));
+        assert!(!is_jump(0.7, 40.0, 0.0));
+    }
+}

@@ -1,0 +1,244 @@
+//! Training snapshots and the run folder.
+//!
+//! A snapshot is an sg2 checkpoint (`model::checkpoint`: `G.`, `G_ema.`, `D.` tensors, the config in metadata) plus
+//! what resuming needs: Adam moments (`opt_G.*`, `opt_D.*`), `pl_mean` as a tensor and the loop's state as JSON
+//! under `sg2.train` (image count, minibatch index, tick, seed, loader position, learning-rate factor). Files are
+//! written atomically; `latest` (a one-line text file naming the newest complete snapshot) is replaced after it.
+
+use super::adam::Adam;
+use crate::config::Config;
+use crate::data::loader::LoaderState;
+use crate::model::checkpoint::{self, Checkpoint};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+pub const KEY_TRAIN: &str = "sg2.train";
+pub const KEY_DATASET: &str = "sg2.dataset";
+pub const LATEST: &str = "latest";
+pub const PREFIX: &str = "network-snapshot-";
+
+/// A metric value that retention keeps the snapshot of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub metric: String,
+    pub value: f64,
+    pub snapshot: String,
+}
+
+/// Everything besides tensors that a resumed run needs to continue exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub cur_nimg: u64,
+    /// Minibatches done; with the seed it determines every random draw of the next step.
+    pub batch_idx: u64,
+    pub cur_tick: u64,
+    pub seed: u64,
+    pub loader: LoaderState,
+    /// Both learning rates are multiplied by this (1, lowered by each rollback).
+    pub lr_factor: f64,
+    pub rollbacks: u32,
+    pub opt_g_step: u64,
+    pub opt_d_step: u64,
+    pub best: Option<Best>,
+}
+
+/// `{kimg:06}` for a whole number of kimg, else `{whole:06}.{rest:03}` (e.g. 000000.064).
+pub fn label(cur_nimg: u64) -> String {
+    let (whole, rest) = (cur_nimg / 1000, cur_nimg % 1000);
+    if rest == 0 {
+        format!("{whole:06}")
+    } else {
+        format!("{whole:06}.{rest:03}")
+    }
+}
+
+pub fn snapshot_name(cur_nimg: u64) -> String {
+    format!("{PREFIX}{}.safetensors", label(cur_nimg))
+}
+
+/// The image count a snapshot or fakes file name encodes (the inverse of [`label`]).
+pub fn nimg_of_label(label: &str) -> Option<u64> {
+    let (whole, rest) = match label.split_once('.') {
+        Some((w, r)) if r.len() == 3 => (w, r.parse::<u64>().ok()?),
+        Some(_) => return None,
+        None => (label, 0),
+    };
+    if whole.len() < 6 {
+        return None;
+    }
+    Some(whole.parse::<u64>().ok()? * 1000 + rest)
+}
+
+/// The networks and optimizers a snapshot holds.
+pub struct Parts<'a> {
+    pub g: &'a VarStore,
+    pub g_ema: &'a VarStore,
+    pub d: &'a VarStore,
+    pub opt_g: &'a Adam,
+    pub opt_d: &'a Adam,
+    pub pl_mean: &'a Tensor,
+}
+
+pub fn save(path: &Path, config: &Config, parts: &Parts, state: &TrainState, dataset: &str) -> Result<()> {
+    let mut extra = parts.opt_g.state_tensors("opt_G");
+    extra.extend(parts.opt_d.state_tensors("opt_D"));
+    extra.push(("pl_mean".into(), parts.pl_mean.shallow_clone()));
+    let mut meta = BTreeMap::new();
+    meta.insert(KEY_TRAIN.into(), serde_json::to_string(state)?);
+    meta.insert(KEY_DATASET.into(), dataset.to_string());
+    checkpoint::save(path, config, &[("G", parts.g), ("G_ema", parts.g_ema), ("D", parts.d)], &extra, &meta)
+        .with_context(|| format!("{}: cannot write snapshot", path.display()))
+}
+
+/// Loads a snapshot that can be resumed: a checkpoint with the training state.
+pub fn load(path: &Path) -> Result<(Checkpoint, TrainState)> {
+    let ckpt = checkpoint::load(path)?;
+    let text = ckpt.metadata.get(KEY_TRAIN).with_context(|| {
+        format!("{}: holds no training state (not a training snapshot; it can only generate)", path.display())
+    })?;
+    let state: TrainState =
+        serde_json::from_str(text).with_context(|| format!("{}: unreadable training state", path.display()))?;
+    for p in ["G", "G_ema", "D"] {
+        if !ckpt.has(p) {
+            bail!("{}: snapshot lacks the {p} network", path.display());
+        }
+    }
+    Ok((ckpt, state))
+}
+
+/// Points `latest` at `snapshot` (a file name in `run_dir`), atomically.
+pub fn write_latest(run_dir: &Path, snapshot: &str) -> Result<()> {
+    crate::util::write_bytes_atomic(&run_dir.join(LATEST), format!("{snapshot}\n").as_bytes())
+}
+
+/// The snapshot `latest` names, when it exists.
+pub fn read_latest(run_dir: &Path) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(run_dir.join(LATEST)).ok()?;
+    let p = run_dir.join(name.trim());
+    p.is_file().then_some(p)
+}
+
+/// Snapshot files in a run folder, oldest first (by the image count in the name).
+pub fn list_snapshots(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(run_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let name = p.file_name()?.to_str()?;
+            let lbl = name.strip_prefix(PREFIX)?.strip_suffix(".safetensors")?;
+            Some((nimg_of_label(lbl)?, p))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Deletes all but the newest `keep` snapshots (0 = keep all), never the one `latest` names nor `best`.
+pub fn retain(run_dir: &Path, keep: u32, best: Option<&str>) -> Result<Vec<PathBuf>> {
+    if keep == 0 {
+        return Ok(vec![]);
+    }
+    let all = list_snapshots(run_dir);
+    let latest = read_latest(run_dir);
+    let mut removed = vec![];
+    let cut = all.len().saturating_sub(keep as usize);
+    for (_, p) in &all[..cut] {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if Some(name) == best || latest.as_deref() == Some(p.as_path()) {
+            continue;
+        }
+        std::fs::remove_file(p).with_context(|| format!("{}: cannot remove old snapshot", p.display()))?;
+        removed.push(p.clone());
+    }
+    Ok(removed)
+}
+
+/// `<outdir>/NNNNN-<config stem>-<dataset name>` with the next free index.
+pub fn new_run_dir(outdir: &Path, desc: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(outdir).with_context(|| format!("{}: cannot create output folder", outdir.display()))?;
+    let next = run_dirs(outdir)?.iter().map(|(i, _, _)| i + 1).max().unwrap_or(0);
+    let dir = outdir.join(format!("{next:05}-{desc}"));
+    std::fs::create_dir(&dir).with_context(|| format!("{}: cannot create run folder", dir.display()))?;
+    Ok(dir)
+}
+
+/// (index, description, path) of the run folders in `outdir`.
+fn run_dirs(outdir: &Path) -> Result<Vec<(u64, String, PathBuf)>> {
+    let rd = std::fs::read_dir(outdir).with_context(|| format!("{}: cannot list", outdir.display()))?;
+    Ok(rd
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            let name = p.file_name()?.to_str()?.to_string();
+            let (idx, desc) = name.split_once('-')?;
+            (idx.len() == 5 && p.is_dir()).then_some(())?;
+            Some((idx.parse().ok()?, desc.to_string(), p))
+        })
+        .collect())
+}
+
+/// The newest complete snapshot (by image count) among run folders named `NNNNN-<desc>` in `outdir`.
+pub fn find_latest(outdir: &Path, desc: &str) -> Result<Option<(PathBuf, PathBuf, TrainState)>> {
+    if !outdir.is_dir() {
+        return Ok(None);
+    }
+    let mut best: Option<(PathBuf, PathBuf, TrainState)> = None;
+    for (_, d, dir) in run_dirs(outdir)? {
+        if d != desc {
+            continue;
+        }
+        let Some(snap) = read_latest(&dir) else { continue };
+        let (_, state) = load(&snap)?;
+        if best.as_ref().is_none_or(|b| state.cur_nimg > b.2.cur_nimg) {
+            best = Some((dir, snap, state));
+        }
+    }
+    Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_sort_in_training_order_within_a_run() {
+        assert_eq!(label(64), "000000.064");
+        assert_eq!(label(128), "000000.128");
+        assert_eq!(label(25_000_000), "025000");
+        assert_eq!(label(1_005), "000001.005");
+        assert!(snapshot_name(64) < snapshot_name(128));
+        for n in [0, 64, 1000, 1_005, 123_456_789] {
+            assert_eq!(nimg_of_label(&label(n)), Some(n));
+        }
+        assert_eq!(nimg_of_label("12"), None);
+        assert_eq!(nimg_of_label("000001.5"), None);
+    }
+
+    #[test]
+    fn run_dirs_get_the_next_free_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = new_run_dir(dir.path(), "fmnist32-fmnist").unwrap();
+        let b = new_run_dir(dir.path(), "other-x").unwrap();
+        assert!(a.ends_with("00000-fmnist32-fmnist") && b.ends_with("00001-other-x"));
+        std::fs::create_dir(dir.path().join("junk")).unwrap();
+        assert!(new_run_dir(dir.path(), "a-b").unwrap().ends_with("00002-a-b"));
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_latest_and_best() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [16u64, 32, 48, 64, 2000] {
+            std::fs::write(dir.path().join(snapshot_name(n)), b"x").unwrap();
+        }
+        write_latest(dir.path(), &snapshot_name(2000)).unwrap();
+        let removed = retain(dir.path(), 2, Some(&snapshot_name(16))).unwrap();
+        assert_eq!(removed.len(), 2);
+        let left: Vec<u64> = list_snapshots(dir.path()).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(left, vec![16, 64, 2000]);
+        assert_eq!(read_latest(dir.path()).unwrap(), dir.path().join(snapshot_name(2000)));
+    }
+}
