@@ -59,13 +59,26 @@ pub enum BenchCommand {
 }
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
-    let _device = g.setup()?;
+    let device = g.setup()?;
     let report = match args.what {
         BenchCommand::Dataset { images, resolution } => crate::data::bench::bench_dataset(images, resolution as usize)?,
         BenchCommand::Loader { resolution, batches, batch } => {
             crate::data::bench::bench_loader(resolution as usize, batches, batch)?
         }
-        BenchCommand::Train { .. } => return Err(super::not_implemented("sg2 bench train")),
+        BenchCommand::Train { config, set, batch, steps } => {
+            let mut sets = set;
+            if let Some(b) = batch {
+                sets.push(format!("training.batch={b}"));
+            }
+            let cfg = crate::config::load(&config, &sets)?;
+            let modconv = crate::train::trainer::modconv_for(&cfg, device);
+            format!(
+                "train {} on {} ({modconv:?} modulation)\n{}",
+                config.display(),
+                crate::device::describe(device),
+                crate::train::bench::bench_train(&cfg, device, steps)?
+            )
+        }
         BenchCommand::Metrics { .. } => return Err(super::not_implemented("sg2 bench metrics")),
     };
     println!("{report}");

@@ -97,6 +97,14 @@ pub fn open_dataset(data: &Path, cfg: &Config) -> Result<Dataset> {
             cfg.model.channels
         );
     }
+    if cfg.model.c_dim > 0 && ds.num_classes != cfg.model.c_dim {
+        bail!(
+            "--data {}: {} classes but model.c_dim = {} (a conditional network needs a labelled dataset)",
+            data.display(),
+            ds.num_classes,
+            cfg.model.c_dim
+        );
+    }
     Ok(ds)
 }
 

@@ -261,7 +261,7 @@ impl Trainer {
         tch::manual_seed(step_seed(self.state.seed, self.state.batch_idx));
         let reals = reals.to_device(self.device).to_kind(Kind::Float) / 127.5 - 1.0;
         let c_dim = self.cfg.model.c_dim as i64;
-        let real_c = labels.map(|l| self.one_hot(l));
+        let real_c = labels.filter(|_| c_dim > 0).map(|l| self.one_hot(l));
         let z_all = Tensor::randn([4, batch, self.cfg.model.z_dim as i64], (Kind::Float, self.device));
         let gen_c_all = (c_dim > 0).then(|| self.one_hot(&Tensor::randint(c_dim, [4, batch], (Kind::Int64, self.device))));
         let gen_c = |i: i64| gen_c_all.as_ref().map(|c| c.get(i));

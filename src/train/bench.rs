@@ -1,0 +1,62 @@
+//! `sg2 bench train`: training throughput on random reals (no dataset needed), split by phase.
+
+use super::loss::Phase;
+use super::{Clock, Trainer};
+use crate::config::Config;
+use anyhow::Result;
+use tch::{Device, Kind, Tensor};
+
+pub struct TrainBench {
+    pub batch: u32,
+    pub steps: u32,
+    pub sec_per_kimg: f64,
+    pub images_per_sec: f64,
+    /// Seconds per phase over the timed steps.
+    pub phase_secs: [f64; 4],
+    pub total_secs: f64,
+}
+
+impl std::fmt::Display for TrainBench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "batch {}, {} timed minibatches, {:.2} s", self.batch, self.steps, self.total_secs)?;
+        writeln!(f, "sec/kimg {:.2}  images/s {:.2}", self.sec_per_kimg, self.images_per_sec)?;
+        let other = self.total_secs - self.phase_secs.iter().sum::<f64>();
+        for (p, s) in Phase::ALL.iter().zip(self.phase_secs) {
+            write!(f, "{} {:.1}%  ", p.name(), 100.0 * s / self.total_secs)?;
+        }
+        write!(f, "other {:.1}%", 100.0 * other / self.total_secs)
+    }
+}
+
+/// Times `steps` minibatches after one warm-up round of every phase (lazy regularisation runs on its own schedule,
+/// so use a multiple of d_reg_interval steps for a representative split).
+pub fn bench_train(cfg: &Config, device: Device, steps: u32) -> Result<TrainBench> {
+    let mut tr = Trainer::new(cfg, device)?;
+    tr.sync_timing = true;
+    let m = &cfg.model;
+    let batch = cfg.training.batch as i64;
+    let res = m.resolution as i64;
+    let reals = Tensor::randint(256, [batch, m.channels as i64, res, res], (Kind::Uint8, device));
+    let labels = (m.c_dim > 0).then(|| Tensor::randint(m.c_dim as i64, [batch], (Kind::Int64, device)));
+    // Warm-up: one minibatch with all four phases (index 0), then start the count at index 1.
+    tr.step(&reals, labels.as_ref())?;
+    tr.phase_secs = [0.0; 4];
+    let clock = Clock::start();
+    for _ in 0..steps {
+        tr.step(&reals, labels.as_ref())?;
+    }
+    tr.check_pending()?;
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+    let total = clock.secs();
+    let images = steps as f64 * batch as f64;
+    Ok(TrainBench {
+        batch: batch as u32,
+        steps,
+        sec_per_kimg: total / images * 1000.0,
+        images_per_sec: images / total,
+        phase_secs: tr.phase_secs,
+        total_secs: total,
+    })
+}
