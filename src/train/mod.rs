@@ -1,1 +1,3 @@
 //! The training loop, losses and logging.
+
+pub mod tensorboard;
