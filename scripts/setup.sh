@@ -9,7 +9,7 @@ TORCH_VERSION=2.11.0
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SG2_TORCH_HOME=${SG2_TORCH_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/sg2/torch-$TORCH_VERSION}
 VENV=$SG2_TORCH_HOME/venv
-STAMP=$VENV/.sg2-ready-$TORCH_VERSION-argo
+STAMP=$VENV/.sg2-ready-$TORCH_VERSION-tb
 
 say() { echo "[setup] $*" >&2; }
 die() { echo "[setup] error: $*" >&2; exit 1; }
@@ -24,8 +24,8 @@ if [ ! -f "$STAMP" ]; then
     python3 -m venv "$VENV" 2>/dev/null || die "python3 cannot create a virtual environment: install venv support (Debian: apt-get install python3-venv)"
   fi
   "$VENV/bin/python" -m pip --version >/dev/null 2>&1 || die "pip is missing in $VENV: install it (Debian: apt-get install python3-pip python3-venv)"
-  say "installing torch==$TORCH_VERSION (libtorch), numpy, scipy, and hera + pyyaml (Argo manifest checks) into $VENV (once; several GB)"
-  "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" numpy scipy hera==7.1.0 pyyaml \
+  say "installing torch==$TORCH_VERSION (libtorch), numpy, scipy, tensorboard (event-file checks), and hera + pyyaml (Argo manifest checks) into $VENV (once; several GB)"
+  "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" numpy scipy tensorboard hera==7.1.0 pyyaml \
     || die "pip could not install torch==$TORCH_VERSION from PyPI"
   touch "$STAMP"
 fi

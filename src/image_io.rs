@@ -82,14 +82,18 @@ impl ImageU8 {
         ImageU8 { width: self.width, height: self.height, channels: 3, data }
     }
 
+    /// The PNG file's bytes (grayscale for 1 channel, RGB for 3).
+    pub fn encode_png(&self) -> Result<Vec<u8>> {
+        self.check()?;
+        let mut bytes = Vec::new();
+        PngEncoder::new(&mut bytes).write_image(&self.data, self.width, self.height, self.color_type())?;
+        Ok(bytes)
+    }
+
     /// Writes a PNG (grayscale for 1 channel, RGB for 3) atomically.
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        self.check().with_context(|| format!("{}: cannot save", path.display()))?;
-        let mut bytes = Vec::new();
-        PngEncoder::new(&mut bytes)
-            .write_image(&self.data, self.width, self.height, self.color_type())
-            .with_context(|| format!("{}: PNG encoding failed", path.display()))?;
+        let bytes = self.encode_png().with_context(|| format!("{}: cannot save", path.display()))?;
         write_bytes_atomic(path, &bytes)
     }
 

@@ -5,6 +5,7 @@ mod train_support;
 use sg2::model::checkpoint::{load_generator, read_safetensors};
 use sg2::train::loss::Phase;
 use sg2::train::snapshot::{self, list_snapshots};
+use sg2::train::tensorboard::{read_events, SummaryValue};
 use sg2::train::{train, Resume, TrainOptions, Trainer};
 use std::path::Path;
 use train_support::*;
@@ -66,6 +67,35 @@ fn a_short_run_writes_the_run_folder_with_finite_losses() {
     assert!(tensors.contains_key("pl_mean"));
     let (_, st) = snapshot::load(&snap).unwrap();
     assert_eq!((st.cur_nimg, st.batch_idx, st.cur_tick), (16, 4, 2));
+    // TensorBoard: the official tags at step = images shown, values as in stats.jsonl, and the fakes grids.
+    let tb: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("events.out.tfevents."))
+        .collect();
+    assert_eq!(tb.len(), 1);
+    let events = read_events(&tb[0]).unwrap();
+    let scalar = |tag: &str, step: i64| {
+        events.iter().filter(|e| e.step == step).flat_map(|e| &e.summary).find_map(|(t, v)| match v {
+            SummaryValue::Scalar(x) if t == tag => Some(*x as f64),
+            _ => None,
+        })
+    };
+    for tag in [
+        "Loss/G/loss", "Loss/D/loss", "Loss/scores/real", "Loss/scores/fake", "Loss/signs/real", "Loss/signs/fake",
+        "Loss/r1_penalty", "Loss/pl_penalty", "Loss/pl_lengths", "Progress/kimg", "Timing/sec_per_tick",
+        "Timing/sec_per_kimg", "TrainG/learning_rate", "TrainD/learning_rate", "Train/r1_gamma", "Resources/cpu_mem_gb",
+    ] {
+        let v = scalar(tag, 4).unwrap_or_else(|| panic!("{tag} missing at step 4"));
+        assert!((v - stats[0][tag].as_f64().unwrap()).abs() <= 1e-6 * v.abs().max(1.0), "{tag}");
+    }
+    assert_eq!(scalar("Progress/kimg", 16), Some(0.016f32 as f64));
+    let images: Vec<i64> = events
+        .iter()
+        .filter(|e| e.summary.iter().any(|(t, v)| t == "fakes" && matches!(v, SummaryValue::Image { width: 32, height: 16, .. })))
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(images, vec![0, 4, 12, 16]);
     // Training moved G_ema: the last grid differs from the first.
     let a = image::open(run.join("fakes_init.png")).unwrap().to_luma8();
     let b = image::open(run.join("fakes000000.016.png")).unwrap().to_luma8();

@@ -10,8 +10,7 @@ pub mod loss;
 pub mod train_loop;
 pub mod snapshot;
 pub mod trainer;
-pub mod tb_shim;
-pub use tb_shim as tensorboard;
+pub mod tensorboard;
 
 pub use train_loop::{train, Resume, TrainOptions, TrainReport};
 pub use trainer::Trainer;
