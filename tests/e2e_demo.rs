@@ -56,7 +56,6 @@ fn demo_rejects_unknown_options_with_its_usage() {
 /// Runs to the end on tiny data, with the fakes grid changed by training; a second run reuses the dataset and
 /// resumes training to a longer kimg.
 #[test]
-#[ignore = "needs `sg2 train`; run with --ignored once training is in"]
 fn demo_runs_to_the_end_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("idx");

@@ -183,7 +183,6 @@ fn pretrained_branch_reproduces_the_official_images() {
 /// The whole pipeline with a tiny config: IDX files -> dataset -> train -> generate (metrics skipped without
 /// detectors), the pretrained branch beside it, then the compare table; a second run does no work.
 #[test]
-#[ignore = "needs `sg2 train`; run with --ignored once training is in"]
 fn whole_pipeline_with_a_tiny_config() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("idx");
