@@ -47,7 +47,8 @@ fn bad_resume_paths_are_named_with_the_reason() {
     let cfg = config_file(dir.path());
     let data = tiny_dataset(dir.path(), 4);
     let runs = dir.path().join("runs");
-    let base = ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
+    let base =
+        ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
     let with = |extra: &[&str]| train_err(&[&base[..], extra].concat());
     let missing = dir.path().join("missing.safetensors");
     let err = with(&["--resume", missing.to_str().unwrap()]);
@@ -70,7 +71,8 @@ fn a_cli_run_resumes_latest_in_its_folder() {
     let cfg = config_file(dir.path());
     let data = tiny_dataset(dir.path(), 8);
     let runs = dir.path().join("runs");
-    let base = ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
+    let base =
+        ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
     let (ok, out, err) = run_sg2(&[&["train"][..], &base, &["--kimg", "0.008", "--seed", "3"]].concat());
     assert!(ok, "{err}");
     assert!(out.contains("tick 0  kimg 0.004") && out.contains("Exiting..."), "{out}");

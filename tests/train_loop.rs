@@ -51,7 +51,15 @@ fn a_short_run_writes_the_run_folder_with_finite_losses() {
     let stats = stats_lines(&run);
     assert_eq!(stats.len(), 3);
     // Minibatch 0 runs all four phases, so the first record has every loss.
-    for key in ["Loss/G/loss", "Loss/D/loss", "Loss/scores/real", "Loss/scores/fake", "Loss/r1_penalty", "Loss/pl_penalty", "Loss/pl_lengths"] {
+    for key in [
+        "Loss/G/loss",
+        "Loss/D/loss",
+        "Loss/scores/real",
+        "Loss/scores/fake",
+        "Loss/r1_penalty",
+        "Loss/pl_penalty",
+        "Loss/pl_lengths",
+    ] {
         let v = stats[0][key].as_f64().unwrap_or(f64::NAN);
         assert!(v.is_finite(), "{key} = {v}");
     }
@@ -82,9 +90,22 @@ fn a_short_run_writes_the_run_folder_with_finite_losses() {
         })
     };
     for tag in [
-        "Loss/G/loss", "Loss/D/loss", "Loss/scores/real", "Loss/scores/fake", "Loss/signs/real", "Loss/signs/fake",
-        "Loss/r1_penalty", "Loss/pl_penalty", "Loss/pl_lengths", "Progress/kimg", "Timing/sec_per_tick",
-        "Timing/sec_per_kimg", "TrainG/learning_rate", "TrainD/learning_rate", "Train/r1_gamma", "Resources/cpu_mem_gb",
+        "Loss/G/loss",
+        "Loss/D/loss",
+        "Loss/scores/real",
+        "Loss/scores/fake",
+        "Loss/signs/real",
+        "Loss/signs/fake",
+        "Loss/r1_penalty",
+        "Loss/pl_penalty",
+        "Loss/pl_lengths",
+        "Progress/kimg",
+        "Timing/sec_per_tick",
+        "Timing/sec_per_kimg",
+        "TrainG/learning_rate",
+        "TrainD/learning_rate",
+        "Train/r1_gamma",
+        "Resources/cpu_mem_gb",
     ] {
         let v = scalar(tag, 4).unwrap_or_else(|| panic!("{tag} missing at step 4"));
         assert!((v - stats[0][tag].as_f64().unwrap()).abs() <= 1e-6 * v.abs().max(1.0), "{tag}");
@@ -92,7 +113,11 @@ fn a_short_run_writes_the_run_folder_with_finite_losses() {
     assert_eq!(scalar("Progress/kimg", 16), Some(0.016f32 as f64));
     let images: Vec<i64> = events
         .iter()
-        .filter(|e| e.summary.iter().any(|(t, v)| t == "fakes" && matches!(v, SummaryValue::Image { width: 32, height: 16, .. })))
+        .filter(|e| {
+            e.summary
+                .iter()
+                .any(|(t, v)| t == "fakes" && matches!(v, SummaryValue::Image { width: 32, height: 16, .. }))
+        })
         .map(|e| e.step)
         .collect();
     assert_eq!(images, vec![0, 4, 12, 16]);

@@ -83,7 +83,12 @@ impl Adam {
                 for (suffix, dst) in [("exp_avg", &mut *m), ("exp_avg_sq", &mut *v)] {
                     let key = format!("{prefix}.{n}.{suffix}");
                     let src = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("missing optimizer state {key}"))?;
-                    ensure!(src.size() == p.size(), "optimizer state {key} has shape {:?}, expected {:?}", src.size(), p.size());
+                    ensure!(
+                        src.size() == p.size(),
+                        "optimizer state {key} has shape {:?}, expected {:?}",
+                        src.size(),
+                        p.size()
+                    );
                     dst.copy_(&src.to_device(dst.device()).to_kind(dst.kind()));
                 }
             }

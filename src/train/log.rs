@@ -40,7 +40,17 @@ impl StatSums {
 
 /// The official tick line: `tick 12  kimg 48.0  time 1h 02m  sec/tick 310.2  sec/kimg 6.46  maintenance 0.3
 /// cpumem 4.1` (and `gpumem` on CUDA). Small kimg values get three decimals so tiny runs still read.
-pub fn tick_line(tick: u64, cur_nimg: u64, total_sec: f64, sec_per_tick: f64, sec_per_kimg: f64, maint: f64, cpumem: f64, gpumem: Option<f64>) -> String {
+#[allow(clippy::too_many_arguments)]
+pub fn tick_line(
+    tick: u64,
+    cur_nimg: u64,
+    total_sec: f64,
+    sec_per_tick: f64,
+    sec_per_kimg: f64,
+    maint: f64,
+    cpumem: f64,
+    gpumem: Option<f64>,
+) -> String {
     let kimg = cur_nimg as f64 / 1000.0;
     let kimg_s = if kimg < 10.0 { format!("{kimg:.3}") } else { format!("{kimg:.1}") };
     let mut s = format!(
@@ -70,7 +80,11 @@ pub struct RunLog {
 }
 
 fn append(path: &Path) -> Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("{}: cannot open", path.display()))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open", path.display()))
 }
 
 impl RunLog {
@@ -121,7 +135,8 @@ impl RunLog {
             self.tb.scalar(k, *v, cur_nimg as i64)?;
         }
         obj.insert("cur_nimg".into(), serde_json::json!(cur_nimg));
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let ts =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         obj.insert("timestamp".into(), serde_json::json!(ts));
         writeln!(self.stats, "{}", serde_json::Value::Object(obj)).context("stats.jsonl: write failed")?;
         self.stats.flush().context("stats.jsonl: write failed")?;
@@ -147,7 +162,7 @@ mod tests {
     fn tick_line_reads_like_the_official() {
         let s = tick_line(12, 48_000, 3720.0, 310.2, 6.46, 0.3, 4.1, None);
         assert_eq!(s, "tick 12  kimg 48.0  time 1h 02m  sec/tick 310.2  sec/kimg 6.46  maintenance 0.3  cpumem 4.10");
-        assert!(tick_line(0, 64, 5.0, 5.0, 78.0, 0.0, 0.5, Some(1.5)).contains("kimg 0.064  time 5s") );
+        assert!(tick_line(0, 64, 5.0, 5.0, 78.0, 0.0, 0.5, Some(1.5)).contains("kimg 0.064  time 5s"));
     }
 
     #[test]

@@ -152,10 +152,7 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
         None => None,
         Some(Resume::Latest) => match snapshot::find_latest(&opts.outdir, &desc)? {
             Some((dir, snap, st)) => Some((Some(dir), snap, st)),
-            None => bail!(
-                "--resume latest: no complete snapshot of a '{desc}' run under {}",
-                opts.outdir.display()
-            ),
+            None => bail!("--resume latest: no complete snapshot of a '{desc}' run under {}", opts.outdir.display()),
         },
         Some(Resume::Path(p)) => {
             let (_, st) = snapshot::load(p).with_context(|| format!("--resume {}", p.display()))?;
@@ -236,7 +233,8 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
         trainer.state.loader = loader.state();
         let cur = trainer.state.cur_nimg;
         let done = cur >= total_nimg;
-        let tick_end = done || trainer.state.cur_tick == 0 || cur >= tick_start_nimg + (cfg.logging.tick_kimg * 1000.0) as u64;
+        let tick_end =
+            done || trainer.state.cur_tick == 0 || cur >= tick_start_nimg + (cfg.logging.tick_kimg * 1000.0) as u64;
         if result.is_ok() && tick_end {
             result = trainer.check_pending();
         }
@@ -310,7 +308,9 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
             if let (Some(p), Some(n)) = (prev_losses.get(key), values.get(key)) {
                 if is_jump(*p, *n, cfg.logging.collapse_factor) {
                     flagged = 1.0;
-                    log.line(&format!("warning: sharp jump in {key}: {p:.4} -> {n:.4} at tick {tick} (possible collapse)"))?;
+                    log.line(&format!(
+                        "warning: sharp jump in {key}: {p:.4} -> {n:.4} at tick {tick} (possible collapse)"
+                    ))?;
                 }
             }
             if let Some(n) = values.get(key) {
@@ -338,11 +338,18 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
                     let higher_better = metric.starts_with("is") || metric.starts_with("pr");
                     let better = match &trainer.state.best {
                         None => true,
-                        Some(b) if b.metric == metric => if higher_better { value > b.value } else { value < b.value },
+                        Some(b) if b.metric == metric => {
+                            if higher_better {
+                                value > b.value
+                            } else {
+                                value < b.value
+                            }
+                        }
                         Some(_) => false,
                     };
                     if better {
-                        trainer.state.best = Some(snapshot::Best { metric: metric.clone(), value, snapshot: name.clone() });
+                        trainer.state.best =
+                            Some(snapshot::Best { metric: metric.clone(), value, snapshot: name.clone() });
                     }
                 }
             }
@@ -363,5 +370,10 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
     }
     log.finish_progress();
     log.line("Exiting...")?;
-    Ok(TrainReport { run_dir: Some(run_dir), snapshot: last_snapshot, cur_nimg: trainer.state.cur_nimg, rollbacks: trainer.state.rollbacks })
+    Ok(TrainReport {
+        run_dir: Some(run_dir),
+        snapshot: last_snapshot,
+        cur_nimg: trainer.state.cur_nimg,
+        rollbacks: trainer.state.rollbacks,
+    })
 }

@@ -100,7 +100,11 @@ pub fn phase_gmain(g: &Generator, d: &Discriminator, z: &Tensor, c: Option<&Tens
     let (img, _) = run_g(g, z, c, mixing);
     let logits = d.forward(&img, c);
     let loss = g_main_loss(&logits);
-    let stats = vec![("Loss/scores/fake", logits.detach()), ("Loss/signs/fake", logits.detach().sign()), ("Loss/G/loss", loss.detach())];
+    let stats = vec![
+        ("Loss/scores/fake", logits.detach()),
+        ("Loss/signs/fake", logits.detach().sign()),
+        ("Loss/G/loss", loss.detach()),
+    ];
     PhaseOut { loss: loss.mean(Kind::Float), stats }
 }
 
@@ -124,7 +128,11 @@ pub fn phase_greg(
     // img[:, 0, 0, 0] * 0 keeps every parameter in the graph, as the official does.
     let zero = img.select(1, 0).select(1, 0).select(1, 0) * 0.0;
     let loss = (zero + &loss_gpl).mean(Kind::Float) * gain;
-    let stats = vec![("Loss/pl_lengths", lengths.detach()), ("Loss/pl_penalty", penalty.detach()), ("Loss/G/reg", loss_gpl.detach())];
+    let stats = vec![
+        ("Loss/pl_lengths", lengths.detach()),
+        ("Loss/pl_penalty", penalty.detach()),
+        ("Loss/G/reg", loss_gpl.detach()),
+    ];
     PhaseOut { loss, stats }
 }
 

@@ -6,11 +6,11 @@ pub mod bench;
 pub mod ema;
 pub mod log;
 pub mod loss;
+pub mod snapshot;
+pub mod tensorboard;
 #[path = "loop.rs"]
 pub mod train_loop;
-pub mod snapshot;
 pub mod trainer;
-pub mod tensorboard;
 
 pub use train_loop::{train, Resume, TrainOptions, TrainReport};
 pub use trainer::Trainer;

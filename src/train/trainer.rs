@@ -38,7 +38,9 @@ fn loss_name(p: Phase) -> &'static str {
 }
 
 /// Named tensors of a VarStore, split into trainable parameters and buffers, in name order.
-fn split_vars(vs: &VarStore) -> (Vec<(String, Tensor)>, Vec<(String, Tensor)>) {
+type Named = Vec<(String, Tensor)>;
+
+fn split_vars(vs: &VarStore) -> (Named, Named) {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars.into_iter().partition(|(_, t)| t.requires_grad())
@@ -190,7 +192,12 @@ impl Trainer {
 
     fn set_opt(opt: &mut Adam, lr: f64, interval: u32, t: &crate::config::TrainingConfig) {
         let ratio = interval as f64 / (interval as f64 + 1.0);
-        opt.params = AdamParams { lr: lr * ratio, beta1: t.adam_beta1.powf(ratio), beta2: t.adam_beta2.powf(ratio), eps: t.adam_eps };
+        opt.params = AdamParams {
+            lr: lr * ratio,
+            beta1: t.adam_beta1.powf(ratio),
+            beta2: t.adam_beta2.powf(ratio),
+            eps: t.adam_eps,
+        };
     }
 
     fn one_hot(&self, labels: &Tensor) -> Tensor {
@@ -263,7 +270,8 @@ impl Trainer {
         let c_dim = self.cfg.model.c_dim as i64;
         let real_c = labels.filter(|_| c_dim > 0).map(|l| self.one_hot(l));
         let z_all = Tensor::randn([4, batch, self.cfg.model.z_dim as i64], (Kind::Float, self.device));
-        let gen_c_all = (c_dim > 0).then(|| self.one_hot(&Tensor::randint(c_dim, [4, batch], (Kind::Int64, self.device))));
+        let gen_c_all =
+            (c_dim > 0).then(|| self.one_hot(&Tensor::randint(c_dim, [4, batch], (Kind::Int64, self.device))));
         let gen_c = |i: i64| gen_c_all.as_ref().map(|c| c.get(i));
         let (g_lr, d_lr) = self.learning_rates();
         let r1_gamma = self.r1_gamma();
@@ -283,7 +291,16 @@ impl Trainer {
                     let n = (batch / t.pl_batch_shrink as i64).max(1);
                     let c = c.as_ref().map(|c| c.narrow(0, 0, n));
                     let mut pl_mean = s.pl_mean.shallow_clone();
-                    let out = loss::phase_greg(&s.g, &z.narrow(0, 0, n), c.as_ref(), mix, &mut pl_mean, t.pl_decay, t.pl_weight, t.g_reg_interval as f64);
+                    let out = loss::phase_greg(
+                        &s.g,
+                        &z.narrow(0, 0, n),
+                        c.as_ref(),
+                        mix,
+                        &mut pl_mean,
+                        t.pl_decay,
+                        t.pl_weight,
+                        t.g_reg_interval as f64,
+                    );
                     s.apply(phase, out, true)
                 })?,
                 Phase::Dmain => self.timed(phase, |s| {
@@ -312,7 +329,14 @@ impl Trainer {
     pub fn save(&mut self, path: &Path, dataset: &str) -> Result<()> {
         self.state.opt_g_step = self.opt_g.step;
         self.state.opt_d_step = self.opt_d.step;
-        let parts = Parts { g: &self.g_vs, g_ema: &self.g_ema_vs, d: &self.d_vs, opt_g: &self.opt_g, opt_d: &self.opt_d, pl_mean: &self.pl_mean };
+        let parts = Parts {
+            g: &self.g_vs,
+            g_ema: &self.g_ema_vs,
+            d: &self.d_vs,
+            opt_g: &self.opt_g,
+            opt_d: &self.opt_d,
+            pl_mean: &self.pl_mean,
+        };
         snapshot::save(path, &self.cfg, &parts, &self.state, dataset)
     }
 
