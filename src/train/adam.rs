@@ -145,8 +145,8 @@ mod tests {
         let mut b = Adam::new(&[("w".into(), q.shallow_clone())], params);
         b.load_state(&saved, "opt_G", a.step).unwrap();
         let g = Tensor::from_slice(&[0.25f32, 0.75]);
-        a.step(&[g.copy()]);
         tch::no_grad(|| q.shallow_clone().copy_(&p));
+        a.step(&[g.copy()]);
         b.step(&[g]);
         assert_eq!(Vec::<f32>::try_from(&p.detach()).unwrap(), Vec::<f32>::try_from(&q.detach()).unwrap());
         assert!(b.load_state(&BTreeMap::new(), "opt_G", 1).unwrap_err().to_string().contains("opt_G.w.exp_avg"));
