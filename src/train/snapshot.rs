@@ -52,7 +52,7 @@ pub fn label(cur_nimg: u64) -> String {
     if rest == 0 {
         format!("{whole:06}")
     } else {
-        format!("{whole:06}.{rest:03}")
+        format!("{whole:06}_{rest:03}")
     }
 }
 
@@ -62,7 +62,7 @@ pub fn snapshot_name(cur_nimg: u64) -> String {
 
 /// The image count a snapshot or fakes file name encodes (the inverse of [`label`]).
 pub fn nimg_of_label(label: &str) -> Option<u64> {
-    let (whole, rest) = match label.split_once('.') {
+    let (whole, rest) = match label.split_once('_') {
         Some((w, r)) if r.len() == 3 => (w, r.parse::<u64>().ok()?),
         Some(_) => return None,
         None => (label, 0),
@@ -206,16 +206,19 @@ mod tests {
 
     #[test]
     fn labels_sort_in_training_order_within_a_run() {
-        assert_eq!(label(64), "000000.064");
-        assert_eq!(label(128), "000000.128");
+        assert_eq!(label(64), "000000_064");
+        assert_eq!(label(128), "000000_128");
         assert_eq!(label(25_000_000), "025000");
-        assert_eq!(label(1_005), "000001.005");
+        assert_eq!(label(1_005), "000001_005");
+        // A whole label sorts before its fractional successors ("." < "_") and after its predecessors.
+        assert!(snapshot_name(1000) < snapshot_name(1_500) && snapshot_name(999) < snapshot_name(1000));
+        assert!(format!("fakes{}.png", label(1000)) < format!("fakes{}.png", label(1_500)));
         assert!(snapshot_name(64) < snapshot_name(128));
         for n in [0, 64, 1000, 1_005, 123_456_789] {
             assert_eq!(nimg_of_label(&label(n)), Some(n));
         }
         assert_eq!(nimg_of_label("12"), None);
-        assert_eq!(nimg_of_label("000001.5"), None);
+        assert_eq!(nimg_of_label("000001_5"), None);
     }
 
     #[test]
