@@ -55,18 +55,23 @@ pub enum BenchCommand {
         /// Batch size.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Batches per timed run.
+        #[arg(long, default_value_t = 8)]
+        batches: usize,
     },
 }
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
-    let _device = g.setup()?;
+    let device = g.setup()?;
     let report = match args.what {
         BenchCommand::Dataset { images, resolution } => crate::data::bench::bench_dataset(images, resolution as usize)?,
         BenchCommand::Loader { resolution, batches, batch } => {
             crate::data::bench::bench_loader(resolution as usize, batches, batch)?
         }
         BenchCommand::Train { .. } => return Err(super::not_implemented("sg2 bench train")),
-        BenchCommand::Metrics { .. } => return Err(super::not_implemented("sg2 bench metrics")),
+        BenchCommand::Metrics { detector, batch, batches } => {
+            crate::metrics::bench::bench_metrics(&detector, batch, batches, device)?
+        }
     };
     println!("{report}");
     Ok(())
