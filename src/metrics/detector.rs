@@ -131,12 +131,33 @@ impl Detector {
             out.size(),
             img.size()[0]
         );
+        if let Some(want) = expected_width(&self.name, kwargs) {
+            ensure!(
+                out.size()[1] == want,
+                "{}: gives {} values per image where the official {} gives {want}; not the expected detector",
+                self.path.display(),
+                out.size()[1],
+                self.name
+            );
+        }
         Ok(out)
     }
 
     fn describe(&self) -> String {
         let a: Vec<&str> = self.params.iter().map(|p| p.name.as_str()).collect();
         format!("img, {}", a.join(", "))
+    }
+}
+
+/// Output width of the official detectors for a call: Inception features 2048 or probabilities 1008, VGG16
+/// features 4096. A file under an official name that gives another width is some other network.
+fn expected_width(name: &str, kwargs: &[(&str, bool)]) -> Option<i64> {
+    let on = |k: &str| kwargs.iter().any(|(n, v)| *n == k && *v);
+    match name {
+        "inception-2015-12-05" if on("return_features") => Some(2048),
+        "inception-2015-12-05" => Some(1008),
+        "vgg16" if on("return_features") => Some(4096),
+        _ => None,
     }
 }
 

@@ -17,22 +17,25 @@ fn clean(vals: &Tensor) -> Tensor {
     vals.where_self(&vals.gt(tol), &vals.zeros_like())
 }
 
-/// Symmetric PSD square root via `eigh`, eigenvalues clamped at 0.
-pub fn sqrt_psd(s: &Tensor) -> Tensor {
-    let s = s.to_kind(Kind::Double);
-    let s = (&s + s.transpose(0, 1)) * 0.5;
-    let (vals, vecs) = s.linalg_eigh("L");
-    let r = clean(&vals).sqrt();
-    (&vecs * r.unsqueeze(0)).matmul(&vecs.transpose(0, 1))
-}
-
 /// `tr sqrtm(S1 S2)` for symmetric PSD `S1`, `S2` (float64).
+///
+/// With `S1 = V diag(l) V^T` restricted to its r non-zero eigenvalues, the non-zero eigenvalues of
+/// `sqrt(S1) S2 sqrt(S1)` are those of the r x r matrix `diag(sqrt l) V^T S2 V diag(sqrt l)`: small sets
+/// (r = N - 1 < 2048) need one full decomposition instead of two.
 pub fn trace_sqrt_product(s1: &Tensor, s2: &Tensor) -> f64 {
-    let r = sqrt_psd(s1);
-    let a = r.matmul(&s2.to_kind(Kind::Double)).matmul(&r);
-    let a = (&a + a.transpose(0, 1)) * 0.5;
-    let vals = a.linalg_eigvalsh("L");
-    clean(&vals).sqrt().sum(Kind::Double).double_value(&[])
+    let s1 = s1.to_kind(Kind::Double);
+    let s1 = (&s1 + s1.transpose(0, 1)) * 0.5;
+    let (vals, vecs) = s1.linalg_eigh("L");
+    let vals = clean(&vals);
+    let keep = vals.gt(0.0).nonzero().squeeze_dim(1);
+    if keep.size()[0] == 0 {
+        return 0.0;
+    }
+    let r = vals.index_select(0, &keep).sqrt();
+    let v = vecs.index_select(1, &keep) * r.unsqueeze(0);
+    let c = v.transpose(0, 1).matmul(&s2.to_kind(Kind::Double)).matmul(&v);
+    let c = (&c + c.transpose(0, 1)) * 0.5;
+    clean(&c.linalg_eigvalsh("L")).sqrt().sum(Kind::Double).double_value(&[])
 }
 
 /// The Fréchet distance between N(mu1, s1) and N(mu2, s2).

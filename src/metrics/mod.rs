@@ -107,7 +107,11 @@ pub fn printed_name(m: &MetricSpec, num_gen: Option<usize>, num_real: Option<usi
         return format!("{}_{}", m.name, count_label(gen));
     }
     let full = m.name.ends_with("_full");
-    let base = m.name.trim_end_matches("_full").replacen("50k", &count_label(gen), 1);
+    let label = count_label(gen);
+    // `pr50k3` with 20 images is `pr20_3`, not `pr203`.
+    let label = if label.ends_with('k') { label } else { format!("{label}_") };
+    let base = m.name.trim_end_matches("_full").replacen("50k", &label, 1).replace("__", "_");
+    let base = base.trim_end_matches('_').to_string();
     let real = match (num_real, full, m.max_real) {
         (None, true, _) => "_full".to_string(),
         (Some(r), _, _) | (None, false, Some(r)) if r == gen => String::new(),
@@ -340,6 +344,8 @@ mod tests {
         assert_eq!(n("fid50k", Some(5000), None), "fid5k_r50k");
         assert_eq!(n("fid50k", None, Some(50000)), "fid50k");
         assert_eq!(n("kid50k_full", Some(1500), None), "kid1500_full");
+        assert_eq!(n("pr50k3_full", Some(20), None), "pr20_3_full");
+        assert_eq!(n("fid50k_full", Some(20), Some(30)), "fid20_r30");
         assert_eq!(n("pr50k3_full", Some(5000), None), "pr5k3_full");
         assert_eq!(n("is50k", Some(5000), Some(100)), "is5k");
         assert_eq!(n("ppl2_wend", Some(5000), None), "ppl2_wend_5k");

@@ -19,17 +19,19 @@ pub fn jsonl_path(dir: &Path, metric: &str) -> PathBuf {
 /// Appends one JSON line per metric (its results together, as the official `report_metric`) to
 /// `metric-<metric>.jsonl` in `dir`. `snapshot` names the evaluated file.
 pub fn append_jsonl(dir: &Path, snapshot: &str, results: &[MetricResult]) -> Result<Vec<PathBuf>> {
-    let mut metrics: Vec<&str> = vec![];
+    // Consecutive results of one metric form one line (a metric listed twice is evaluated, and logged, twice).
+    let mut groups: Vec<Vec<&MetricResult>> = vec![];
     for r in results {
-        if !metrics.contains(&r.metric.as_str()) {
-            metrics.push(&r.metric);
+        match groups.last_mut() {
+            Some(g) if g[0].metric == r.metric => g.push(r),
+            _ => groups.push(vec![r]),
         }
     }
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     let mut written = vec![];
-    for m in metrics {
-        let rs: Vec<&MetricResult> = results.iter().filter(|r| r.metric == m).collect();
+    for rs in groups {
+        let m = rs[0].metric.as_str();
         let values: serde_json::Map<String, serde_json::Value> =
             rs.iter().map(|r| (r.name.clone(), serde_json::json!(r.value))).collect();
         let line = serde_json::json!({
