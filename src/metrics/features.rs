@@ -62,6 +62,7 @@ pub fn dataset_batch(ds: &Dataset, resolution: usize, start: usize, n: usize) ->
 }
 
 /// Features of the first `count` images of a dataset (no shuffle, no mirror), as the official takes its reals.
+#[allow(clippy::too_many_arguments)]
 pub fn dataset_features(
     det: &Detector,
     ds: &Dataset,

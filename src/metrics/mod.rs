@@ -88,7 +88,7 @@ pub fn spec(name: &str) -> Result<&'static MetricSpec> {
 
 /// "50k", "5k", "1500".
 pub fn count_label(n: usize) -> String {
-    if n >= 1000 && n % 1000 == 0 {
+    if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
         n.to_string()

@@ -98,9 +98,11 @@ pub fn ppl_batch(g: &Generator, vgg: &Detector, spec: &PplSpec, labels: Option<&
 /// numpy's `percentile(x, q, method=lower|higher)` on sorted values.
 pub fn percentile_sorted(sorted: &[f64], q: f64, higher: bool) -> f64 {
     let n = sorted.len();
-    // numpy's virtual index for the linear family with alpha = beta = 1: n*q + (1 + q*(1-1-1)) - 1.
+    // numpy's virtual index for the linear family with alpha = beta = 1, `n*q + (alpha + q*(1-alpha-beta)) - 1`,
+    // evaluated in the same order so the floor/ceil lands on the same element.
     let q = q / 100.0;
-    let v = n as f64 * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0;
+    let (alpha, beta) = (1.0f64, 1.0f64);
+    let v = n as f64 * q + (alpha + q * (1.0 - alpha - beta)) - 1.0;
     let i = if higher { v.ceil() } else { v.floor() };
     sorted[(i.max(0.0) as usize).min(n - 1)]
 }
