@@ -53,6 +53,21 @@ pub fn find(dir: Option<&Path>, file: &str) -> Result<PathBuf> {
     )
 }
 
+/// SHA-256 (16 hex digits) of a file, remembered per (path, size, modification time): training evaluates every
+/// snapshot, and hashing the 528 MB VGG16 each time would cost seconds.
+fn file_hash(path: &Path) -> Result<String> {
+    type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+    static HASHES: std::sync::Mutex<Vec<(Key, String)>> = std::sync::Mutex::new(Vec::new());
+    let meta = std::fs::metadata(path).with_context(|| format!("{}: cannot stat", path.display()))?;
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    if let Some((_, h)) = HASHES.lock().unwrap().iter().find(|(k, _)| *k == key) {
+        return Ok(h.clone());
+    }
+    let h = crate::data::shards::sha256_file(path, |_| {})?[..16].to_string();
+    HASHES.lock().unwrap().push((key, h.clone()));
+    Ok(h)
+}
+
 /// One argument of `forward` after the image: a bool with its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Param {
@@ -81,7 +96,7 @@ impl Detector {
         let mut module = CModule::load_on_device(path, device)
             .map_err(|e| anyhow::anyhow!("{}: not a loadable TorchScript detector ({e})", path.display()))?;
         module.set_eval();
-        let hash = crate::data::shards::sha256_file(path, |_| {})?[..16].to_string();
+        let hash = file_hash(path)?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Detector { path: path.to_path_buf(), name, hash, params, module, device })
     }

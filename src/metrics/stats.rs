@@ -184,8 +184,10 @@ pub fn cached(
     let stats = compute()?;
     let mut meta = BTreeMap::new();
     meta.insert("sg2.stats_key".to_string(), key.text());
-    write_safetensors(&path, &stats.to_tensors(), &meta)
-        .with_context(|| format!("{}: cannot write the statistics cache", path.display()))?;
+    // A cache that cannot be written (read-only home, full disk) costs time on the next run, not this result.
+    if let Err(e) = write_safetensors(&path, &stats.to_tensors(), &meta) {
+        eprintln!("warning: {}: cannot write the statistics cache: {e:#}", path.display());
+    }
     Ok((stats, false))
 }
 
