@@ -253,66 +253,34 @@ pub fn evaluate_generator(
         let num_gen = opts.num_gen.unwrap_or(m.num_gen);
         let num_real = opts.num_real.or(m.max_real).unwrap_or(usize::MAX);
         let res = real_resolution(g, &ds);
-        let psi = opts.truncation_psi;
+        let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
+            let (psi, batch) = (opts.truncation_psi, opts.batch);
+            features::generator_features(det, g, Some(&ds), psi, num_gen, batch, kw, capture, opts.progress)
+        };
         let values: Vec<(String, f64)> = match m.kind {
             Kind::Fid => {
                 let det = dets.get(INCEPTION)?;
                 let kw = [("return_features", true)];
                 let real = real_stats(det, &ds, res, num_real, &kw, Capture::MeanCov, opts)?;
-                let gen = features::generator_features(
-                    det,
-                    g,
-                    Some(&ds),
-                    psi,
-                    num_gen,
-                    opts.batch,
-                    &kw,
-                    Capture::MeanCov,
-                    opts.progress,
-                )?;
+                let gen = fakes(det, &kw, Capture::MeanCov)?;
                 vec![(name.clone(), fid::fid(&real, &gen)?)]
             }
             Kind::Kid | Kind::Pr => {
-                let file = if m.kind == Kind::Kid { INCEPTION } else { VGG16 };
-                let det = dets.get(file)?;
+                let det = dets.get(if m.kind == Kind::Kid { INCEPTION } else { VGG16 })?;
                 let kw = [("return_features", true)];
                 let real = real_stats(det, &ds, res, num_real, &kw, Capture::All, opts)?.all()?;
-                let gen = features::generator_features(
-                    det,
-                    g,
-                    Some(&ds),
-                    psi,
-                    num_gen,
-                    opts.batch,
-                    &kw,
-                    Capture::All,
-                    opts.progress,
-                )?
-                .all()?;
+                let gen = fakes(det, &kw, Capture::All)?.all()?;
+                let (r, f) = (real.to_device(opts.device), gen.to_device(opts.device));
                 if m.kind == Kind::Kid {
-                    let (r, f) = (real.to_device(opts.device), gen.to_device(opts.device));
                     vec![(name.clone(), kid::kid(&r, &f, KID_SUBSETS, KID_SUBSET_SIZE, 0)?)]
                 } else {
-                    let (r, f) = (real.to_device(opts.device), gen.to_device(opts.device));
                     let (p, rc) = pr::precision_recall(&r, &f, PR_K, PR_BATCH, PR_BATCH)?;
                     vec![(format!("{name}_precision"), p), (format!("{name}_recall"), rc)]
                 }
             }
             Kind::Is => {
                 let det = dets.get(INCEPTION)?;
-                let kw = [("no_output_bias", true)];
-                let probs = features::generator_features(
-                    det,
-                    g,
-                    Some(&ds),
-                    psi,
-                    num_gen,
-                    opts.batch,
-                    &kw,
-                    Capture::All,
-                    opts.progress,
-                )?
-                .all()?;
+                let probs = fakes(det, &[("no_output_bias", true)], Capture::All)?.all()?;
                 let (mean, std) = is::inception_score(&probs, IS_SPLITS)?;
                 vec![(format!("{name}_mean"), mean), (format!("{name}_std"), std)]
             }
