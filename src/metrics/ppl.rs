@@ -44,6 +44,26 @@ pub fn slerp(a: &Tensor, b: &Tensor, t: &Tensor) -> Tensor {
     norm(&(&a * p.cos() + c * p.sin()))
 }
 
+/// Synthesised images in [-1, 1] -> the VGG16 input of the official: optional centre crop, area reduction to 256 by
+/// the factor `resolution / 256`, [0, 255], grayscale repeated to RGB.
+pub fn lpips_input(img: &Tensor, crop: bool, resolution: i64) -> Result<Tensor> {
+    let mut img = img.to_kind(Kind::Float);
+    if crop {
+        let (h, w) = (img.size()[2], img.size()[3]);
+        ensure!(h == w, "PPL crop needs square images, got {h}x{w}");
+        let c = h / 8;
+        img = img.narrow(2, c * 3, c * 4).narrow(3, c * 2, c * 4);
+    }
+    let factor = resolution / 256;
+    if factor > 1 {
+        let s = img.size();
+        let shape = [s[0], s[1], s[2] / factor, factor, s[3] / factor, factor];
+        img = img.reshape(shape).mean_dim([3i64, 5].as_slice(), false, Kind::Float);
+    }
+    let img = (img + 1.0) * (255.0 / 2.0);
+    Ok(if img.size()[1] == 1 { img.repeat([1, 3, 1, 1]) } else { img })
+}
+
 /// Distances of one batch of `n` samples.
 pub fn ppl_batch(g: &Generator, vgg: &Detector, spec: &PplSpec, labels: Option<&Dataset>, n: i64) -> Result<Tensor> {
     let dev = vgg.device;
@@ -69,26 +89,8 @@ pub fn ppl_batch(g: &Generator, vgg: &Detector, spec: &PplSpec, labels: Option<&
     // One fresh noise map per layer, shared by every image of the batch (the official randomises the buffers).
     let noise: Vec<Tensor> =
         g.synthesis.noise_resolutions().iter().map(|&r| Tensor::randn([1, 1, r, r], (Kind::Float, dev))).collect();
-    let mut img = tch::no_grad(|| g.synthesis_with_noise(&ws, noise)).to_kind(Kind::Float);
-    if spec.crop {
-        let (h, w) = (img.size()[2], img.size()[3]);
-        ensure!(h == w, "PPL crop needs square images, got {h}x{w}");
-        let c = h / 8;
-        img = img.narrow(2, c * 3, c * 4).narrow(3, c * 2, c * 4);
-    }
-    let factor = g.img_resolution() / 256;
-    if factor > 1 {
-        let s = img.size();
-        img = img.reshape([s[0], s[1], s[2] / factor, factor, s[3] / factor, factor]).mean_dim(
-            [3i64, 5].as_slice(),
-            false,
-            Kind::Float,
-        );
-    }
-    let mut img = (img + 1.0) * (255.0 / 2.0);
-    if g.img_channels() == 1 {
-        img = img.repeat([1, 3, 1, 1]);
-    }
+    let img = tch::no_grad(|| g.synthesis_with_noise(&ws, noise));
+    let img = lpips_input(&img, spec.crop, g.img_resolution())?;
     let lp = vgg.call(&img, &[("resize_images", false), ("return_lpips", true)])?;
     ensure!(lp.dim() == 2, "{}: return_lpips gave shape {:?}, expected [N, D]", vgg.path.display(), lp.size());
     let (a, b) = (lp.narrow(0, 0, n), lp.narrow(0, n, n));
@@ -144,6 +146,25 @@ pub fn ppl(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crop_and_area_downsampling_as_the_official() {
+        // A 1024x1024 grayscale image whose value is its row index / 1024: the crop keeps rows 384..896 and columns
+        // 256..768; the factor-4 area reduction averages rows 4i..4i+3 (mean row index 4i + 1.5).
+        let rows = Tensor::arange(1024, (Kind::Float, tch::Device::Cpu)) / 1024.0;
+        let img = rows.view([1, 1, 1024, 1]).expand([1, 1, 1024, 1024], false) * 2.0 - 1.0;
+        let out = lpips_input(&img, true, 1024).unwrap();
+        assert_eq!(out.size(), [1, 3, 128, 128]);
+        for (i, r) in [(0i64, 384.0), (5, 404.0), (127, 892.0)] {
+            let want = (r + 1.5) / 1024.0 * 255.0;
+            let got = out.double_value(&[0, 2, i, 7]);
+            assert!((got - want).abs() < 1e-3, "row {i}: {got} vs {want}");
+        }
+        // No crop, 256 and below: only the range changes.
+        let small = Tensor::from_slice(&[-1.0f32, 0.0, 1.0, 0.5]).view([1, 1, 2, 2]).repeat([1, 3, 1, 1]);
+        let out = lpips_input(&small, false, 2).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&out.flatten(0, -1).narrow(0, 0, 4)).unwrap(), [0.0, 127.5, 255.0, 191.25]);
+    }
 
     #[test]
     fn percentiles_follow_numpy_lower_and_higher() {

@@ -196,6 +196,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cache_is_reused_per_key_and_recomputed_when_the_key_or_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CacheKey {
+            dataset_fingerprint: "abcd".into(),
+            detector_name: "inception-2015-12-05".into(),
+            detector_hash: "0123".into(),
+            count: 10,
+            resolution: 32,
+            kind: "return_features=true MeanCov".into(),
+        };
+        let x = Tensor::randn([10, 4], (Kind::Float, Device::Cpu));
+        let calls = std::cell::Cell::new(0);
+        let run = |k: &CacheKey| {
+            cached(Some(dir.path()), k, Capture::MeanCov, || {
+                calls.set(calls.get() + 1);
+                let mut s = FeatureStats::new(Capture::MeanCov, 10);
+                s.append(&x);
+                Ok(s)
+            })
+            .unwrap()
+        };
+        let (a, hit) = run(&key);
+        assert!(!hit);
+        let (b, hit) = run(&key);
+        assert!(hit && calls.get() == 1);
+        assert!(a.mean_cov().unwrap().1.equal(&b.mean_cov().unwrap().1));
+        for change in [
+            |k: &mut CacheKey| k.dataset_fingerprint = "abce".into(),
+            |k: &mut CacheKey| k.detector_hash = "0124".into(),
+            |k: &mut CacheKey| k.count = 11,
+            |k: &mut CacheKey| k.resolution = 16,
+        ] {
+            let mut k = key.clone();
+            change(&mut k);
+            let before = calls.get();
+            assert!(!run(&k).1 && calls.get() == before + 1);
+        }
+        // A damaged file is recomputed and replaced.
+        std::fs::write(key.path(dir.path()), b"garbage").unwrap();
+        assert!(!run(&key).1);
+        assert!(run(&key).1);
+        // No cache folder: always computed.
+        let (_, hit) = cached(None, &key, Capture::MeanCov, || Ok(FeatureStats::new(Capture::MeanCov, 1))).unwrap();
+        assert!(!hit);
+    }
+
+    #[test]
     fn running_sums_equal_the_direct_mean_and_covariance() {
         let x = Tensor::randn([37, 5], (Kind::Float, Device::Cpu));
         let mut s = FeatureStats::new(Capture::MeanCov, 30);
