@@ -55,6 +55,9 @@ pub enum BenchCommand {
         /// Batch size.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Batches per timed run.
+        #[arg(long, default_value_t = 8)]
+        batches: usize,
     },
 }
 
@@ -79,7 +82,9 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
                 crate::train::bench::bench_train(&cfg, device, steps)?
             )
         }
-        BenchCommand::Metrics { .. } => return Err(super::not_implemented("sg2 bench metrics")),
+        BenchCommand::Metrics { detector, batch, batches } => {
+            crate::metrics::bench::bench_metrics(&detector, batch, batches, device)?
+        }
     };
     println!("{report}");
     Ok(())

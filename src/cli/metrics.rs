@@ -1,8 +1,11 @@
 //! `sg2 metrics`.
 
 use super::Global;
-use anyhow::Result;
-use std::path::PathBuf;
+use crate::metrics::{self, compare, report, MetricOptions};
+use crate::model::checkpoint;
+use anyhow::{bail, ensure, Result};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -37,8 +40,82 @@ pub struct Args {
     /// Batch size for generation and feature extraction.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// With --real REF --fake CANDIDATES: write a TSV ranking each candidate by its distance (Inception features) to
+    /// the k-th nearest reference image, nearest first, with whether it lies inside the reference manifold.
+    #[arg(long, value_name = "OUT.tsv")]
+    pub rank: Option<PathBuf>,
+    /// Neighbourhood size k for --rank.
+    #[arg(long, default_value_t = 3)]
+    pub k: i64,
+    /// Seed of torch's generator for latents, noise and labels.
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Do not read or write the cache of real-image statistics ($SG2_HOME/cache).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
-pub fn run(_args: Args, _g: &Global) -> Result<()> {
-    Err(super::not_implemented("sg2 metrics"))
+pub fn run(args: Args, g: &Global) -> Result<()> {
+    let device = g.setup()?;
+    let mut opts = MetricOptions::new(device);
+    opts.detector_dir = args.detector_dir.clone();
+    opts.num_gen = args.num_gen;
+    opts.num_real = args.num_real;
+    opts.truncation_psi = args.trunc;
+    opts.batch = args.batch;
+    opts.progress = !args.quiet && std::io::stderr().is_terminal();
+    opts.seed = Some(args.seed);
+    if args.no_cache {
+        opts.cache_dir = None;
+    }
+    ensure!(args.batch >= 1, "--batch must be >= 1");
+    ensure!(args.num_gen != Some(0) && args.num_real != Some(0), "--num-gen and --num-real must be >= 1");
+    let names: Vec<String> = args.metrics.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    match (&args.network, &args.data, &args.real, &args.fake) {
+        (Some(net), Some(data), None, None) => {
+            ensure!(args.rank.is_none(), "--rank needs --real REF --fake CANDIDATES");
+            // Check the names and the detectors before the (slow) network load.
+            for n in &names {
+                metrics::spec(n)?;
+            }
+            let (_cfg, _vs, gen) = checkpoint::load_generator(net, device)?;
+            let results = metrics::evaluate_generator(&gen, data, &names, &opts)?;
+            let stem = net.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let file = net.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            print_results(&stem, &results)?;
+            let dir = net.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            report::append_jsonl(dir, &file, &results)?;
+            Ok(())
+        }
+        (None, None, Some(real), Some(fake)) => {
+            if let Some(out) = &args.rank {
+                let ranked = compare::rank(real, fake, out, args.k, &opts)?;
+                let inside = ranked.iter().filter(|r| r.inside).count();
+                eprintln!(
+                    "ranked {} images by distance to {} -> {} ({inside} inside the reference manifold)",
+                    ranked.len(),
+                    real.display(),
+                    out.display()
+                );
+                return Ok(());
+            }
+            let names = if args.metrics == "fid50k_full" { vec!["fid".to_string()] } else { names };
+            let results = compare::compare(real, fake, &names, &opts)?;
+            let label = fake.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            print_results(&label, &results)
+        }
+        _ => bail!("give either --network CKPT --data DATASET, or --real A --fake B"),
+    }
+}
+
+fn print_results(label: &str, results: &[metrics::MetricResult]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for r in results {
+        writeln!(out, "{}", report::result_line(label, r))?;
+    }
+    out.flush()?;
+    Ok(())
 }

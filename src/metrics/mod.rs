@@ -1,1 +1,322 @@
-//! Quality metrics on the official detectors.
+//! Quality metrics on the official detectors: FID, KID, precision/recall, IS and PPL, as stylegan2-ada-pytorch's
+//! `metrics/` computes them (docs/METRICS.md).
+//!
+//! `evaluate_generator` is the one entry point for a network against a dataset (the CLI and training call it);
+//! `compare` evaluates two image sets and ranks images for curation.
+
+pub mod bench;
+pub mod compare;
+pub mod detector;
+pub mod features;
+pub mod fid;
+pub mod is;
+pub mod kid;
+pub mod linalg;
+pub mod ppl;
+pub mod pr;
+pub mod report;
+pub mod stats;
+
+use crate::data::Dataset;
+use crate::model::Generator;
+use anyhow::{bail, ensure, Result};
+use detector::{Detector, INCEPTION, VGG16};
+use ppl::{PplSpec, Sampling, Space};
+use stats::{CacheKey, Capture, FeatureStats};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What a metric computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Fid,
+    Kid,
+    Pr,
+    Is,
+    Ppl(PplSpec),
+}
+
+/// A metric as registered: its official name, kind and counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub num_gen: usize,
+    /// Real images used (None: all of them).
+    pub max_real: Option<usize>,
+}
+
+const fn ppl(space: Space, sampling: Sampling, crop: bool) -> Kind {
+    Kind::Ppl(PplSpec { space, sampling, crop, epsilon: 1e-4 })
+}
+
+/// The official metrics (stylegan2-ada-pytorch `metric_main.py`), including the TF-era names.
+pub const METRICS: &[MetricSpec] = &[
+    MetricSpec { name: "fid50k_full", kind: Kind::Fid, num_gen: 50000, max_real: None },
+    MetricSpec { name: "kid50k_full", kind: Kind::Kid, num_gen: 50000, max_real: Some(1_000_000) },
+    MetricSpec { name: "pr50k3_full", kind: Kind::Pr, num_gen: 50000, max_real: Some(200_000) },
+    MetricSpec { name: "ppl2_wend", kind: ppl(Space::W, Sampling::End, false), num_gen: 50000, max_real: None },
+    MetricSpec { name: "is50k", kind: Kind::Is, num_gen: 50000, max_real: None },
+    MetricSpec { name: "fid50k", kind: Kind::Fid, num_gen: 50000, max_real: Some(50000) },
+    MetricSpec { name: "kid50k", kind: Kind::Kid, num_gen: 50000, max_real: Some(50000) },
+    MetricSpec { name: "pr50k3", kind: Kind::Pr, num_gen: 50000, max_real: Some(50000) },
+    MetricSpec { name: "ppl_zfull", kind: ppl(Space::Z, Sampling::Full, true), num_gen: 50000, max_real: None },
+    MetricSpec { name: "ppl_wfull", kind: ppl(Space::W, Sampling::Full, true), num_gen: 50000, max_real: None },
+    MetricSpec { name: "ppl_zend", kind: ppl(Space::Z, Sampling::End, true), num_gen: 50000, max_real: None },
+    MetricSpec { name: "ppl_wend", kind: ppl(Space::W, Sampling::End, true), num_gen: 50000, max_real: None },
+];
+
+/// KID's subsets (official: 100 of at most 1000).
+pub const KID_SUBSETS: usize = 100;
+pub const KID_SUBSET_SIZE: usize = 1000;
+/// Precision/recall neighbourhood and batch sizes (official: k = 3, 10000 x 10000).
+pub const PR_K: i64 = 3;
+pub const PR_BATCH: i64 = 10000;
+/// IS splits.
+pub const IS_SPLITS: usize = 10;
+
+pub fn spec(name: &str) -> Result<&'static MetricSpec> {
+    match METRICS.iter().find(|m| m.name == name) {
+        Some(m) => Ok(m),
+        None => {
+            let all: Vec<&str> = METRICS.iter().map(|m| m.name).collect();
+            bail!("unknown metric {name:?}; known: {}", all.join(", "))
+        }
+    }
+}
+
+/// "50k", "5k", "1500".
+pub fn count_label(n: usize) -> String {
+    if n >= 1000 && n.is_multiple_of(1000) {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The printed name: the official one, or with `--num-gen` / `--num-real` the counts it was computed with
+/// (`fid50k_full` with 5000 fakes is `fid5k_full`; with 5000 reals as well `fid5k`, with other reals `fid5k_r2k`;
+/// PPL names get `_5k`).
+pub fn printed_name(m: &MetricSpec, num_gen: Option<usize>, num_real: Option<usize>) -> String {
+    if num_gen.is_none() && num_real.is_none() {
+        return m.name.to_string();
+    }
+    let gen = num_gen.unwrap_or(m.num_gen);
+    if let Kind::Ppl(_) = m.kind {
+        return format!("{}_{}", m.name, count_label(gen));
+    }
+    let full = m.name.ends_with("_full");
+    let label = count_label(gen);
+    // `pr50k3` with 20 images is `pr20_3`, not `pr203`.
+    let label = if label.ends_with('k') { label } else { format!("{label}_") };
+    let base = m.name.trim_end_matches("_full").replacen("50k", &label, 1).replace("__", "_");
+    let base = base.trim_end_matches('_').to_string();
+    let real = match (num_real, full, m.max_real) {
+        (None, true, _) => "_full".to_string(),
+        (Some(r), _, _) | (None, false, Some(r)) if r == gen => String::new(),
+        (Some(r), _, _) | (None, false, Some(r)) => format!("_r{}", count_label(r)),
+        (None, false, None) => String::new(),
+    };
+    if m.kind == Kind::Is {
+        return base;
+    }
+    format!("{base}{real}")
+}
+
+/// Options of a metrics run.
+#[derive(Debug, Clone)]
+pub struct MetricOptions {
+    /// Folder of the detector files (default `$SG2_HOME/detectors`).
+    pub detector_dir: Option<PathBuf>,
+    /// Generated images (or PPL samples), overriding each metric's count.
+    pub num_gen: Option<usize>,
+    /// Real images, overriding each metric's count.
+    pub num_real: Option<usize>,
+    /// Truncation of the generated images for FID, KID, PR and IS (the official uses 1; PPL always uses 1).
+    pub truncation_psi: f64,
+    /// Images per generator / detector batch.
+    pub batch: usize,
+    pub device: tch::Device,
+    /// Progress bars on stderr.
+    pub progress: bool,
+    /// Cache folder for real-image statistics (None: no cache). Default `$SG2_HOME/cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Seeds torch's generator before each metric (reproducible runs); None keeps the caller's stream (training).
+    pub seed: Option<i64>,
+}
+
+impl MetricOptions {
+    pub fn new(device: tch::Device) -> MetricOptions {
+        MetricOptions {
+            detector_dir: None,
+            num_gen: None,
+            num_real: None,
+            truncation_psi: 1.0,
+            batch: 32,
+            device,
+            progress: false,
+            cache_dir: Some(stats::cache_dir()),
+            seed: None,
+        }
+    }
+}
+
+/// One printed result: name (`fid50k_full`, `pr50k3_full_precision`), value and the seconds its metric took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricResult {
+    pub name: String,
+    pub value: f64,
+    pub seconds: f64,
+    /// The metric that produced it (`pr50k3_full` for both precision and recall).
+    pub metric: String,
+}
+
+/// Detectors loaded once per run.
+pub struct Detectors<'a> {
+    opts: &'a MetricOptions,
+    loaded: BTreeMap<&'static str, Detector>,
+}
+
+impl<'a> Detectors<'a> {
+    pub fn new(opts: &'a MetricOptions) -> Self {
+        Detectors { opts, loaded: BTreeMap::new() }
+    }
+
+    pub fn get(&mut self, file: &'static str) -> Result<&Detector> {
+        if !self.loaded.contains_key(file) {
+            let d = Detector::find_and_load(self.opts.detector_dir.as_deref(), file, self.opts.device)?;
+            self.loaded.insert(file, d);
+        }
+        Ok(&self.loaded[file])
+    }
+}
+
+/// Real-image statistics of the first `count` records of `ds` at `resolution`, cached.
+pub fn real_stats(
+    det: &Detector,
+    ds: &Dataset,
+    resolution: usize,
+    count: usize,
+    kwargs: &[(&str, bool)],
+    capture: Capture,
+    opts: &MetricOptions,
+) -> Result<FeatureStats> {
+    let count = count.min(ds.count as usize);
+    let args: Vec<String> = kwargs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let key = CacheKey {
+        dataset_fingerprint: ds.fingerprint(),
+        detector_name: det.name.clone(),
+        detector_hash: det.hash.clone(),
+        count,
+        resolution,
+        kind: format!("{} {:?}", args.join(","), capture),
+    };
+    let (s, hit) = stats::cached(opts.cache_dir.as_deref(), &key, capture, || {
+        features::dataset_features(det, ds, resolution, count, opts.batch, kwargs, capture, opts.progress)
+    })?;
+    if hit && opts.progress {
+        eprintln!("using cached real-image statistics {}", key.path(opts.cache_dir.as_deref().unwrap()).display());
+    }
+    Ok(s)
+}
+
+/// The dataset level compared with the generator: the generator's resolution when the dataset has it, else full.
+pub fn real_resolution(g: &Generator, ds: &Dataset) -> usize {
+    let r = g.img_resolution() as usize;
+    if ds.has_level(r) {
+        r
+    } else {
+        ds.resolution
+    }
+}
+
+/// Evaluates `names` for generator `g` against the dataset folder `data`; each result: (printed name, value,
+/// seconds).
+pub fn evaluate_generator(
+    g: &Generator,
+    data: &Path,
+    names: &[String],
+    opts: &MetricOptions,
+) -> Result<Vec<MetricResult>> {
+    ensure!(!names.is_empty(), "no metrics given");
+    let specs: Vec<&MetricSpec> = names.iter().map(|n| spec(n.trim())).collect::<Result<_>>()?;
+    let ds = Dataset::open(data)?;
+    let mut dets = Detectors::new(opts);
+    let mut out = vec![];
+    for m in specs {
+        if let Some(seed) = opts.seed {
+            tch::manual_seed(seed);
+        }
+        let t0 = Instant::now();
+        let name = printed_name(m, opts.num_gen, opts.num_real);
+        let num_gen = opts.num_gen.unwrap_or(m.num_gen);
+        let num_real = opts.num_real.or(m.max_real).unwrap_or(usize::MAX);
+        let res = real_resolution(g, &ds);
+        let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
+            let (psi, batch) = (opts.truncation_psi, opts.batch);
+            features::generator_features(det, g, Some(&ds), psi, num_gen, batch, kw, capture, opts.progress)
+        };
+        let values: Vec<(String, f64)> = match m.kind {
+            Kind::Fid => {
+                let det = dets.get(INCEPTION)?;
+                let kw = [("return_features", true)];
+                let real = real_stats(det, &ds, res, num_real, &kw, Capture::MeanCov, opts)?;
+                let gen = fakes(det, &kw, Capture::MeanCov)?;
+                vec![(name.clone(), fid::fid(&real, &gen)?)]
+            }
+            Kind::Kid | Kind::Pr => {
+                let det = dets.get(if m.kind == Kind::Kid { INCEPTION } else { VGG16 })?;
+                let kw = [("return_features", true)];
+                let real = real_stats(det, &ds, res, num_real, &kw, Capture::All, opts)?.all()?;
+                let gen = fakes(det, &kw, Capture::All)?.all()?;
+                let (r, f) = (real.to_device(opts.device), gen.to_device(opts.device));
+                if m.kind == Kind::Kid {
+                    vec![(name.clone(), kid::kid(&r, &f, KID_SUBSETS, KID_SUBSET_SIZE, 0)?)]
+                } else {
+                    let (p, rc) = pr::precision_recall(&r, &f, PR_K, PR_BATCH, PR_BATCH)?;
+                    vec![(format!("{name}_precision"), p), (format!("{name}_recall"), rc)]
+                }
+            }
+            Kind::Is => {
+                let det = dets.get(INCEPTION)?;
+                let probs = fakes(det, &[("no_output_bias", true)], Capture::All)?.all()?;
+                let (mean, std) = is::inception_score(&probs, IS_SPLITS)?;
+                vec![(format!("{name}_mean"), mean), (format!("{name}_std"), std)]
+            }
+            Kind::Ppl(spec) => {
+                let det = dets.get(VGG16)?;
+                vec![(name.clone(), ppl::ppl(g, det, &spec, Some(&ds), num_gen, opts.batch, opts.progress)?)]
+            }
+        };
+        let seconds = t0.elapsed().as_secs_f64();
+        for (n, v) in values {
+            ensure!(v.is_finite(), "{n}: the value is not finite ({v})");
+            out.push(MetricResult { name: n, value: v, seconds, metric: name.clone() });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printed_names_say_the_counts() {
+        let n = |name: &str, g: Option<usize>, r: Option<usize>| printed_name(spec(name).unwrap(), g, r);
+        assert_eq!(n("fid50k_full", None, None), "fid50k_full");
+        assert_eq!(n("fid50k_full", Some(5000), None), "fid5k_full");
+        assert_eq!(n("fid50k_full", Some(5000), Some(5000)), "fid5k");
+        assert_eq!(n("fid50k_full", Some(5000), Some(2000)), "fid5k_r2k");
+        assert_eq!(n("fid50k", Some(5000), None), "fid5k_r50k");
+        assert_eq!(n("fid50k", None, Some(50000)), "fid50k");
+        assert_eq!(n("kid50k_full", Some(1500), None), "kid1500_full");
+        assert_eq!(n("pr50k3_full", Some(20), None), "pr20_3_full");
+        assert_eq!(n("fid50k_full", Some(20), Some(30)), "fid20_r30");
+        assert_eq!(n("pr50k3_full", Some(5000), None), "pr5k3_full");
+        assert_eq!(n("is50k", Some(5000), Some(100)), "is5k");
+        assert_eq!(n("ppl2_wend", Some(5000), None), "ppl2_wend_5k");
+        assert!(spec("fid").unwrap_err().to_string().contains("fid50k_full"));
+    }
+}

@@ -1,0 +1,199 @@
+//! Feature extraction: batches of uint8 NCHW images from a dataset, an image folder or a generator, through a
+//! detector on its device, into [`FeatureStats`]. Images go to the device once per batch; the only per-image work
+//! is copying records into the batch buffer.
+
+use super::detector::Detector;
+use super::stats::{Capture, FeatureStats};
+use crate::data::sources::{images::Images, Payload, Source};
+use crate::data::Dataset;
+use crate::model::{Generator, NoiseMode};
+use anyhow::{bail, ensure, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{Device, Kind, Tensor};
+
+/// A progress bar on stderr (hidden when `show` is false).
+pub fn progress(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:<22} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec}")
+            .unwrap(),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Runs `next_batch(start, n)` -> uint8 NCHW images over `count` images in batches of `batch`, through the detector.
+pub fn extract(
+    det: &Detector,
+    count: usize,
+    batch: usize,
+    kwargs: &[(&str, bool)],
+    capture: Capture,
+    pb: &ProgressBar,
+    mut next_batch: impl FnMut(usize, usize) -> Result<Tensor>,
+) -> Result<FeatureStats> {
+    ensure!(batch >= 1, "batch size must be >= 1");
+    let mut stats = FeatureStats::new(capture, count);
+    let mut start = 0;
+    while start < count {
+        let n = batch.min(count - start);
+        let imgs = next_batch(start, n)?;
+        let feats = det.run_u8(&imgs, kwargs)?;
+        stats.append(&feats);
+        start += n;
+        pb.set_position(start as u64);
+    }
+    pb.finish_and_clear();
+    Ok(stats)
+}
+
+/// Records `start..start + n` of `ds` at `resolution` as a uint8 [n, C, R, R] tensor.
+pub fn dataset_batch(ds: &Dataset, resolution: usize, start: usize, n: usize) -> Tensor {
+    let size = ds.channels * resolution * resolution;
+    let mut buf = Vec::with_capacity(n * size);
+    for i in start..start + n {
+        buf.extend_from_slice(ds.record(resolution, i as u64));
+    }
+    let (c, r) = (ds.channels as i64, resolution as i64);
+    Tensor::from_slice(&buf).reshape([n as i64, c, r, r])
+}
+
+/// Features of the first `count` images of a dataset (no shuffle, no mirror), as the official takes its reals.
+#[allow(clippy::too_many_arguments)]
+pub fn dataset_features(
+    det: &Detector,
+    ds: &Dataset,
+    resolution: usize,
+    count: usize,
+    batch: usize,
+    kwargs: &[(&str, bool)],
+    capture: Capture,
+    show: bool,
+) -> Result<FeatureStats> {
+    ensure!(ds.has_level(resolution), "{}: no level {resolution}", ds.path.display());
+    let count = count.min(ds.count as usize);
+    let pb = progress(show, count as u64, "dataset features");
+    extract(det, count, batch, kwargs, capture, &pb, |s, n| Ok(dataset_batch(ds, resolution, s, n)))
+}
+
+/// An image folder or zip read for the metrics: decoded to RGB in sorted path order.
+pub struct ImageFolder {
+    pub images: Images,
+}
+
+impl ImageFolder {
+    pub fn open(path: &std::path::Path) -> Result<ImageFolder> {
+        Ok(ImageFolder { images: Images::open(path)? })
+    }
+
+    pub fn len(&self) -> usize {
+        self.images.names().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Image `i` as uint8 [3, H, W].
+    pub fn get(&mut self, i: usize) -> Result<Tensor> {
+        let name = self.images.names()[i].clone();
+        let item = self.images.get(i as u64)?;
+        let px = match item.payload {
+            Payload::Encoded(b) => crate::data::sources::decode(&b, 3).with_context(|| name.clone())?,
+            Payload::Raw(p) => p,
+        }
+        .with_channels(3);
+        let t = Tensor::from_slice(&px.data).reshape([px.height as i64, px.width as i64, 3]);
+        Ok(t.permute([2, 0, 1]).contiguous())
+    }
+}
+
+/// Features of the first `count` images of a folder. Images of one batch must share a size (the detectors resize
+/// internally, but a batch is one tensor); a batch ends early where the size changes.
+pub fn folder_features(
+    det: &Detector,
+    folder: &mut ImageFolder,
+    count: usize,
+    batch: usize,
+    kwargs: &[(&str, bool)],
+    capture: Capture,
+    show: bool,
+) -> Result<FeatureStats> {
+    let count = count.min(folder.len());
+    let pb = progress(show, count as u64, "image features");
+    let mut stats = FeatureStats::new(capture, count);
+    let mut pending: Vec<Tensor> = vec![];
+    let flush = |pending: &mut Vec<Tensor>, stats: &mut FeatureStats| -> Result<()> {
+        if !pending.is_empty() {
+            stats.append(&det.run_u8(&Tensor::stack(pending, 0), kwargs)?);
+            pending.clear();
+        }
+        Ok(())
+    };
+    for i in 0..count {
+        let img = folder.get(i)?;
+        if pending.first().is_some_and(|p| p.size() != img.size()) || pending.len() >= batch {
+            flush(&mut pending, &mut stats)?;
+        }
+        pending.push(img);
+        pb.set_position(i as u64 + 1);
+    }
+    flush(&mut pending, &mut stats)?;
+    pb.finish_and_clear();
+    Ok(stats)
+}
+
+/// Random labels for a conditional generator: one-hot rows of labels drawn uniformly from the dataset's records,
+/// as the official `dataset.get_label(np.random.randint(len(dataset)))`.
+pub fn random_labels(g: &Generator, ds: Option<&Dataset>, n: i64, device: Device) -> Result<Option<Tensor>> {
+    let c_dim = g.c_dim();
+    if c_dim == 0 {
+        return Ok(None);
+    }
+    let Some(ds) = ds.filter(|d| d.num_classes > 0) else {
+        bail!("the network is conditional ({c_dim} classes) but the dataset has no labels");
+    };
+    ensure!(
+        ds.num_classes as i64 == c_dim,
+        "{}: {} classes, the network has {c_dim}",
+        ds.path.display(),
+        ds.num_classes
+    );
+    let idx = Tensor::randint(ds.count as i64, [n], (Kind::Int64, Device::Cpu));
+    let labels: Vec<i64> =
+        Vec::<i64>::try_from(&idx)?.iter().map(|&i| ds.label(i as u64).unwrap_or(0) as i64).collect();
+    let c = Tensor::from_slice(&labels).one_hot(c_dim).to_kind(Kind::Float).to_device(device);
+    Ok(Some(c))
+}
+
+/// `count` generated images as the official: z ~ N(0, I) from torch's generator, random noise, truncation `psi`,
+/// `(img * 127.5 + 128).clamp(0, 255)` to uint8, through the detector.
+#[allow(clippy::too_many_arguments)]
+pub fn generator_features(
+    det: &Detector,
+    g: &Generator,
+    labels: Option<&Dataset>,
+    psi: f64,
+    count: usize,
+    batch: usize,
+    kwargs: &[(&str, bool)],
+    capture: Capture,
+    show: bool,
+) -> Result<FeatureStats> {
+    let dev = g.synthesis.blocks[0].constant.as_ref().map(|c| c.device()).unwrap_or(det.device);
+    let pb = progress(show, count as u64, "generator features");
+    extract(det, count, batch, kwargs, capture, &pb, |_, n| {
+        let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, dev));
+        let c = random_labels(g, labels, n as i64, dev)?;
+        let img = tch::no_grad(|| g.forward(&z, c.as_ref(), psi, NoiseMode::Random));
+        Ok(to_u8_nchw(&img))
+    })
+}
+
+/// The official float -> uint8 conversion, kept NCHW on the image's device.
+pub fn to_u8_nchw(img: &Tensor) -> Tensor {
+    (img.to_kind(Kind::Float) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
+}

@@ -1,0 +1,78 @@
+//! Detector calls: the keyword arguments of the official code, placed by the signature read from the TorchScript
+//! file, give exactly what Python's keyword call gives on the same module and input.
+
+#[path = "fixtures/metrics_common.rs"]
+mod common;
+
+use sg2::metrics::detector::{forward_signature, Detector, Param};
+use tch::{Device, Kind, Tensor};
+
+const PY: &str = r#"
+import json, sys, torch
+d = sys.argv[1]
+img = (torch.arange(2 * 3 * 40 * 40) * 7 % 256).to(torch.uint8).reshape(2, 3, 40, 40)
+inc = torch.jit.load(d + "/inception-2015-12-05.pt")
+vgg = torch.jit.load(d + "/vgg16.pt")
+out = {}
+def put(k, t):
+    out[k] = dict(shape=list(t.shape), values=t.double().flatten().tolist())
+put("features", inc(img, return_features=True))
+put("probs", inc(img, no_output_bias=True))
+put("probs_bias", inc(img))
+put("vgg_features", vgg(img, return_features=True))
+put("lpips", vgg(img.float(), resize_images=False, return_lpips=True))
+print(json.dumps(out))
+"#;
+
+fn check(name: &str, got: &Tensor, want: &serde_json::Value) {
+    let shape: Vec<i64> = want["shape"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(got.size(), shape, "{name}: shape");
+    let w: Vec<f64> = want["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let g = Vec::<f64>::try_from(&got.to_kind(Kind::Double).reshape([-1])).unwrap();
+    let scale = w.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+    let diff = g.iter().zip(&w).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-5 * scale, "{name}: max |diff| {diff} (scale {scale})");
+}
+
+#[test]
+fn keyword_calls_match_python_and_signatures_are_read_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    common::make_detectors(dir.path());
+    let inc_path = dir.path().join("inception-2015-12-05.pt");
+    let vgg_path = dir.path().join("vgg16.pt");
+    let p = |n: &str, d: bool| Param { name: n.into(), default: Some(d) };
+    assert_eq!(
+        forward_signature(&inc_path).unwrap(),
+        [p("return_features", false), p("use_fp16", false), p("no_output_bias", false)]
+    );
+    assert_eq!(
+        forward_signature(&vgg_path).unwrap(),
+        [p("resize_images", true), p("return_lpips", false), p("return_features", false)]
+    );
+
+    let out = common::run_python(&["-c", PY, dir.path().to_str().unwrap()]);
+    let want: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let img = (Tensor::arange(2 * 3 * 40 * 40, (Kind::Int64, Device::Cpu)) * 7)
+        .remainder(256)
+        .to_kind(Kind::Uint8)
+        .reshape([2, 3, 40, 40]);
+    let inc = Detector::load(&inc_path, Device::Cpu).unwrap();
+    let vgg = Detector::load(&vgg_path, Device::Cpu).unwrap();
+    check("features", &inc.run_u8(&img, &[("return_features", true)]).unwrap(), &want["features"]);
+    let probs = inc.run_u8(&img, &[("no_output_bias", true)]).unwrap();
+    check("probs", &probs, &want["probs"]);
+    check("probs_bias", &inc.run_u8(&img, &[]).unwrap(), &want["probs_bias"]);
+    let sums = probs.sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+    assert!((sums - 1.0).abs().max().double_value(&[]) < 1e-5);
+    check("vgg_features", &vgg.run_u8(&img, &[("return_features", true)]).unwrap(), &want["vgg_features"]);
+    let lp = vgg.call(&img.to_kind(Kind::Float), &[("resize_images", false), ("return_lpips", true)]).unwrap();
+    check("lpips", &lp, &want["lpips"]);
+    // One-channel images are repeated to three, as the official feeds them.
+    let gray = img.narrow(1, 0, 1);
+    let a = inc.run_u8(&gray, &[("return_features", true)]).unwrap();
+    let b = inc.run_u8(&gray.repeat([1, 3, 1, 1]), &[("return_features", true)]).unwrap();
+    assert!(a.equal(&b));
+    // An argument the module does not have is an error naming the file, not a silent default.
+    let e = inc.call(&img, &[("return_lpips", true)]).unwrap_err().to_string();
+    assert!(e.contains("inception-2015-12-05.pt") && e.contains("no argument \"return_lpips\""), "{e}");
+}
