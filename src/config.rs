@@ -191,6 +191,9 @@ pub struct LoggingConfig {
     pub keep_snapshots: u32,
     /// Metrics computed at each snapshot, e.g. ["fid50k_full"].
     pub metrics: Vec<String>,
+    /// Generated / real image counts for those metrics (absent: each metric's own, e.g. 50k).
+    pub metrics_num_gen: Option<u64>,
+    pub metrics_num_real: Option<u64>,
     /// Seeds of the fixed fakes grid: its size is grid_w x grid_h.
     pub grid_w: u32,
     pub grid_h: u32,
@@ -206,6 +209,8 @@ impl Default for LoggingConfig {
             image_snapshot_ticks: 50,
             keep_snapshots: 5,
             metrics: vec![],
+            metrics_num_gen: None,
+            metrics_num_real: None,
             grid_w: 8,
             grid_h: 4,
             collapse_factor: 3.0,
@@ -364,6 +369,11 @@ impl Config {
         let l = &self.logging;
         check(l.tick_kimg > 0.0, "logging.tick_kimg", l.tick_kimg, "must be > 0")?;
         check(l.collapse_factor >= 0.0, "logging.collapse_factor", l.collapse_factor, "must be >= 0 (0 = off)")?;
+        for (key, n) in [("logging.metrics_num_gen", l.metrics_num_gen), ("logging.metrics_num_real", l.metrics_num_real)] {
+            if let Some(n) = n {
+                check(n >= 1, key, n, "must be >= 1")?;
+            }
+        }
         check(l.grid_w >= 1 && l.grid_h >= 1, "logging.grid_w", l.grid_w, "grid_w and grid_h must be >= 1")?;
         Ok(())
     }

@@ -80,8 +80,71 @@ fn a_cli_run_resumes_latest_in_its_folder() {
     assert!(ok, "{err}");
     assert!(out.contains("resuming from"), "{out}");
     let run = runs.join("00000-tiny-data");
-    assert!(run.join("network-snapshot-000000.012.safetensors").is_file());
+    assert!(run.join("network-snapshot-000000_012.safetensors").is_file());
     assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 1);
     let (ok, out, _) = run_sg2(&[&["train"][..], &base, &["--kimg", "0.012", "--resume", "latest"]].concat());
     assert!(ok && out.contains("nothing to do"), "{out}");
+}
+
+#[path = "fixtures/metrics_common.rs"]
+mod metrics_common;
+
+/// `logging.metrics` runs at each snapshot on the given detectors: the values reach log.txt, stats.jsonl,
+/// TensorBoard (`Metrics/<name>`) and `metric-<name>.jsonl` in the run folder, all the same number.
+#[test]
+fn metrics_run_at_snapshots_and_reach_tensorboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path());
+    let data = tiny_dataset(dir.path(), 12);
+    let runs = dir.path().join("runs");
+    let det = dir.path().join("detectors");
+    metrics_common::make_detectors(&det);
+    let base =
+        ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
+    let sets = [
+        "--kimg",
+        "0.008",
+        "--set",
+        "logging.metrics=[\"fid50k_full\", \"is50k\"]",
+        "--set",
+        "logging.metrics_num_gen=10",
+        "--set",
+        "logging.metrics_num_real=10",
+    ];
+    // Without the detector files nothing starts.
+    let none = dir.path().join("none");
+    let err = train_err(&[&base[..], &sets, &["--detector-dir", none.to_str().unwrap()]].concat());
+    assert!(err.contains("inception-2015-12-05.pt"), "{err}");
+    assert!(!runs.exists());
+
+    let (ok, out, err) =
+        run_sg2(&[&["train"][..], &base, &sets, &["--detector-dir", det.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let run = runs.join("00000-tiny-data");
+    let last: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(run.join("stats.jsonl")).unwrap().lines().last().unwrap())
+            .unwrap();
+    let fid = last["Metrics/fid10"].as_f64().unwrap_or_else(|| panic!("{last}"));
+    let is = last["Metrics/is10_mean"].as_f64().unwrap_or_else(|| panic!("{last}"));
+    assert!(fid.is_finite() && fid >= 0.0 && is >= 1.0 - 1e-6, "fid {fid} is {is}");
+    assert!(out.contains(&format!("network-snapshot-000000_008 fid10 {fid:.4}")), "{out}");
+    let jsonl = std::fs::read_to_string(run.join("metric-fid10.jsonl")).unwrap();
+    assert!(jsonl.contains("network-snapshot-000000_008.safetensors"), "{jsonl}");
+    let events = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with("events.out.tfevents."))
+        .unwrap();
+    let tb: Vec<f32> = sg2::train::tensorboard::read_events(&events)
+        .unwrap()
+        .into_iter()
+        .flat_map(|e| e.summary)
+        .filter_map(|(tag, v)| match (tag.as_str(), v) {
+            ("Metrics/fid10", sg2::train::tensorboard::SummaryValue::Scalar(x)) => Some(x),
+            _ => None,
+        })
+        .collect();
+    // One value per snapshot, in TensorBoard and in the JSONL file alike; the last is the final network's.
+    assert_eq!(tb.len(), jsonl.lines().count(), "{tb:?}\n{jsonl}");
+    assert_eq!(tb.last(), Some(&(fid as f32)));
 }

@@ -45,7 +45,7 @@ fn a_short_run_writes_the_run_folder_with_finite_losses() {
     for n in [4, 12, 16] {
         assert!(run.join(format!("fakes{}.png", snapshot::label(n))).is_file());
     }
-    assert_eq!(std::fs::read_to_string(run.join("latest")).unwrap().trim(), "network-snapshot-000000.016.safetensors");
+    assert_eq!(std::fs::read_to_string(run.join("latest")).unwrap().trim(), "network-snapshot-000000_016.safetensors");
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
     assert!(log.contains("tick 0  kimg 0.004  time ") && log.contains("tick 2  kimg 0.016"), "{log}");
     let stats = stats_lines(&run);
@@ -66,7 +66,7 @@ fn a_short_run_writes_the_run_folder_with_finite_losses() {
     assert_eq!(stats[2]["Progress/kimg"].as_f64(), Some(0.016));
     assert_eq!(stats[2]["TrainG/learning_rate"].as_f64(), Some(0.002));
     // The snapshot generates through the common loader (G_ema) and holds optimizer state.
-    let snap = run.join("network-snapshot-000000.016.safetensors");
+    let snap = run.join("network-snapshot-000000_016.safetensors");
     let (cfg, _vs, g) = load_generator(&snap, tch::Device::Cpu).unwrap();
     assert_eq!(cfg.model.resolution, 8);
     assert_eq!(g.img_resolution(), 8);
@@ -123,7 +123,7 @@ fn a_short_run_writes_the_run_folder_with_finite_losses() {
     assert_eq!(images, vec![0, 4, 12, 16]);
     // Training moved G_ema: the last grid differs from the first.
     let a = image::open(run.join("fakes_init.png")).unwrap().to_luma8();
-    let b = image::open(run.join("fakes000000.016.png")).unwrap().to_luma8();
+    let b = image::open(run.join("fakes000000_016.png")).unwrap().to_luma8();
     assert_eq!(a.dimensions(), (32, 16));
     assert_ne!(a.as_raw(), b.as_raw());
 }
@@ -183,7 +183,7 @@ fn a_nan_stops_the_step_or_rolls_back() {
     assert_eq!(rep.cur_nimg, 16);
     let run = rep.run_dir.unwrap();
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
-    assert!(log.contains("rollback: reloaded") && log.contains("network-snapshot-000000.004"), "{log}");
+    assert!(log.contains("rollback: reloaded") && log.contains("network-snapshot-000000_004"), "{log}");
     let (_, st) = snapshot::load(rep.snapshot.as_ref().unwrap()).unwrap();
     assert_eq!(st.lr_factor, 0.25);
     let stats = stats_lines(&run);
@@ -213,7 +213,7 @@ fn retention_keeps_the_last_k_and_the_best_by_metric() {
     assert_eq!(stats[0]["Metrics/fid_test"].as_f64(), Some(1.0));
     assert_eq!(stats.last().unwrap()["Metrics/fid_test"].as_f64(), Some(5.0));
     let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
-    assert!(log.contains("network-snapshot-000000.004 fid_test 1.0000"), "{log}");
+    assert!(log.contains("network-snapshot-000000_004 fid_test 1.0000"), "{log}");
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub struct Args {
     /// Train at this level of detail of the dataset (default: model.resolution).
     #[arg(long)]
     pub resolution: Option<u32>,
+    /// Folder with the detector TorchScript files for `logging.metrics` (default: $SG2_HOME/detectors).
+    #[arg(long)]
+    pub detector_dir: Option<PathBuf>,
     /// Resume from a checkpoint path, or `latest` (the newest complete snapshot under --outdir for this config and
     /// dataset).
     #[arg(long)]
@@ -61,6 +64,43 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     opts.device = device;
     opts.echo = true;
     opts.resume = args.resume.as_deref().map(|r| if r == "latest" { Resume::Latest } else { Resume::Path(r.into()) });
+    if !opts.config.logging.metrics.is_empty() {
+        opts.metrics = Some(snapshot_metrics(&opts.config, &args.data, args.detector_dir.clone(), device)?);
+    }
     crate::train::train(opts)?;
     Ok(())
+}
+
+/// The metrics of `logging.metrics` on G_ema at each snapshot, with the counts of `logging.metrics_num_gen` /
+/// `metrics_num_real`; each result is also appended to `metric-<name>.jsonl` in the run folder, as `sg2 metrics`
+/// does beside a network. The detectors are looked up before training starts, so a missing file fails at once
+/// rather than after the first snapshot.
+fn snapshot_metrics(
+    config: &crate::config::Config,
+    data: &std::path::Path,
+    detector_dir: Option<PathBuf>,
+    device: tch::Device,
+) -> Result<crate::train::train_loop::MetricsFn> {
+    use crate::metrics::{self, MetricOptions};
+    let mut opts = MetricOptions::new(device);
+    opts.detector_dir = detector_dir;
+    opts.num_gen = config.logging.metrics_num_gen.map(|n| n as usize);
+    opts.num_real = config.logging.metrics_num_real.map(|n| n as usize);
+    // The same latents at every snapshot, so values are comparable; training re-seeds its own generator per
+    // minibatch, so this does not disturb it.
+    opts.seed = Some(0);
+    opts.progress = false;
+    let names = config.logging.metrics.clone();
+    for name in &names {
+        let spec = metrics::spec(name).with_context(|| format!("logging.metrics: {name}"))?;
+        metrics::detector::find(opts.detector_dir.as_deref(), spec.detector())?;
+    }
+    let data = data.to_path_buf();
+    Ok(Box::new(move |g, snapshot| {
+        let results = metrics::evaluate_generator(g, &data, &names, &opts)?;
+        let dir = snapshot.parent().unwrap_or(std::path::Path::new("."));
+        let file = snapshot.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        metrics::report::append_jsonl(dir, &file, &results)?;
+        Ok(results.into_iter().map(|r| (r.name, r.value)).collect())
+    }))
 }

@@ -86,6 +86,16 @@ pub fn spec(name: &str) -> Result<&'static MetricSpec> {
     }
 }
 
+impl MetricSpec {
+    /// The detector file the metric runs on.
+    pub fn detector(&self) -> &'static str {
+        match self.kind {
+            Kind::Fid | Kind::Kid | Kind::Is => detector::INCEPTION,
+            Kind::Pr | Kind::Ppl(_) => detector::VGG16,
+        }
+    }
+}
+
 /// "50k", "5k", "1500".
 pub fn count_label(n: usize) -> String {
     if n >= 1000 && n.is_multiple_of(1000) {

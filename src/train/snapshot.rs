@@ -46,7 +46,7 @@ pub struct TrainState {
     pub best: Option<Best>,
 }
 
-/// `{kimg:06}` for a whole number of kimg, else `{whole:06}.{rest:03}` (e.g. 000000.064).
+/// `{kimg:06}` for a whole number of kimg, else `{whole:06}_{rest:03}` (e.g. 000000_064).
 pub fn label(cur_nimg: u64) -> String {
     let (whole, rest) = (cur_nimg / 1000, cur_nimg % 1000);
     if rest == 0 {
