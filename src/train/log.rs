@@ -70,6 +70,32 @@ pub fn cpu_mem_gib() -> f64 {
     pages * 4096.0 / (1u64 << 30) as f64
 }
 
+/// This process's GPU memory in GiB as `nvidia-smi` reports it (what the caching allocator holds; libtorch's C API
+/// offers Rust no `max_memory_allocated`, the official figure). None off CUDA or without nvidia-smi. Called once a
+/// tick, so the subprocess costs nothing that matters.
+pub fn gpu_mem_gib(device: tch::Device) -> Option<f64> {
+    if !device.is_cuda() {
+        return None;
+    }
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+        .output()
+        .ok()?;
+    parse_compute_apps(&String::from_utf8_lossy(&out.stdout), std::process::id())
+}
+
+/// Sums the MiB of `pid`'s rows in `nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits`.
+pub fn parse_compute_apps(text: &str, pid: u32) -> Option<f64> {
+    let mib: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let (p, m) = l.split_once(',')?;
+            (p.trim().parse::<u32>().ok()? == pid).then(|| m.trim().parse::<f64>().ok())?
+        })
+        .collect();
+    (!mib.is_empty()).then(|| mib.iter().sum::<f64>() / 1024.0)
+}
+
 pub struct RunLog {
     log: std::fs::File,
     stats: std::fs::File,
@@ -157,6 +183,15 @@ pub fn is_jump(prev: f64, now: f64, factor: f64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_memory_is_this_process_rows_of_nvidia_smi() {
+        let text = "4242, 10240\n17, 512\n4242, 1024\n";
+        assert_eq!(parse_compute_apps(text, 4242), Some(11.0));
+        assert_eq!(parse_compute_apps(text, 18), None);
+        assert_eq!(parse_compute_apps("[N/A]\n", 4242), None);
+        assert_eq!(gpu_mem_gib(tch::Device::Cpu), None);
+    }
 
     #[test]
     fn tick_line_reads_like_the_official() {

@@ -2,7 +2,7 @@
 //! [`Trainer::step`]. Tick and snapshot timing follow the official `training_loop.py` (tick 0 ends after the first
 //! minibatch; a snapshot and a fakes grid are always written when training ends).
 
-use super::log::{cpu_mem_gib, is_jump, tick_line, RunLog};
+use super::log::{cpu_mem_gib, gpu_mem_gib, is_jump, tick_line, RunLog};
 use super::loss::Phase;
 use super::snapshot::{self, TrainState};
 use super::trainer::{NonFinite, Trainer};
@@ -287,6 +287,10 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
         let sec_per_kimg = tick_secs / tick_kimg.max(1e-9);
         let (g_lr, d_lr) = trainer.learning_rates();
         let cpumem = cpu_mem_gib();
+        let gpumem = gpu_mem_gib(trainer.device);
+        if let Some(g) = gpumem {
+            values.insert("Resources/gpu_mem_gb".into(), g);
+        }
         for (k, v) in [
             ("Progress/tick", tick as f64),
             ("Progress/kimg", cur as f64 / 1000.0),
@@ -302,7 +306,7 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
         ] {
             values.insert(k.into(), v);
         }
-        log.line(&tick_line(tick, cur, start.secs(), tick_secs, sec_per_kimg, maintenance, cpumem, None))?;
+        log.line(&tick_line(tick, cur, start.secs(), tick_secs, sec_per_kimg, maintenance, cpumem, gpumem))?;
         let mut flagged = 0.0;
         for key in ["Loss/D/loss", "Loss/G/loss"] {
             if let (Some(p), Some(n)) = (prev_losses.get(key), values.get(key)) {
