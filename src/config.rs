@@ -369,7 +369,9 @@ impl Config {
         let l = &self.logging;
         check(l.tick_kimg > 0.0, "logging.tick_kimg", l.tick_kimg, "must be > 0")?;
         check(l.collapse_factor >= 0.0, "logging.collapse_factor", l.collapse_factor, "must be >= 0 (0 = off)")?;
-        for (key, n) in [("logging.metrics_num_gen", l.metrics_num_gen), ("logging.metrics_num_real", l.metrics_num_real)] {
+        for (key, n) in
+            [("logging.metrics_num_gen", l.metrics_num_gen), ("logging.metrics_num_real", l.metrics_num_real)]
+        {
             if let Some(n) = n {
                 check(n >= 1, key, n, "must be >= 1")?;
             }

@@ -117,8 +117,7 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
     assert!(err.contains("inception-2015-12-05.pt"), "{err}");
     assert!(!runs.exists());
 
-    let (ok, out, err) =
-        run_sg2(&[&["train"][..], &base, &sets, &["--detector-dir", det.to_str().unwrap()]].concat());
+    let (ok, out, err) = run_sg2(&[&["train"][..], &base, &sets, &["--detector-dir", det.to_str().unwrap()]].concat());
     assert!(ok, "{err}");
     let run = runs.join("00000-tiny-data");
     let last: serde_json::Value =
