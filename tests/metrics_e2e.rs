@@ -28,6 +28,13 @@ fn parse_lines(label: &str, stdout: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// `sg2 metrics` on the network against the dataset with 20 generated and 30 real images.
+fn metrics_args<'a>(net: &'a Path, ds: &'a Path, metrics: &'a str, det: &'a Path) -> Vec<&'a str> {
+    let counts = ["--num-gen", "20", "--num-real", "30", "--batch", "8"];
+    let head = ["--device", "cpu", "metrics", "--network", s(net), "--data", s(ds), "--metrics", metrics];
+    [&head[..], &counts, &["--detector-dir", s(det)]].concat()
+}
+
 fn cache_files(home: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> =
         std::fs::read_dir(home.join("cache")).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
@@ -44,25 +51,7 @@ fn every_metric_on_a_network_prints_official_lines_appends_jsonl_and_caches_real
     let ds = dataset(&dir.path().join("data"), 0, 30);
     let net = tiny32_checkpoint(dir.path());
     let metrics = "fid50k_full,kid50k_full,pr50k3_full,is50k,ppl2_wend,ppl_zfull,ppl_wfull,ppl_zend,ppl_wend,fid50k";
-    let args = [
-        "--device",
-        "cpu",
-        "metrics",
-        "--network",
-        s(&net),
-        "--data",
-        s(&ds),
-        "--metrics",
-        metrics,
-        "--num-gen",
-        "20",
-        "--num-real",
-        "30",
-        "--batch",
-        "8",
-        "--detector-dir",
-        s(&det),
-    ];
+    let args = metrics_args(&net, &ds, metrics, &det);
     let (ok, out, err) = sg2(&args, &[("SG2_HOME", &home)]);
     assert!(ok, "{err}");
     let got = parse_lines("network-final", &out);
@@ -105,25 +94,7 @@ fn every_metric_on_a_network_prints_official_lines_appends_jsonl_and_caches_real
     let files = cache_files(&home);
     assert_eq!(files.len(), 3, "{files:?}"); // inception mean/cov (FID), inception all (KID), vgg16 all (PR)
     let mtimes: Vec<_> = files.iter().map(|f| std::fs::metadata(f).unwrap().modified().unwrap()).collect();
-    let args2 = [
-        "--device",
-        "cpu",
-        "metrics",
-        "--network",
-        s(&net),
-        "--data",
-        s(&ds),
-        "--metrics",
-        "fid50k_full,kid50k_full",
-        "--num-gen",
-        "20",
-        "--num-real",
-        "30",
-        "--batch",
-        "8",
-        "--detector-dir",
-        s(&det),
-    ];
+    let args2 = metrics_args(&net, &ds, "fid50k_full,kid50k_full", &det);
     let (ok, out2, err) = sg2(&args2, &[("SG2_HOME", &home)]);
     assert!(ok, "{err}");
     let again = parse_lines("network-final", &out2);
