@@ -252,3 +252,20 @@ fn learning_rate_schedules_reach_the_optimizers() {
     assert_eq!(tr.opt_g.params.beta1, 0.0);
     assert!((tr.r1_gamma() - 6.0).abs() < 0.02, "{}", tr.r1_gamma());
 }
+
+/// Conditional fakes take their labels from the dataset's (the official loop samples dataset labels), so a class
+/// the dataset lacks is never asked of G; without a pool the labels are uniform over `c_dim`.
+#[test]
+fn conditional_fakes_draw_labels_from_the_dataset() {
+    let cfg = tiny_config(&["model.c_dim=4"]);
+    let mut tr = Trainer::new(&cfg, tch::Device::Cpu).unwrap();
+    tch::manual_seed(0);
+    let uniform: Vec<i64> = Vec::try_from(tr.gen_labels(400)).unwrap();
+    assert!(uniform.iter().all(|&l| (0..4).contains(&l)));
+    assert!((0..4).all(|c| uniform.contains(&c)), "{uniform:?}");
+    tr.label_pool = Some(tch::Tensor::from_slice(&[2i64, 2, 3, 2]));
+    let drawn: Vec<i64> = Vec::try_from(tr.gen_labels(400)).unwrap();
+    assert!(drawn.iter().all(|&l| l == 2 || l == 3), "{drawn:?}");
+    let threes = drawn.iter().filter(|&&l| l == 3).count();
+    assert!((50..150).contains(&threes), "about a quarter should be 3: {threes}");
+}

@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// Computes metrics of G_ema at a snapshot (the snapshot's path is given too): (name, value) pairs.
 pub type MetricsFn = Box<dyn FnMut(&Generator, &Path) -> Result<Vec<(String, f64)>>>;
@@ -176,6 +176,10 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
 
     let mut trainer = Trainer::new(&cfg, opts.device)?;
     trainer.inject_nan = opts.inject_nan;
+    if cfg.model.c_dim > 0 {
+        let labels: Vec<i64> = (0..ds.count).map(|i| ds.label(i).unwrap_or(0) as i64).collect();
+        trainer.label_pool = Some(Tensor::from_slice(&labels).to_device(opts.device));
+    }
     if let Some((_, snap, st)) = &resume {
         let (ckpt, _) = snapshot::load(snap)?;
         trainer.restore(&ckpt, st).with_context(|| format!("--resume {}", snap.display()))?;

@@ -84,6 +84,9 @@ pub struct Trainer {
     /// Seconds per phase since the last `take_phase_times` (host time; `sync_timing` makes it exact on CUDA).
     pub phase_secs: [f64; 4],
     pub sync_timing: bool,
+    /// The dataset's labels (int64, on the device): conditional fakes draw their labels from it, so classes come
+    /// in the dataset's proportions as in the official loop. None: uniform over `c_dim`.
+    pub label_pool: Option<Tensor>,
 }
 
 /// The modulated-convolution form for training on `device` (measured: see BENCHMARKS.md).
@@ -160,6 +163,7 @@ impl Trainer {
             inject_nan: None,
             phase_secs: [0.0; 4],
             sync_timing: false,
+            label_pool: None,
         })
     }
 
@@ -198,6 +202,14 @@ impl Trainer {
             beta2: t.adam_beta2.powf(ratio),
             eps: t.adam_eps,
         };
+    }
+
+    /// `n` labels for generated images: drawn from the dataset's labels when known, else uniform over classes.
+    pub fn gen_labels(&self, n: i64) -> Tensor {
+        match &self.label_pool {
+            Some(pool) => pool.index_select(0, &Tensor::randint(pool.size()[0], [n], (Kind::Int64, self.device))),
+            None => Tensor::randint(self.cfg.model.c_dim as i64, [n], (Kind::Int64, self.device)),
+        }
     }
 
     fn one_hot(&self, labels: &Tensor) -> Tensor {
@@ -270,8 +282,7 @@ impl Trainer {
         let c_dim = self.cfg.model.c_dim as i64;
         let real_c = labels.filter(|_| c_dim > 0).map(|l| self.one_hot(l));
         let z_all = Tensor::randn([4, batch, self.cfg.model.z_dim as i64], (Kind::Float, self.device));
-        let gen_c_all =
-            (c_dim > 0).then(|| self.one_hot(&Tensor::randint(c_dim, [4, batch], (Kind::Int64, self.device))));
+        let gen_c_all = (c_dim > 0).then(|| self.one_hot(&self.gen_labels(4 * batch).view([4, batch])));
         let gen_c = |i: i64| gen_c_all.as_ref().map(|c| c.get(i));
         let (g_lr, d_lr) = self.learning_rates();
         let r1_gamma = self.r1_gamma();
