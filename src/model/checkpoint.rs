@@ -74,16 +74,29 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: &B
     crate::util::write_bytes_atomic(path, &bytes)
 }
 
-/// Reads every tensor (to CPU) and the metadata of a safetensors file.
-pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)> {
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     // SAFETY: the file is only read; a concurrent writer replaces it by rename, never in place.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))?;
+    unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))
+}
+
+fn header_metadata(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, String>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    Ok(header.metadata().clone().unwrap_or_default().into_iter().collect())
+}
+
+/// The metadata of a safetensors file, from its header alone (the tensor data is mapped, never read).
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    header_metadata(path, &map_file(path)?)
+}
+
+/// Reads every tensor (to CPU) and the metadata of a safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)> {
+    let mmap = map_file(path)?;
     let st = safetensors::SafeTensors::deserialize(&mmap)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&mmap)
-        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
-    let metadata: BTreeMap<String, String> = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = header_metadata(path, &mmap)?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;

@@ -155,7 +155,7 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
             None => bail!("--resume latest: no complete snapshot of a '{desc}' run under {}", opts.outdir.display()),
         },
         Some(Resume::Path(p)) => {
-            let (_, st) = snapshot::load(p).with_context(|| format!("--resume {}", p.display()))?;
+            let st = snapshot::load_state(p).with_context(|| format!("--resume {}", p.display()))?;
             Some((None, p.clone(), st))
         }
     };
@@ -182,9 +182,8 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
     }
     if let Some((_, snap, st)) = &resume {
         let (ckpt, _) = snapshot::load(snap)?;
-        trainer.restore(&ckpt, st).with_context(|| format!("--resume {}", snap.display()))?;
         // The config given now governs (e.g. a longer total_kimg); the seed and position come from the snapshot.
-        trainer.cfg = cfg.clone();
+        trainer.restore(&ckpt, st).with_context(|| format!("--resume {}", snap.display()))?;
     }
     let run_dir = match resume.as_ref().and_then(|r| r.0.clone()) {
         Some(dir) => dir,
@@ -254,7 +253,6 @@ pub fn train(mut opts: TrainOptions) -> Result<TrainReport> {
                     let rollbacks = trainer.state.rollbacks + 1;
                     let (ckpt, st) = snapshot::load(&snap)?;
                     trainer.restore(&ckpt, &st)?;
-                    trainer.cfg = cfg.clone();
                     trainer.state.lr_factor = factor;
                     trainer.state.rollbacks = rollbacks;
                     rollbacks_in_a_row += 1;

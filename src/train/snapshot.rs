@@ -97,17 +97,28 @@ pub fn save(path: &Path, config: &Config, parts: &Parts, state: &TrainState, dat
 /// Loads a snapshot that can be resumed: a checkpoint with the training state.
 pub fn load(path: &Path) -> Result<(Checkpoint, TrainState)> {
     let ckpt = checkpoint::load(path)?;
-    let text = ckpt.metadata.get(KEY_TRAIN).with_context(|| {
-        format!("{}: holds no training state (not a training snapshot; it can only generate)", path.display())
-    })?;
-    let state: TrainState =
-        serde_json::from_str(text).with_context(|| format!("{}: unreadable training state", path.display()))?;
+    let state = state_of(path, &ckpt.metadata)?;
     for p in ["G", "G_ema", "D"] {
         if !ckpt.has(p) {
             bail!("{}: snapshot lacks the {p} network", path.display());
         }
     }
     Ok((ckpt, state))
+}
+
+/// The training state of a snapshot, from its header alone (choosing or checking a snapshot reads no tensors).
+pub fn load_state(path: &Path) -> Result<TrainState> {
+    if !path.exists() {
+        bail!("{}: no such checkpoint", path.display());
+    }
+    state_of(path, &checkpoint::read_metadata(path)?)
+}
+
+fn state_of(path: &Path, metadata: &BTreeMap<String, String>) -> Result<TrainState> {
+    let text = metadata.get(KEY_TRAIN).with_context(|| {
+        format!("{}: holds no training state (not a training snapshot; it can only generate)", path.display())
+    })?;
+    serde_json::from_str(text).with_context(|| format!("{}: unreadable training state", path.display()))
 }
 
 /// Points `latest` at `snapshot` (a file name in `run_dir`), atomically.
@@ -192,7 +203,7 @@ pub fn find_latest(outdir: &Path, desc: &str) -> Result<Option<(PathBuf, PathBuf
             continue;
         }
         let Some(snap) = read_latest(&dir) else { continue };
-        let (_, state) = load(&snap)?;
+        let state = load_state(&snap)?;
         if best.as_ref().is_none_or(|b| state.cur_nimg > b.2.cur_nimg) {
             best = Some((dir, snap, state));
         }
