@@ -1,6 +1,7 @@
 //! Small process-wide helpers: allocator tuning and atomic file writes.
 
 use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,16 @@ pub fn tune_malloc() {
         libc::mallopt(-3, 1 << 30);
         libc::mallopt(-1, 1 << 30);
     }
+}
+
+/// A progress bar on stderr for `len` items of `what` (hidden when `show` is false, e.g. in tests or quiet runs).
+pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
+    let pb = if show { ProgressBar::new(len) } else { ProgressBar::hidden() };
+    pb.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} {per_sec} ETA {eta}").expect("valid template"),
+    );
+    pb.set_message(what.to_string());
+    pb
 }
 
 /// A sibling temp path in the same folder (so the final rename is atomic).

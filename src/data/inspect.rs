@@ -8,14 +8,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::path::Path;
 
-fn bar(len: u64, what: &str, progress: bool) -> ProgressBar {
-    let pb = if progress { ProgressBar::new(len) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}} ETA {{eta}}")).unwrap(),
-    );
-    pb
-}
-
 /// Counts, levels, sizes and label classes.
 pub fn info(ds: &Dataset) -> String {
     let m = &ds.manifest;
@@ -125,7 +117,7 @@ pub fn extract(
     let r = pick_level(ds, resolution)?;
     let n = max_images.unwrap_or(ds.count).min(ds.count);
     std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create folder", dest.display()))?;
-    let pb = bar(n, "extracting", progress);
+    let pb = crate::util::progress_bar(n, "extracting", progress);
     for i in 0..n {
         let img = from_chw(ds.record(r, i), ds.channels, r, r);
         write_bytes_atomic(&dest.join(format!("{i:08}.png")), &png_bytes(&img)?)?;

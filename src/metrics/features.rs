@@ -7,23 +7,10 @@ use super::stats::{Capture, FeatureStats};
 use crate::data::sources::{images::Images, Payload, Source};
 use crate::data::Dataset;
 use crate::model::{Generator, NoiseMode};
+use crate::util::progress_bar;
 use anyhow::{bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
-
-/// A progress bar on stderr (hidden when `show` is false).
-pub fn progress(show: bool, len: u64, what: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{msg:<22} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec}")
-            .unwrap(),
-    );
-    pb.set_message(what.to_string());
-    pb
-}
 
 /// Runs `next_batch(start, n)` -> uint8 NCHW images over `count` images in batches of `batch`, through the detector.
 pub fn extract(
@@ -75,7 +62,7 @@ pub fn dataset_features(
 ) -> Result<FeatureStats> {
     ensure!(ds.has_level(resolution), "{}: no level {resolution}", ds.path.display());
     let count = count.min(ds.count as usize);
-    let pb = progress(show, count as u64, "dataset features");
+    let pb = progress_bar(count as u64, "dataset features", show);
     extract(det, count, batch, kwargs, capture, &pb, |s, n| Ok(dataset_batch(ds, resolution, s, n)))
 }
 
@@ -123,7 +110,7 @@ pub fn folder_features(
     show: bool,
 ) -> Result<FeatureStats> {
     let count = count.min(folder.len());
-    let pb = progress(show, count as u64, "image features");
+    let pb = progress_bar(count as u64, "image features", show);
     let mut stats = FeatureStats::new(capture, count);
     let mut pending: Vec<Tensor> = vec![];
     let flush = |pending: &mut Vec<Tensor>, stats: &mut FeatureStats| -> Result<()> {
@@ -184,7 +171,7 @@ pub fn generator_features(
     show: bool,
 ) -> Result<FeatureStats> {
     let dev = g.synthesis.blocks[0].constant.as_ref().map(|c| c.device()).unwrap_or(det.device);
-    let pb = progress(show, count as u64, "generator features");
+    let pb = progress_bar(count as u64, "generator features", show);
     extract(det, count, batch, kwargs, capture, &pb, |_, n| {
         let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, dev));
         let c = random_labels(g, labels, n as i64, dev)?;

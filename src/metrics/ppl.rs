@@ -8,9 +8,10 @@
 //! Distances outside the 1st (`lower`) to 99th (`higher`) percentiles are dropped and the rest averaged.
 
 use super::detector::Detector;
-use super::features::{progress, random_labels};
+use super::features::random_labels;
 use crate::data::Dataset;
 use crate::model::Generator;
+use crate::util::progress_bar;
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
@@ -131,7 +132,7 @@ pub fn ppl(
     show: bool,
 ) -> Result<f64> {
     ensure!(batch >= 1 && num_samples >= 1, "PPL needs a positive batch size and sample count");
-    let pb = progress(show, num_samples as u64, "ppl sampling");
+    let pb = progress_bar(num_samples as u64, "ppl sampling", show);
     let mut dist: Vec<f64> = Vec::with_capacity(num_samples);
     while dist.len() < num_samples {
         let n = batch.min(num_samples - dist.len());
