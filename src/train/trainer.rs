@@ -125,7 +125,14 @@ impl Trainer {
         let (ema_p, ema_b) = split_vars(&g_ema_vs);
         set_trainable(&ema_p, false);
         let ema_params = ema_p.into_iter().zip(&g_params).map(|((_, e), (_, p))| (e, p.shallow_clone())).collect();
-        let ema_buffers = ema_b.into_iter().zip(&g_buffers).map(|((_, e), (_, b))| (e, b.shallow_clone())).collect();
+        // Of G's buffers only `w_avg` changes in training (noise_const and the FIR filters are fixed and were copied
+        // above), so only it is copied after each step.
+        let ema_buffers = ema_b
+            .into_iter()
+            .zip(&g_buffers)
+            .filter(|((name, _), _)| name.ends_with("w_avg"))
+            .map(|((_, e), (_, b))| (e, b.shallow_clone()))
+            .collect();
         let adam = |lr| AdamParams { lr, beta1: t.adam_beta1, beta2: t.adam_beta2, eps: t.adam_eps };
         let opt_g = Adam::new(&g_params, adam(t.g_lr));
         let opt_d = Adam::new(&d_params, adam(t.d_lr));
