@@ -1,13 +1,56 @@
-//! Gives the binary an rpath to libtorch's lib folder so `sg2` runs without LD_LIBRARY_PATH.
+//! Gives the binary an rpath to libtorch's lib folder so `sg2` runs without LD_LIBRARY_PATH, and compiles
+//! src/ffi/sg2_ext.cpp (libtorch calls tch does not expose) against the same libtorch.
+use std::path::{Path, PathBuf};
+
 fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-changed=src/ffi/sg2_ext.cpp");
     // torch-sys exports its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB.
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-        // Without --no-as-needed the linker drops libtorch_cuda (nothing references it
-        // directly) and CUDA is never seen at run time.
-        if std::path::Path::new(&dir).join("libtorch_cuda.so").exists() {
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        panic!("torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
+    };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+    // Without --no-as-needed the linker drops libtorch_cuda (nothing references it directly) and CUDA is never
+    // seen at run time.
+    if Path::new(&dir).join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
+    let root = Path::new(&dir).parent().expect("libtorch lib folder has a parent").to_path_buf();
+    let includes: Vec<PathBuf> = vec![root.join("include"), root.join("include/torch/csrc/api/include")];
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .includes(&includes)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("src/ffi/sg2_ext.cpp")
+        .compile("sg2_ext");
+    // The archive calls into libtorch: link those libraries after it.
+    println!("cargo:rustc-link-search=native={dir}");
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
+    println!("cargo:rustc-link-lib=dylib=c10");
+}
+
+/// The C++ ABI libtorch was built with, as torch-sys determines it: LIBTORCH_CXX11_ABI, else the Python torch's
+/// flag when LIBTORCH_USE_PYTORCH is set, else 1 (every libtorch 2.x build).
+fn cxx11_abi() -> String {
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    if let Ok(v) = std::env::var("LIBTORCH_CXX11_ABI") {
+        return v;
+    }
+    if std::env::var("LIBTORCH_USE_PYTORCH").is_ok() {
+        let python = std::env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python3".into());
+        let out = std::process::Command::new(python)
+            .args(["-c", "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))"])
+            .output();
+        if let Ok(o) = out {
+            let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if s == "0" || s == "1" {
+                return s;
+            }
         }
     }
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    "1".into()
 }

@@ -62,8 +62,9 @@ pub enum Command {
 }
 
 impl Global {
-    /// Applies `--threads` and resolves `--device`.
+    /// Applies `--threads`, turns TF32 off (the official setting; a subcommand may allow it), resolves `--device`.
     pub fn setup(&self) -> Result<tch::Device> {
+        crate::ffi::set_allow_tf32(false)?;
         if let Some(n) = self.threads {
             anyhow::ensure!(n >= 1, "--threads must be >= 1");
             tch::set_num_threads(n as i32);

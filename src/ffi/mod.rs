@@ -1,0 +1,47 @@
+//! Calls into libtorch that tch does not expose, through the small C++ file beside this one (compiled by build.rs
+//! against the same libtorch headers). Errors come back as Rust errors with libtorch's message.
+
+use anyhow::{bail, Result};
+use std::os::raw::{c_char, c_int};
+
+extern "C" {
+    fn sg2_set_allow_tf32(allow: c_int, err: *mut c_char, len: usize) -> c_int;
+    fn sg2_allow_tf32(op: c_int, err: *mut c_char, len: usize) -> c_int;
+}
+
+/// Runs a C entry point with an error buffer; a negative return becomes an error with the buffer's message.
+fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<c_int> {
+    let mut buf = vec![0 as c_char; 1024];
+    let rc = f(buf.as_mut_ptr(), buf.len());
+    if rc < 0 {
+        let msg = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+        let first = msg.lines().next().unwrap_or("unknown error").to_string();
+        bail!("{what}: {first}");
+    }
+    Ok(rc)
+}
+
+/// Allows or forbids TF32 for CUDA matmuls and convolutions (process-wide). The official training and metrics run
+/// with both off; libtorch's default lets cuDNN convolutions use TF32 on Ampere and later GPUs.
+pub fn set_allow_tf32(allow: bool) -> Result<()> {
+    call("setting TF32", |e, n| unsafe { sg2_set_allow_tf32(allow as c_int, e, n) })?;
+    Ok(())
+}
+
+/// Whether TF32 is allowed for CUDA (matmul, convolution).
+pub fn allow_tf32() -> Result<(bool, bool)> {
+    let m = call("reading TF32", |e, n| unsafe { sg2_allow_tf32(0, e, n) })?;
+    let c = call("reading TF32", |e, n| unsafe { sg2_allow_tf32(1, e, n) })?;
+    Ok((m == 1, c == 1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tf32_setting_is_applied_and_read_back() {
+        super::set_allow_tf32(true).unwrap();
+        assert_eq!(super::allow_tf32().unwrap(), (true, true));
+        super::set_allow_tf32(false).unwrap();
+        assert_eq!(super::allow_tf32().unwrap(), (false, false));
+    }
+}
