@@ -159,7 +159,8 @@ impl Discriminator {
         }
         let c_dim = cfg.c_dim as i64;
         let cmap_dim = if c_dim > 0 { ch(4) } else { 0 };
-        // The official D label mapping keeps MappingNetwork's default depth (8), whatever G's is.
+        // The official D label mapping keeps MappingNetwork's defaults (8 layers, lr_multiplier 0.01), whatever G's
+        // mapping uses.
         let mapping = (c_dim > 0).then(|| {
             let spec = MappingSpec {
                 z_dim: 0,
@@ -167,7 +168,7 @@ impl Discriminator {
                 w_dim: cmap_dim,
                 num_ws: None,
                 num_layers: 8,
-                lr_mul: cfg.mapping_lr_mul,
+                lr_mul: super::mapping::DEFAULT_LR_MUL,
             };
             MappingNetwork::new(&(p / "mapping"), spec)
         });
@@ -208,5 +209,30 @@ impl Discriminator {
         }
         let cmap = self.mapping.as_ref().map(|m| m.forward_w(None, c));
         self.b4.forward(&x.expect("resolution >= 8"), Some(&img), cmap.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_mapping_uses_the_official_lr_multiplier_whatever_g_uses() {
+        // Weights are stored scaled by 1 / lr_mul (randn / 0.01: std 100), so their spread shows the multiplier.
+        for g_lr_mul in [1.0, 0.01] {
+            let cfg = crate::config::ModelConfig {
+                resolution: 8,
+                c_dim: 3,
+                fmap_base: 64,
+                fmap_max: 16,
+                mapping_lr_mul: g_lr_mul,
+                ..Default::default()
+            };
+            let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+            let _d = Discriminator::new(&vs.root(), &cfg);
+            let w = &vs.variables()["mapping.fc1.weight"];
+            let std = w.std(true).double_value(&[]);
+            assert!((70.0..130.0).contains(&std), "std {std} with G lr_mul {g_lr_mul}");
+        }
     }
 }

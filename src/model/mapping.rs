@@ -4,6 +4,9 @@ use crate::nn::{Act, FullyConnected};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
+/// The official MappingNetwork's `lr_multiplier` default, which D's label mapping always uses.
+pub const DEFAULT_LR_MUL: f64 = 0.01;
+
 #[derive(Debug)]
 pub struct MappingNetwork {
     z_dim: i64,
