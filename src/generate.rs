@@ -93,7 +93,7 @@ pub fn generate_seeds(
                                 .to_device(device)
                         })
                         .collect();
-                    g.synthesis_with_noise(&ws, per_layer)
+                    g.synthesis_with_noise(&ws, per_layer, false)
                 }
             }
         });

@@ -90,7 +90,8 @@ pub fn ppl_batch(g: &Generator, vgg: &Detector, spec: &PplSpec, labels: Option<&
     // One fresh noise map per layer, shared by every image of the batch (the official randomises the buffers).
     let noise: Vec<Tensor> =
         g.synthesis.noise_resolutions().iter().map(|&r| Tensor::randn([1, 1, r, r], (Kind::Float, dev))).collect();
-    let img = tch::no_grad(|| g.synthesis_with_noise(&ws, noise));
+    // In fp32 even where the network has fp16 layers, as the official (`force_fp32=True`).
+    let img = tch::no_grad(|| g.synthesis_with_noise(&ws, noise, true));
     let img = lpips_input(&img, spec.crop, g.img_resolution())?;
     let lp = vgg.call(&img, &[("resize_images", false), ("return_lpips", true)])?;
     ensure!(lp.dim() == 2, "{}: return_lpips gave shape {:?}, expected [N, D]", vgg.path.display(), lp.size());

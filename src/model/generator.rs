@@ -74,14 +74,15 @@ impl Generator {
 
     /// ws [N, num_ws, w_dim] -> images [N, C, H, W].
     pub fn synthesis(&self, ws: &Tensor, noise_mode: NoiseMode) -> Tensor {
-        self.synthesis.forward(ws, &[LayerNoise::Mode(noise_mode)], self.modconv)
+        self.synthesis.forward(ws, &[LayerNoise::Mode(noise_mode)], self.modconv, false)
     }
 
-    /// Synthesis with one explicit noise tensor per convolution (`synthesis.noise_resolutions()` gives the shapes).
-    pub fn synthesis_with_noise(&self, ws: &Tensor, noise: Vec<Tensor>) -> Tensor {
+    /// Synthesis with one explicit noise tensor per convolution (`synthesis.noise_resolutions()` gives the shapes);
+    /// `force_fp32` runs fp16 layers in fp32 (PPL, as the official).
+    pub fn synthesis_with_noise(&self, ws: &Tensor, noise: Vec<Tensor>, force_fp32: bool) -> Tensor {
         assert_eq!(noise.len(), self.synthesis.num_noise(), "one noise tensor per convolution");
         let noise: Vec<LayerNoise> = noise.into_iter().map(LayerNoise::Given).collect();
-        self.synthesis.forward(ws, &noise, self.modconv)
+        self.synthesis.forward(ws, &noise, self.modconv, force_fp32)
     }
 
     pub fn forward(&self, z: &Tensor, c: Option<&Tensor>, truncation_psi: f64, noise_mode: NoiseMode) -> Tensor {

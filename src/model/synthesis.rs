@@ -119,6 +119,15 @@ impl ToRgbLayer {
     }
 }
 
+/// A block's compute dtype: fp16 for the top `num_fp16_res` resolutions on CUDA unless `force_fp32`; else fp32.
+fn block_dtype(use_fp16: bool, cuda: bool, force_fp32: bool) -> Kind {
+    if use_fp16 && cuda && !force_fp32 {
+        Kind::Half
+    } else {
+        Kind::Float
+    }
+}
+
 /// The official `SynthesisBlock` at one resolution.
 #[derive(Debug)]
 pub struct SynthesisBlock {
@@ -144,8 +153,9 @@ impl SynthesisBlock {
         ws: &Tensor,
         noise: [&LayerNoise; 2],
         mode: ModConv,
+        force_fp32: bool,
     ) -> (Tensor, Option<Tensor>) {
-        let dtype = if self.use_fp16 && ws.device().is_cuda() { Kind::Half } else { Kind::Float };
+        let dtype = block_dtype(self.use_fp16, ws.device().is_cuda(), force_fp32);
         // The official block fuses the modulation only for fp32 (or a batch of one) when not training.
         let mode = if dtype == Kind::Half && ws.size()[0] > 1 { ModConv::Unfused } else { mode };
         let w = |i: i64| ws.select(1, i);
@@ -259,7 +269,8 @@ impl SynthesisNetwork {
     }
 
     /// ws [N, num_ws, w_dim] -> images. `noise` holds one entry per conv (see `num_noise`) or one for all.
-    pub fn forward(&self, ws: &Tensor, noise: &[LayerNoise], mode: ModConv) -> Tensor {
+    /// `force_fp32` runs the fp16 layers in fp32 (the official `force_fp32`, which PPL uses).
+    pub fn forward(&self, ws: &Tensor, noise: &[LayerNoise], mode: ModConv, force_fp32: bool) -> Tensor {
         let mut x: Option<Tensor> = None;
         let mut img: Option<Tensor> = None;
         let (mut w_idx, mut n_idx) = (0, 0);
@@ -269,10 +280,23 @@ impl SynthesisNetwork {
             w_idx += b.num_conv;
             let nz = [pick(n_idx), pick(n_idx + b.num_conv as usize - 1)];
             n_idx += b.num_conv as usize;
-            let (nx, nimg) = b.forward(x.as_ref(), img.as_ref(), &block_ws, nz, mode);
+            let (nx, nimg) = b.forward(x.as_ref(), img.as_ref(), &block_ws, nz, mode, force_fp32);
             x = Some(nx);
             img = nimg;
         }
         img.expect("synthesis produced no image")
+    }
+}
+
+#[cfg(test)]
+mod dtype_tests {
+    use super::*;
+
+    #[test]
+    fn fp16_only_on_cuda_and_never_when_forced_to_fp32() {
+        assert_eq!(block_dtype(true, true, false), Kind::Half);
+        assert_eq!(block_dtype(true, true, true), Kind::Float);
+        assert_eq!(block_dtype(true, false, false), Kind::Float);
+        assert_eq!(block_dtype(false, true, false), Kind::Float);
     }
 }
