@@ -56,10 +56,20 @@ pub struct Args {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Whether the network was trained on the x-flipped dataset (true/false; default: the network's
+    /// `training.mirror`). The TF-era metrics (fid50k, kid50k, pr50k3) then read the reals x-flipped as the
+    /// official tool does; the `_full` metrics never do.
+    #[arg(long, value_name = "BOOL")]
+    pub mirror: Option<bool>,
+    /// Let CUDA use TF32 for matmuls and convolutions (faster on Ampere and later; the official metrics run without
+    /// it, and TF32 inflates PPL).
+    #[arg(long)]
+    pub allow_tf32: bool,
 }
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
     let device = g.setup()?;
+    crate::ffi::set_allow_tf32(args.allow_tf32)?;
     let mut opts = MetricOptions::new(device);
     opts.detector_dir = args.detector_dir.clone();
     opts.num_gen = args.num_gen;
@@ -81,7 +91,8 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             for n in &names {
                 metrics::spec(n)?;
             }
-            let (_cfg, _vs, gen) = checkpoint::load_generator(net, device)?;
+            let (cfg, _vs, gen) = checkpoint::load_generator(net, device)?;
+            opts.mirror = args.mirror.unwrap_or(cfg.training.mirror);
             let results = metrics::evaluate_generator(&gen, data, &names, &opts)?;
             let stem = net.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let file = net.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -57,7 +57,10 @@ impl ImageSet {
         opts: &MetricOptions,
     ) -> Result<FeatureStats> {
         match self {
-            ImageSet::Dataset(d) => real_stats(det, d, d.resolution, count, kwargs, capture, opts),
+            ImageSet::Dataset(d) => {
+                let reals = super::RealSet { ds: d, resolution: d.resolution, count, mirror: false };
+                real_stats(det, reals, kwargs, capture, opts)
+            }
             ImageSet::Folder(f) => folder_features(det, f, count, opts.batch, kwargs, capture, opts.progress),
         }
     }
@@ -102,7 +105,8 @@ pub fn compare(real: &Path, fake: &Path, names: &[String], opts: &MetricOptions)
         let seconds = t0.elapsed().as_secs_f64();
         let metric = values[0].0.split('_').next().unwrap_or(name).to_string();
         for (n, v) in values {
-            out.push(MetricResult { name: n, value: v, seconds, metric: metric.clone() });
+            let higher_is_better = metric == "pr3";
+            out.push(MetricResult { name: n, value: v, seconds, metric: metric.clone(), higher_is_better });
         }
     }
     Ok(out)

@@ -4,6 +4,7 @@
 
 use super::detector::Detector;
 use super::stats::{Capture, FeatureStats};
+use super::RealSet;
 use crate::data::sources::{images::Images, Payload, Source};
 use crate::data::Dataset;
 use crate::model::{Generator, NoiseMode};
@@ -64,6 +65,41 @@ pub fn dataset_features(
     let count = count.min(ds.count as usize);
     let pb = progress_bar(count as u64, "dataset features", show);
     extract(det, count, batch, kwargs, capture, &pb, |s, n| Ok(dataset_batch(ds, resolution, s, n)))
+}
+
+/// Record `i` of the official x-flipped dataset of `ds` (length 2N: records 0..N, then 0..N mirrored) at
+/// `resolution`, as uint8 [C, R, R].
+pub fn mirrored_record(ds: &Dataset, resolution: usize, i: usize) -> Tensor {
+    let n = ds.count as usize;
+    let (c, r) = (ds.channels as i64, resolution as i64);
+    let img = Tensor::from_slice(ds.record(resolution, (i % n) as u64)).reshape([c, r, r]);
+    if i >= n {
+        img.flip([2])
+    } else {
+        img
+    }
+}
+
+/// Features of a [`RealSet`]: the dataset's first records, or the x-flipped dataset's (`count` up to twice the
+/// dataset's size).
+pub fn real_set_features(
+    det: &Detector,
+    reals: &RealSet,
+    batch: usize,
+    kwargs: &[(&str, bool)],
+    capture: Capture,
+    show: bool,
+) -> Result<FeatureStats> {
+    let RealSet { ds, resolution, count, mirror } = *reals;
+    if !mirror {
+        return dataset_features(det, ds, resolution, count, batch, kwargs, capture, show);
+    }
+    ensure!(ds.has_level(resolution), "{}: no level {resolution}", ds.path.display());
+    let count = count.min(2 * ds.count as usize);
+    let pb = progress_bar(count as u64, "dataset features (x-flipped)", show);
+    extract(det, count, batch, kwargs, capture, &pb, |s, n| {
+        Ok(Tensor::stack(&(s..s + n).map(|i| mirrored_record(ds, resolution, i)).collect::<Vec<_>>(), 0))
+    })
 }
 
 /// An image folder or zip read for the metrics: decoded to RGB in sorted path order.

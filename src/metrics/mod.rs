@@ -45,6 +45,11 @@ pub struct MetricSpec {
     pub num_gen: usize,
     /// Real images used (None: all of them).
     pub max_real: Option<usize>,
+    /// Whether a larger value is better (IS, precision, recall); FID, KID and PPL are distances.
+    pub higher_is_better: bool,
+    /// The TF-era names keep the dataset's x-flip setting for the reals (the official `metric_main.py` resets only
+    /// `max_size` for them); the `_full` ones always read the reals unflipped.
+    pub keeps_mirror: bool,
 }
 
 const fn ppl(space: Space, sampling: Sampling, crop: bool) -> Kind {
@@ -53,18 +58,102 @@ const fn ppl(space: Space, sampling: Sampling, crop: bool) -> Kind {
 
 /// The official metrics (stylegan2-ada-pytorch `metric_main.py`), including the TF-era names.
 pub const METRICS: &[MetricSpec] = &[
-    MetricSpec { name: "fid50k_full", kind: Kind::Fid, num_gen: 50000, max_real: None },
-    MetricSpec { name: "kid50k_full", kind: Kind::Kid, num_gen: 50000, max_real: Some(1_000_000) },
-    MetricSpec { name: "pr50k3_full", kind: Kind::Pr, num_gen: 50000, max_real: Some(200_000) },
-    MetricSpec { name: "ppl2_wend", kind: ppl(Space::W, Sampling::End, false), num_gen: 50000, max_real: None },
-    MetricSpec { name: "is50k", kind: Kind::Is, num_gen: 50000, max_real: None },
-    MetricSpec { name: "fid50k", kind: Kind::Fid, num_gen: 50000, max_real: Some(50000) },
-    MetricSpec { name: "kid50k", kind: Kind::Kid, num_gen: 50000, max_real: Some(50000) },
-    MetricSpec { name: "pr50k3", kind: Kind::Pr, num_gen: 50000, max_real: Some(50000) },
-    MetricSpec { name: "ppl_zfull", kind: ppl(Space::Z, Sampling::Full, true), num_gen: 50000, max_real: None },
-    MetricSpec { name: "ppl_wfull", kind: ppl(Space::W, Sampling::Full, true), num_gen: 50000, max_real: None },
-    MetricSpec { name: "ppl_zend", kind: ppl(Space::Z, Sampling::End, true), num_gen: 50000, max_real: None },
-    MetricSpec { name: "ppl_wend", kind: ppl(Space::W, Sampling::End, true), num_gen: 50000, max_real: None },
+    MetricSpec {
+        name: "fid50k_full",
+        kind: Kind::Fid,
+        num_gen: 50000,
+        max_real: None,
+        higher_is_better: false,
+        keeps_mirror: false,
+    },
+    MetricSpec {
+        name: "kid50k_full",
+        kind: Kind::Kid,
+        num_gen: 50000,
+        max_real: Some(1_000_000),
+        higher_is_better: false,
+        keeps_mirror: false,
+    },
+    MetricSpec {
+        name: "pr50k3_full",
+        kind: Kind::Pr,
+        num_gen: 50000,
+        max_real: Some(200_000),
+        higher_is_better: true,
+        keeps_mirror: false,
+    },
+    MetricSpec {
+        name: "ppl2_wend",
+        kind: ppl(Space::W, Sampling::End, false),
+        num_gen: 50000,
+        max_real: None,
+        higher_is_better: false,
+        keeps_mirror: false,
+    },
+    MetricSpec {
+        name: "is50k",
+        kind: Kind::Is,
+        num_gen: 50000,
+        max_real: None,
+        higher_is_better: true,
+        keeps_mirror: false,
+    },
+    MetricSpec {
+        name: "fid50k",
+        kind: Kind::Fid,
+        num_gen: 50000,
+        max_real: Some(50000),
+        higher_is_better: false,
+        keeps_mirror: true,
+    },
+    MetricSpec {
+        name: "kid50k",
+        kind: Kind::Kid,
+        num_gen: 50000,
+        max_real: Some(50000),
+        higher_is_better: false,
+        keeps_mirror: true,
+    },
+    MetricSpec {
+        name: "pr50k3",
+        kind: Kind::Pr,
+        num_gen: 50000,
+        max_real: Some(50000),
+        higher_is_better: true,
+        keeps_mirror: true,
+    },
+    MetricSpec {
+        name: "ppl_zfull",
+        kind: ppl(Space::Z, Sampling::Full, true),
+        num_gen: 50000,
+        max_real: None,
+        higher_is_better: false,
+        keeps_mirror: true,
+    },
+    MetricSpec {
+        name: "ppl_wfull",
+        kind: ppl(Space::W, Sampling::Full, true),
+        num_gen: 50000,
+        max_real: None,
+        higher_is_better: false,
+        keeps_mirror: true,
+    },
+    MetricSpec {
+        name: "ppl_zend",
+        kind: ppl(Space::Z, Sampling::End, true),
+        num_gen: 50000,
+        max_real: None,
+        higher_is_better: false,
+        keeps_mirror: true,
+    },
+    MetricSpec {
+        name: "ppl_wend",
+        kind: ppl(Space::W, Sampling::End, true),
+        num_gen: 50000,
+        max_real: None,
+        higher_is_better: false,
+        keeps_mirror: true,
+    },
 ];
 
 /// KID's subsets (official: 100 of at most 1000).
@@ -154,6 +243,10 @@ pub struct MetricOptions {
     pub cache_dir: Option<PathBuf>,
     /// Seeds torch's generator before each metric (reproducible runs); None keeps the caller's stream (training).
     pub seed: Option<i64>,
+    /// The dataset's x-flip setting in training (`training.mirror`): the TF-era metrics (`fid50k`, `kid50k`,
+    /// `pr50k3`, `ppl_*`) then read the reals as the official x-flipped dataset (every image, then every image
+    /// mirrored); the `_full` ones never do.
+    pub mirror: bool,
 }
 
 impl MetricOptions {
@@ -168,6 +261,7 @@ impl MetricOptions {
             progress: false,
             cache_dir: Some(stats::cache_dir()),
             seed: None,
+            mirror: false,
         }
     }
 }
@@ -180,6 +274,19 @@ pub struct MetricResult {
     pub seconds: f64,
     /// The metric that produced it (`pr50k3_full` for both precision and recall).
     pub metric: String,
+    /// From the metric's spec: whether a larger value is better.
+    pub higher_is_better: bool,
+}
+
+impl MetricResult {
+    /// Whether this value beats `other` of the same metric.
+    pub fn is_better_than(&self, other: f64) -> bool {
+        if self.higher_is_better {
+            self.value > other
+        } else {
+            self.value < other
+        }
+    }
 }
 
 /// Detectors loaded once per run.
@@ -202,17 +309,27 @@ impl<'a> Detectors<'a> {
     }
 }
 
-/// Real-image statistics of the first `count` records of `ds` at `resolution`, cached.
+/// Which reals a metric reads: the first `count` records of a dataset at `resolution`, optionally as the x-flipped
+/// dataset (records 0..N, then 0..N mirrored).
+#[derive(Clone, Copy)]
+pub struct RealSet<'a> {
+    pub ds: &'a Dataset,
+    pub resolution: usize,
+    pub count: usize,
+    pub mirror: bool,
+}
+
+/// Real-image statistics of a [`RealSet`], cached.
 pub fn real_stats(
     det: &Detector,
-    ds: &Dataset,
-    resolution: usize,
-    count: usize,
+    reals: RealSet,
     kwargs: &[(&str, bool)],
     capture: Capture,
     opts: &MetricOptions,
 ) -> Result<FeatureStats> {
-    let count = count.min(ds.count as usize);
+    let RealSet { ds, resolution, count, mirror } = reals;
+    let available = ds.count as usize * if mirror { 2 } else { 1 };
+    let count = count.min(available);
     let args: Vec<String> = kwargs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let key = CacheKey {
         dataset_fingerprint: ds.fingerprint(),
@@ -220,10 +337,11 @@ pub fn real_stats(
         detector_hash: det.hash.clone(),
         count,
         resolution,
-        kind: format!("{} {:?}", args.join(","), capture),
+        kind: format!("{} {:?}{}", args.join(","), capture, if mirror { " xflip" } else { "" }),
     };
     let (s, hit) = stats::cached(opts.cache_dir.as_deref(), &key, capture, || {
-        features::dataset_features(det, ds, resolution, count, opts.batch, kwargs, capture, opts.progress)
+        let reals = RealSet { count, ..reals };
+        features::real_set_features(det, &reals, opts.batch, kwargs, capture, opts.progress)
     })?;
     if hit && opts.progress {
         eprintln!("using cached real-image statistics {}", key.path(opts.cache_dir.as_deref().unwrap()).display());
@@ -263,6 +381,7 @@ pub fn evaluate_generator(
         let num_gen = opts.num_gen.unwrap_or(m.num_gen);
         let num_real = opts.num_real.or(m.max_real).unwrap_or(usize::MAX);
         let res = real_resolution(g, &ds);
+        let reals = RealSet { ds: &ds, resolution: res, count: num_real, mirror: opts.mirror && m.keeps_mirror };
         let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
             let (psi, batch) = (opts.truncation_psi, opts.batch);
             features::generator_features(det, g, Some(&ds), psi, num_gen, batch, kw, capture, opts.progress)
@@ -271,14 +390,14 @@ pub fn evaluate_generator(
             Kind::Fid => {
                 let det = dets.get(INCEPTION)?;
                 let kw = [("return_features", true)];
-                let real = real_stats(det, &ds, res, num_real, &kw, Capture::MeanCov, opts)?;
+                let real = real_stats(det, reals, &kw, Capture::MeanCov, opts)?;
                 let gen = fakes(det, &kw, Capture::MeanCov)?;
                 vec![(name.clone(), fid::fid(&real, &gen)?)]
             }
             Kind::Kid | Kind::Pr => {
                 let det = dets.get(if m.kind == Kind::Kid { INCEPTION } else { VGG16 })?;
                 let kw = [("return_features", true)];
-                let real = real_stats(det, &ds, res, num_real, &kw, Capture::All, opts)?.all()?;
+                let real = real_stats(det, reals, &kw, Capture::All, opts)?.all()?;
                 let gen = fakes(det, &kw, Capture::All)?.all()?;
                 let (r, f) = (real.to_device(opts.device), gen.to_device(opts.device));
                 if m.kind == Kind::Kid {
@@ -302,7 +421,13 @@ pub fn evaluate_generator(
         let seconds = t0.elapsed().as_secs_f64();
         for (n, v) in values {
             ensure!(v.is_finite(), "{n}: the value is not finite ({v})");
-            out.push(MetricResult { name: n, value: v, seconds, metric: name.clone() });
+            out.push(MetricResult {
+                name: n,
+                value: v,
+                seconds,
+                metric: name.clone(),
+                higher_is_better: m.higher_is_better,
+            });
         }
     }
     Ok(out)

@@ -67,10 +67,17 @@ mod tests {
             value: 386.36781,
             seconds: 2718.0,
             metric: "fid50k_full".into(),
+            higher_is_better: false,
         };
         assert_eq!(result_line("network-final", &r), "network-final time 45m 18s fid50k_full 386.3678");
         let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str, v| MetricResult { name: n.into(), value: v, seconds: 3.0, metric: "pr5k3_full".into() };
+        let p = |n: &str, v| MetricResult {
+            name: n.into(),
+            value: v,
+            seconds: 3.0,
+            metric: "pr5k3_full".into(),
+            higher_is_better: true,
+        };
         append_jsonl(dir.path(), "net.safetensors", &[p("pr5k3_full_precision", 0.5), p("pr5k3_full_recall", 0.25)])
             .unwrap();
         append_jsonl(dir.path(), "net.safetensors", &[r]).unwrap();
