@@ -137,13 +137,31 @@ pub struct TrainingConfig {
     pub g_lr_schedule: Vec<[f64; 2]>,
     pub d_lr_schedule: Vec<[f64; 2]>,
     pub r1_gamma_schedule: Vec<[f64; 2]>,
-    /// On a non-finite loss, reload the last good snapshot and continue with the learning rates scaled down.
+    /// Earlier name of `nan_policy = "rollback"`: still read (true selects it), never written.
+    #[serde(skip_serializing)]
     pub rollback: bool,
     pub rollback_lr_factor: f64,
     /// Rollbacks allowed in a row (without a new snapshot in between) before the run stops.
     pub max_rollbacks: u32,
     /// Modulated convolution form in training: "auto" (per device), "fused" or "unfused".
     pub modconv: String,
+    /// What a non-finite gradient does: "official" (zeroed / clamped as the official loop does, training goes on),
+    /// "stop" or "rollback" (see docs/TRAINING.md).
+    pub nan_policy: NanPolicy,
+    /// Let CUDA use TF32 for matmuls and convolutions (the official trains and evaluates with it off).
+    pub allow_tf32: bool,
+}
+
+/// The response to a non-finite loss or gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NanPolicy {
+    /// As the official loop: NaN gradients become 0 and +-inf +-1e5 before every optimizer step; training goes on.
+    Official,
+    /// Stop the run with an error naming the phase and minibatch; no optimizer step uses the bad gradient.
+    Stop,
+    /// Reload the last snapshot and continue with lower learning rates (`rollback_lr_factor`, `max_rollbacks`).
+    Rollback,
 }
 
 impl Default for TrainingConfig {
@@ -174,6 +192,8 @@ impl Default for TrainingConfig {
             rollback_lr_factor: 0.5,
             max_rollbacks: 3,
             modconv: "auto".into(),
+            nan_policy: NanPolicy::Official,
+            allow_tf32: false,
         }
     }
 }
@@ -235,6 +255,10 @@ pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Config, C
     let cfg: Config = toml::Value::Table(value)
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
+    let mut cfg = cfg;
+    if std::mem::take(&mut cfg.training.rollback) {
+        cfg.training.nan_policy = NanPolicy::Rollback;
+    }
     cfg.validate().map_err(|e| ConfigError(format!("{origin}: {e}")))?;
     Ok(cfg)
 }
@@ -323,8 +347,6 @@ impl Config {
         check((0.0..1.0).contains(&t.adam_beta2), "training.adam_beta2", t.adam_beta2, "must be in [0, 1)")?;
         check(t.adam_eps > 0.0, "training.adam_eps", t.adam_eps, "must be > 0")?;
         check(t.r1_gamma >= 0.0, "training.r1_gamma", t.r1_gamma, "must be >= 0")?;
-        check(t.g_reg_interval >= 1, "training.g_reg_interval", t.g_reg_interval, "must be >= 1")?;
-        check(t.d_reg_interval >= 1, "training.d_reg_interval", t.d_reg_interval, "must be >= 1")?;
         check(t.pl_weight >= 0.0, "training.pl_weight", t.pl_weight, "must be >= 0")?;
         check((0.0..=1.0).contains(&t.pl_decay), "training.pl_decay", t.pl_decay, "must be in [0, 1]")?;
         check(t.pl_batch_shrink >= 1, "training.pl_batch_shrink", t.pl_batch_shrink, "must be >= 1")?;

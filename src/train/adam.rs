@@ -40,6 +40,13 @@ impl Adam {
     /// One update from `grads` (one per parameter, in order; undefined = no gradient, parameter left alone as
     /// torch does for `grad is None`).
     pub fn step(&mut self, grads: &[Tensor]) {
+        self.step_if(grads, None)
+    }
+
+    /// [`Adam::step`], applied only where the 0-d bool tensor `keep` (on the parameters' device) is true: otherwise
+    /// parameters and moments keep their values. Deciding on the device lets a step be withheld without waiting
+    /// for it (the step count still advances: a run that withholds a step is stopped or rolled back).
+    pub fn step_if(&mut self, grads: &[Tensor], keep: Option<&Tensor>) {
         assert_eq!(grads.len(), self.slots.len(), "one gradient per parameter");
         self.step += 1;
         let AdamParams { lr, beta1, beta2, eps } = self.params;
@@ -49,6 +56,16 @@ impl Adam {
         tch::no_grad(|| {
             for ((_, p, m, v), g) in self.slots.iter_mut().zip(grads) {
                 if !g.defined() {
+                    continue;
+                }
+                if let Some(keep) = keep {
+                    let m_new = if beta1 == 0.0 { g.shallow_clone() } else { m.lerp(g, 1.0 - beta1) };
+                    let v_new = v.g_mul_scalar(beta2).addcmul(g, &g.g_mul_scalar(1.0 - beta2));
+                    let denom = v_new.sqrt().g_div_scalar(bc2_sqrt).g_add_scalar(eps);
+                    let p_new = p.addcdiv(&(&m_new * -step_size), &denom);
+                    m.copy_(&m_new.where_self(keep, m));
+                    v.copy_(&v_new.where_self(keep, v));
+                    p.shallow_clone().copy_(&p_new.where_self(keep, p));
                     continue;
                 }
                 if beta1 == 0.0 {
@@ -130,6 +147,24 @@ mod tests {
             assert!((got[i] - x[i]).abs() < 1e-12, "{got:?} vs {x:?}");
         }
         assert_eq!(opt.step, 2);
+    }
+
+    #[test]
+    fn a_withheld_step_changes_nothing_and_a_kept_one_matches_the_plain_step() {
+        let params = AdamParams { lr: 0.1, beta1: 0.5, beta2: 0.99, eps: 1e-8 };
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let q = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let mut a = Adam::new(&[("w".into(), p.shallow_clone())], params);
+        let mut b = Adam::new(&[("w".into(), q.shallow_clone())], params);
+        let g = Tensor::from_slice(&[0.5f32, -1.0]);
+        a.step(&[g.copy()]);
+        b.step_if(&[g.copy()], Some(&Tensor::from(true)));
+        let vals = |t: &Tensor| Vec::<f32>::try_from(&t.detach()).unwrap();
+        assert_eq!(vals(&p), vals(&q));
+        let before = (vals(&q), b.state_tensors("o").iter().map(|(_, t)| vals(t)).collect::<Vec<_>>());
+        b.step_if(&[Tensor::from_slice(&[f32::NAN, 1.0])], Some(&Tensor::from(false)));
+        let after = (vals(&q), b.state_tensors("o").iter().map(|(_, t)| vals(t)).collect::<Vec<_>>());
+        assert_eq!(before, after);
     }
 
     #[test]

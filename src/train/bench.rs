@@ -11,8 +11,10 @@ pub struct TrainBench {
     pub steps: u32,
     pub sec_per_kimg: f64,
     pub images_per_sec: f64,
-    /// Seconds per phase over the timed steps.
-    pub phase_secs: [f64; 4],
+    /// Seconds per phase over the timed steps (indexed by `Phase::index`).
+    pub phase_secs: [f64; 6],
+    /// The phases that ran in the timed steps, in the official order.
+    pub phases: Vec<Phase>,
     pub total_secs: f64,
 }
 
@@ -21,8 +23,8 @@ impl std::fmt::Display for TrainBench {
         writeln!(f, "batch {}, {} timed minibatches, {:.2} s", self.batch, self.steps, self.total_secs)?;
         writeln!(f, "sec/kimg {:.2}  images/s {:.2}", self.sec_per_kimg, self.images_per_sec)?;
         let other = self.total_secs - self.phase_secs.iter().sum::<f64>();
-        for (p, s) in Phase::ALL.iter().zip(self.phase_secs) {
-            write!(f, "{} {:.1}%  ", p.name(), 100.0 * s / self.total_secs)?;
+        for p in &self.phases {
+            write!(f, "{} {:.1}%  ", p.name(), 100.0 * self.phase_secs[p.index()] / self.total_secs)?;
         }
         write!(f, "other {:.1}%", 100.0 * other / self.total_secs)
     }
@@ -38,14 +40,24 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32) -> Result<TrainBenc
     let res = m.resolution as i64;
     let reals = Tensor::randint(256, [batch, m.channels as i64, res, res], (Kind::Uint8, device));
     let labels = (m.c_dim > 0).then(|| Tensor::randint(m.c_dim as i64, [batch], (Kind::Int64, device)));
-    // Warm-up: one minibatch with all four phases (index 0), then start the count at index 1.
+    // Warm-up: minibatch 0 runs every phase of the run; the count starts at index 1.
     tr.step(&reals, labels.as_ref())?;
-    tr.phase_secs = [0.0; 4];
+    tr.phase_secs = [0.0; 6];
+    let loss = tr.loss_settings();
+    let mut ran: Vec<Phase> = vec![];
+    for i in 1..=steps as u64 {
+        for (_, p) in Trainer::phases_at(cfg, &loss, i) {
+            if !ran.contains(&p) {
+                ran.push(p);
+            }
+        }
+    }
+    ran.sort_by_key(|p| p.index());
     let clock = Clock::start();
     for _ in 0..steps {
         tr.step(&reals, labels.as_ref())?;
     }
-    tr.check_pending()?;
+    tr.check_nonfinite()?;
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
     }
@@ -57,6 +69,7 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32) -> Result<TrainBenc
         sec_per_kimg: total / images * 1000.0,
         images_per_sec: images / total,
         phase_secs: tr.phase_secs,
+        phases: ran,
         total_secs: total,
     })
 }

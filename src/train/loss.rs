@@ -8,27 +8,47 @@ use tch::{Kind, Tensor};
 /// Beta of the `w_avg` tracking during training (official `w_avg_beta`).
 pub const W_AVG_BETA: f64 = 0.995;
 
-/// The four official phases, in their order within a minibatch.
+/// The official training phases. With lazy regularisation (an interval > 0) a network has a main and a
+/// regularisation phase; without it (interval 0, the official `None`) one `*both` phase does both in one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
     Gmain,
     Greg,
+    Gboth,
     Dmain,
     Dreg,
+    Dboth,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 4] = [Phase::Gmain, Phase::Greg, Phase::Dmain, Phase::Dreg];
+    pub const ALL: [Phase; 6] = [Phase::Gmain, Phase::Greg, Phase::Gboth, Phase::Dmain, Phase::Dreg, Phase::Dboth];
     pub fn name(self) -> &'static str {
         match self {
             Phase::Gmain => "Gmain",
             Phase::Greg => "Greg",
+            Phase::Gboth => "Gboth",
             Phase::Dmain => "Dmain",
             Phase::Dreg => "Dreg",
+            Phase::Dboth => "Dboth",
         }
     }
     pub fn index(self) -> usize {
         self as usize
+    }
+    /// Whether the phase updates G (else D).
+    pub fn is_g(self) -> bool {
+        matches!(self, Phase::Gmain | Phase::Greg | Phase::Gboth)
+    }
+    /// The loss a non-finite value in this phase is reported under.
+    pub fn loss_name(self) -> &'static str {
+        match self {
+            Phase::Gmain => "Loss/G/loss",
+            Phase::Greg => "Loss/G/reg (path length)",
+            Phase::Gboth => "Loss/G/loss + Loss/G/reg",
+            Phase::Dmain => "Loss/D/loss",
+            Phase::Dreg => "Loss/D/reg (R1)",
+            Phase::Dboth => "Loss/D/loss + Loss/D/reg",
+        }
     }
 }
 
@@ -82,10 +102,11 @@ pub fn pl_noise_like(img: &Tensor) -> Tensor {
 }
 
 /// Moves the running `pl_mean` (a 0-d tensor, updated in place) toward this batch's mean length and returns the
-/// per-sample penalty (lengths - pl_mean)^2.
+/// per-sample penalty (lengths - pl_mean)^2. As the official, the new mean keeps its graph (the penalty's gradient
+/// flows through the batch mean too); only the stored copy is detached.
 pub fn pl_penalty(lengths: &Tensor, pl_mean: &mut Tensor, decay: f64) -> Tensor {
-    let new_mean = pl_mean.lerp(&lengths.mean(Kind::Float).detach(), decay);
-    tch::no_grad(|| pl_mean.copy_(&new_mean));
+    let new_mean = pl_mean.lerp(&lengths.mean(Kind::Float), decay);
+    tch::no_grad(|| pl_mean.copy_(&new_mean.detach()));
     (lengths - new_mean).square()
 }
 
@@ -95,39 +116,21 @@ pub struct PhaseOut {
     pub stats: Vec<(&'static str, Tensor)>,
 }
 
-/// Gmain: maximise D's logits for generated images. D must not require grad (its parameters are frozen).
-pub fn phase_gmain(g: &Generator, d: &Discriminator, z: &Tensor, c: Option<&Tensor>, mixing: f64) -> PhaseOut {
-    let (img, _) = run_g(g, z, c, mixing);
-    let logits = d.forward(&img, c);
-    let loss = g_main_loss(&logits);
-    let stats = vec![
-        ("Loss/scores/fake", logits.detach()),
-        ("Loss/signs/fake", logits.detach().sign()),
-        ("Loss/G/loss", loss.detach()),
-    ];
-    PhaseOut { loss: loss.mean(Kind::Float), stats }
-}
-
-/// Greg: path-length regularisation on batch / pl_batch_shrink samples, scaled by the interval (`gain`).
-#[allow(clippy::too_many_arguments)]
-pub fn phase_greg(
-    g: &Generator,
-    z: &Tensor,
-    c: Option<&Tensor>,
-    mixing: f64,
+/// The official path-length term on an image and the ws it came from: `(img[:, 0, 0, 0] * 0 + penalty *
+/// pl_weight).mean()` (the zero term keeps every synthesis parameter in the graph), with its statistics.
+pub fn pl_term(
+    img: &Tensor,
+    ws: &Tensor,
+    pl_noise: &Tensor,
     pl_mean: &mut Tensor,
-    pl_decay: f64,
-    pl_weight: f64,
-    gain: f64,
+    decay: f64,
+    weight: f64,
 ) -> PhaseOut {
-    let (img, ws) = run_g(g, z, c, mixing);
-    let noise = pl_noise_like(&img);
-    let lengths = path_lengths(&img, &ws, &noise);
-    let penalty = pl_penalty(&lengths, pl_mean, pl_decay);
-    let loss_gpl = &penalty * pl_weight;
-    // img[:, 0, 0, 0] * 0 keeps every parameter in the graph, as the official does.
+    let lengths = path_lengths(img, ws, pl_noise);
+    let penalty = pl_penalty(&lengths, pl_mean, decay);
+    let loss_gpl = &penalty * weight;
     let zero = img.select(1, 0).select(1, 0).select(1, 0) * 0.0;
-    let loss = (zero + &loss_gpl).mean(Kind::Float) * gain;
+    let loss = (zero + &loss_gpl).mean(Kind::Float);
     let stats = vec![
         ("Loss/pl_lengths", lengths.detach()),
         ("Loss/pl_penalty", penalty.detach()),
@@ -136,40 +139,105 @@ pub fn phase_greg(
     PhaseOut { loss, stats }
 }
 
-/// Dmain: D on generated images (G run without a graph) and on reals.
-pub fn phase_dmain(
-    g: &Generator,
-    d: &Discriminator,
-    z: &Tensor,
-    gen_c: Option<&Tensor>,
-    reals: &Tensor,
-    real_c: Option<&Tensor>,
-    mixing: f64,
-) -> PhaseOut {
-    let img = tch::no_grad(|| run_g(g, z, gen_c, mixing).0);
-    let gen_logits = d.forward(&img, gen_c);
-    let real_logits = d.forward(reals, real_c);
-    let loss = d_main_loss(&gen_logits, &real_logits);
-    let (gl, rl) = (gen_logits.detach(), real_logits.detach());
-    let stats = vec![
-        ("Loss/scores/fake", gl.shallow_clone()),
-        ("Loss/signs/fake", gl.sign()),
-        ("Loss/scores/real", rl.shallow_clone()),
-        ("Loss/signs/real", rl.sign()),
-        ("Loss/D/loss", loss.detach()),
-    ];
-    PhaseOut { loss: loss.mean(Kind::Float), stats }
+/// The official `StyleGAN2Loss` settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StyleGan2Loss {
+    pub style_mixing_prob: f64,
+    /// The R1 weight at the current kimg (0: no R1 term, and no Dreg step).
+    pub r1_gamma: f64,
+    pub pl_batch_shrink: i64,
+    pub pl_decay: f64,
+    /// 0: no path-length term, and no Greg step.
+    pub pl_weight: f64,
 }
 
-/// Dreg: R1 on reals, r1_gamma / 2 x penalty, scaled by the interval (`gain`).
-pub fn phase_dreg(d: &Discriminator, reals: &Tensor, real_c: Option<&Tensor>, r1_gamma: f64, gain: f64) -> PhaseOut {
-    let x = reals.detach().set_requires_grad(true);
-    let logits = d.forward(&x, real_c);
-    let penalty = r1_penalty(&x, &logits);
-    let loss_r1 = &penalty * (r1_gamma / 2.0);
-    let loss = (&logits.squeeze_dim(1) * 0.0 + &loss_r1).mean(Kind::Float) * gain;
-    let stats = vec![("Loss/r1_penalty", penalty.detach()), ("Loss/D/reg", loss_r1.detach())];
-    PhaseOut { loss, stats }
+/// One minibatch's inputs to a phase: latents and labels for the fakes, reals (float in [-1, 1]) and their labels.
+pub struct PhaseInputs<'a> {
+    pub z: &'a Tensor,
+    pub gen_c: Option<&'a Tensor>,
+    pub reals: &'a Tensor,
+    pub real_c: Option<&'a Tensor>,
+}
+
+impl StyleGan2Loss {
+    /// Whether `phase` computes anything: (G main, path length, D main, R1). A phase with nothing to do takes no
+    /// optimizer step, as in the official loop (its gradients stay None).
+    pub fn terms(&self, phase: Phase) -> (bool, bool, bool, bool) {
+        let gmain = matches!(phase, Phase::Gmain | Phase::Gboth);
+        let gpl = matches!(phase, Phase::Greg | Phase::Gboth) && self.pl_weight != 0.0;
+        let dmain = matches!(phase, Phase::Dmain | Phase::Dboth);
+        let dr1 = matches!(phase, Phase::Dreg | Phase::Dboth) && self.r1_gamma != 0.0;
+        (gmain, gpl, dmain, dr1)
+    }
+
+    pub fn runs(&self, phase: Phase) -> bool {
+        let (a, b, c, d) = self.terms(phase);
+        a || b || c || d
+    }
+
+    /// The official `accumulate_gradients` for one phase, as a loss (the sum of each term's mean, times `gain`, the
+    /// phase's interval) to differentiate w.r.t. the phase's network. None when the phase has nothing to do. The
+    /// network being trained must require grad and the other not.
+    pub fn phase_loss(
+        &self,
+        phase: Phase,
+        g: &Generator,
+        d: &Discriminator,
+        x: &PhaseInputs,
+        pl_mean: &mut Tensor,
+        gain: f64,
+    ) -> Option<PhaseOut> {
+        let (do_gmain, do_gpl, do_dmain, do_dr1) = self.terms(phase);
+        let mut terms: Vec<Tensor> = vec![];
+        let mut stats = vec![];
+        let mix = self.style_mixing_prob;
+        if do_gmain {
+            let (img, _) = run_g(g, x.z, x.gen_c, mix);
+            let logits = d.forward(&img, x.gen_c);
+            let loss = g_main_loss(&logits);
+            stats.push(("Loss/scores/fake", logits.detach()));
+            stats.push(("Loss/signs/fake", logits.detach().sign()));
+            stats.push(("Loss/G/loss", loss.detach()));
+            terms.push(loss.mean(Kind::Float));
+        }
+        if do_gpl {
+            let n = (x.z.size()[0] / self.pl_batch_shrink).max(1);
+            let c = x.gen_c.map(|c| c.narrow(0, 0, n));
+            let (img, ws) = run_g(g, &x.z.narrow(0, 0, n), c.as_ref(), mix);
+            let out = pl_term(&img, &ws, &pl_noise_like(&img), pl_mean, self.pl_decay, self.pl_weight);
+            stats.extend(out.stats);
+            terms.push(out.loss);
+        }
+        let mut gen_logits = None;
+        if do_dmain {
+            let img = tch::no_grad(|| run_g(g, x.z, x.gen_c, mix).0);
+            let logits = d.forward(&img, x.gen_c);
+            stats.push(("Loss/scores/fake", logits.detach()));
+            stats.push(("Loss/signs/fake", logits.detach().sign()));
+            terms.push(logits.softplus().mean(Kind::Float));
+            gen_logits = Some(logits.detach());
+        }
+        if do_dmain || do_dr1 {
+            let reals = x.reals.detach().set_requires_grad(do_dr1);
+            let logits = d.forward(&reals, x.real_c);
+            stats.push(("Loss/scores/real", logits.detach()));
+            stats.push(("Loss/signs/real", logits.detach().sign()));
+            if let Some(gen_logits) = gen_logits {
+                stats.push(("Loss/D/loss", d_main_loss(&gen_logits, &logits.detach())));
+                terms.push((-&logits).softplus().mean(Kind::Float));
+            }
+            if do_dr1 {
+                let penalty = r1_penalty(&reals, &logits);
+                let loss_r1 = &penalty * (self.r1_gamma / 2.0);
+                stats.push(("Loss/r1_penalty", penalty.detach()));
+                stats.push(("Loss/D/reg", loss_r1.detach()));
+                // `logits * 0` keeps every D parameter in the graph, as the official does.
+                terms.push((logits.squeeze_dim(1) * 0.0 + loss_r1).mean(Kind::Float));
+            }
+        }
+        let total = terms.into_iter().reduce(|a, b| a + b)?;
+        Some(PhaseOut { loss: total * gain, stats })
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +275,37 @@ mod tests {
         // mean 3 -> pl_mean = 1 + 0.01 * (3 - 1) = 1.02.
         assert!((pl_mean.double_value(&[]) - 1.02).abs() < 1e-6);
         assert!((p[0] - 0.98f64.powi(2)).abs() < 1e-5 && (p[1] - 2.98f64.powi(2)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn pl_penalty_gradient_flows_through_the_batch_mean() {
+        // P = sum_i (l_i - m)^2 with m = m0 + decay * (mean(l) - m0):
+        // dP/dl_i = 2 r_i - 2 decay / N * sum_j r_j, r = l - m. Here m = 1.02, r = [0.98, 2.98].
+        let lengths = t(&[2.0, 4.0]).set_requires_grad(true);
+        let mut pl_mean = Tensor::from(1.0f32);
+        let p = pl_penalty(&lengths, &mut pl_mean, 0.01).sum(Kind::Float);
+        let g = vals(&Tensor::run_backward(&[p], &[&lengths], false, false)[0]);
+        let expect = [2.0 * 0.98 - 0.01 * 3.96, 2.0 * 2.98 - 0.01 * 3.96];
+        assert!((g[0] - expect[0]).abs() < 1e-5 && (g[1] - expect[1]).abs() < 1e-5, "{g:?} vs {expect:?}");
+        assert!(!pl_mean.requires_grad(), "the stored mean is detached");
+    }
+
+    #[test]
+    fn phases_with_nothing_to_do_do_not_run() {
+        let mut l = StyleGan2Loss {
+            style_mixing_prob: 0.9,
+            r1_gamma: 10.0,
+            pl_batch_shrink: 2,
+            pl_decay: 0.01,
+            pl_weight: 2.0,
+        };
+        assert!(Phase::ALL.iter().all(|&p| l.runs(p)));
+        l.r1_gamma = 0.0;
+        assert!(!l.runs(Phase::Dreg));
+        assert_eq!(l.terms(Phase::Dboth), (false, false, true, false));
+        l.pl_weight = 0.0;
+        assert!(!l.runs(Phase::Greg));
+        assert_eq!(l.terms(Phase::Gboth), (true, false, false, false));
     }
 
     #[test]

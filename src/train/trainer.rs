@@ -1,13 +1,14 @@
 //! One training minibatch as the official `training_loop.py` runs it: phases Gmain, Greg, Dmain, Dreg (the
 //! regularisation phases every `g_reg_interval` / `d_reg_interval` minibatches, with Adam's learning rate and betas
-//! scaled by interval / (interval + 1)), then the G_ema update. Owns the networks, optimizers and `pl_mean`.
+//! scaled by interval / (interval + 1)), or Gboth / Dboth when an interval is 0 (no lazy regularisation), then the
+//! G_ema update. Owns the networks, optimizers and `pl_mean`.
 
 use super::adam::{Adam, AdamParams};
 use super::log::StatSums;
-use super::loss::{self, Phase, PhaseOut};
+use super::loss::{Phase, PhaseInputs, PhaseOut, StyleGan2Loss};
 use super::snapshot::{self, Parts, TrainState};
 use super::{ema, Clock};
-use crate::config::{schedule_value, Config};
+use crate::config::{schedule_value, Config, NanPolicy};
 use crate::data::loader::LoaderState;
 use crate::image_io::{to_uint8_nhwc, ImageU8};
 use crate::model::checkpoint::{copy_into, Checkpoint};
@@ -26,15 +27,6 @@ pub struct NonFinite {
     pub loss: &'static str,
     pub batch_idx: u64,
     pub kimg: f64,
-}
-
-fn loss_name(p: Phase) -> &'static str {
-    match p {
-        Phase::Gmain => "Loss/G/loss",
-        Phase::Greg => "Loss/G/reg (path length)",
-        Phase::Dmain => "Loss/D/loss",
-        Phase::Dreg => "Loss/D/reg (R1)",
-    }
 }
 
 /// Named tensors of a VarStore, split into trainable parameters and buffers, in name order.
@@ -77,12 +69,12 @@ pub struct Trainer {
     pub pl_mean: Tensor,
     pub state: TrainState,
     pub stats: StatSums,
-    /// Per phase: some step since the last check had a non-finite value (CUDA; the CPU checks at once).
-    pending_bad: Option<Tensor>,
+    /// Per phase (int64 [6], on the device): steps since the last check whose loss or gradient was not finite.
+    nonfinite: Option<Tensor>,
     /// Fault injection for tests: poison this (minibatch, phase) once.
     pub inject_nan: Option<(u64, Phase)>,
     /// Seconds per phase since the last `take_phase_times` (host time; `sync_timing` makes it exact on CUDA).
-    pub phase_secs: [f64; 4],
+    pub phase_secs: [f64; 6],
     pub sync_timing: bool,
     /// The dataset's labels (int64, on the device): conditional fakes draw their labels from it, so classes come
     /// in the dataset's proportions as in the official loop. None: uniform over `c_dim`.
@@ -166,9 +158,9 @@ impl Trainer {
             pl_mean: Tensor::zeros([], (Kind::Float, device)),
             state,
             stats: StatSums::default(),
-            pending_bad: None,
+            nonfinite: None,
             inject_nan: None,
-            phase_secs: [0.0; 4],
+            phase_secs: [0.0; 6],
             sync_timing: false,
             label_pool: None,
         })
@@ -187,22 +179,58 @@ impl Trainer {
         schedule_value(&t.r1_gamma_schedule, t.r1_gamma, self.state.cur_nimg as f64 / 1000.0)
     }
 
-    /// Which phases minibatch `batch_idx` runs.
-    pub fn phases_at(cfg: &Config, batch_idx: u64) -> Vec<Phase> {
+    /// The official phase list of a run (`training_loop.py`): per network a main and a regularisation phase, or one
+    /// `*both` phase when its interval is 0. Each phase draws its own latents (row `i` of the minibatch's draw).
+    pub fn run_phases(cfg: &Config) -> Vec<Phase> {
         let t = &cfg.training;
-        let mut v = vec![Phase::Gmain];
-        if t.pl_weight > 0.0 && batch_idx.is_multiple_of(t.g_reg_interval as u64) {
-            v.push(Phase::Greg);
-        }
-        v.push(Phase::Dmain);
-        if batch_idx.is_multiple_of(t.d_reg_interval as u64) {
-            v.push(Phase::Dreg);
+        let mut v = vec![];
+        for (interval, lazy, both) in [
+            (t.g_reg_interval, [Phase::Gmain, Phase::Greg], Phase::Gboth),
+            (t.d_reg_interval, [Phase::Dmain, Phase::Dreg], Phase::Dboth),
+        ] {
+            if interval == 0 {
+                v.push(both);
+            } else {
+                v.extend(lazy);
+            }
         }
         v
     }
 
+    /// The loss settings at the current kimg (the R1 weight follows its schedule).
+    pub fn loss_settings(&self) -> StyleGan2Loss {
+        let t = &self.cfg.training;
+        StyleGan2Loss {
+            style_mixing_prob: t.style_mixing_prob,
+            r1_gamma: self.r1_gamma(),
+            pl_batch_shrink: t.pl_batch_shrink as i64,
+            pl_decay: t.pl_decay,
+            pl_weight: t.pl_weight,
+        }
+    }
+
+    /// The phases minibatch `batch_idx` runs with `loss`: those whose interval divides it and that have something to
+    /// do (no Greg when pl_weight is 0, no Dreg when r1_gamma is 0), each with its index in [`Trainer::run_phases`].
+    pub fn phases_at(cfg: &Config, loss: &StyleGan2Loss, batch_idx: u64) -> Vec<(usize, Phase)> {
+        let t = &cfg.training;
+        Self::run_phases(cfg)
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, p)| {
+                let interval = match p {
+                    Phase::Greg => t.g_reg_interval,
+                    Phase::Dreg => t.d_reg_interval,
+                    _ => 1,
+                };
+                batch_idx.is_multiple_of(interval as u64) && loss.runs(p)
+            })
+            .collect()
+    }
+
+    /// The lazy-regularisation ratio interval / (interval + 1) applied to lr and betas (1 without lazy
+    /// regularisation).
     fn set_opt(opt: &mut Adam, lr: f64, interval: u32, t: &crate::config::TrainingConfig) {
-        let ratio = interval as f64 / (interval as f64 + 1.0);
+        let ratio = if interval == 0 { 1.0 } else { interval as f64 / (interval as f64 + 1.0) };
         opt.params = AdamParams {
             lr: lr * ratio,
             beta1: t.adam_beta1.powf(ratio),
@@ -223,49 +251,73 @@ impl Trainer {
         labels.to_device(self.device).one_hot(self.cfg.model.c_dim as i64).to_kind(Kind::Float)
     }
 
-    /// Differentiates `out.loss` w.r.t. `params`, checks it, reports the stats, and updates with `opt`.
-    fn apply(&mut self, phase: Phase, mut out: PhaseOut, is_g: bool) -> Result<()> {
+    /// Differentiates `out.loss` w.r.t. the phase's parameters, applies the non-finite policy, reports the stats,
+    /// and updates with the phase's optimizer.
+    fn apply(&mut self, phase: Phase, mut out: PhaseOut) -> Result<()> {
         if self.inject_nan == Some((self.state.batch_idx, phase)) {
             self.inject_nan = None;
             out.loss = out.loss * f64::NAN;
         }
+        let is_g = phase.is_g();
         let params: Vec<Tensor> =
             if is_g { &self.g_params } else { &self.d_params }.iter().map(|(_, p)| p.shallow_clone()).collect();
-        let grads = Tensor::run_backward(&[&out.loss], &params, false, false);
+        let mut grads = Tensor::run_backward(&[&out.loss], &params, false, false);
         let sums: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.sum(Kind::Float)).collect();
         let ok = out.loss.isfinite().logical_and(&Tensor::stack(&sums, 0).sum(Kind::Float).isfinite());
-        if self.device.is_cuda() {
-            let flags = self.pending_bad.take().unwrap_or_else(|| Tensor::zeros([4], (Kind::Bool, self.device)));
-            let _ = flags.get(phase.index() as i64).logical_or_(&ok.logical_not());
-            self.pending_bad = Some(flags);
-        } else if ok.int64_value(&[]) == 0 {
-            bail!(self.non_finite(phase));
+        let counts = self.nonfinite.take().unwrap_or_else(|| Tensor::zeros([6], (Kind::Int64, self.device)));
+        let _ = counts.get(phase.index() as i64).g_add_(&ok.logical_not());
+        let mut keep = None;
+        match self.cfg.training.nan_policy {
+            NanPolicy::Official => {
+                for g in grads.iter_mut().filter(|g| g.defined()) {
+                    let _ = g.nan_to_num_(0.0, 1e5, -1e5);
+                }
+            }
+            // The CPU has the flag at once; on CUDA reading it would wait for the device, so the step is made
+            // conditional there instead and the run stops at the tick end.
+            _ if !self.device.is_cuda() => {
+                if ok.int64_value(&[]) == 0 {
+                    self.nonfinite = Some(counts);
+                    bail!(self.non_finite(phase));
+                }
+            }
+            _ => keep = Some(counts.sum(Kind::Int64).eq(0)),
         }
+        self.nonfinite = Some(counts);
         for (name, v) in &out.stats {
             self.stats.add(name, v);
         }
-        if is_g { &mut self.opt_g } else { &mut self.opt_d }.step(&grads);
+        if is_g { &mut self.opt_g } else { &mut self.opt_d }.step_if(&grads, keep.as_ref());
         Ok(())
     }
 
     fn non_finite(&self, phase: Phase) -> NonFinite {
         NonFinite {
             phase: phase.name(),
-            loss: loss_name(phase),
+            loss: phase.loss_name(),
             batch_idx: self.state.batch_idx,
             kimg: self.state.cur_nimg as f64 / 1000.0,
         }
     }
 
-    /// On CUDA, reports a non-finite value seen since the last call (one host sync; called at tick ends).
-    pub fn check_pending(&mut self) -> Result<()> {
-        if let Some(flags) = self.pending_bad.take() {
-            let v: Vec<bool> = Vec::try_from(flags.to_device(Device::Cpu)).unwrap_or_default();
-            if let Some(i) = v.iter().position(|&b| b) {
-                bail!(self.non_finite(Phase::ALL[i]));
+    /// Steps per phase with a non-finite loss or gradient since the last call (one host sync; called at tick ends).
+    pub fn take_nonfinite(&mut self) -> Vec<(Phase, u64)> {
+        let Some(counts) = self.nonfinite.take() else { return vec![] };
+        let v: Vec<i64> = Vec::try_from(counts.to_device(Device::Cpu)).unwrap_or_default();
+        Phase::ALL.iter().zip(v).filter(|(_, n)| *n > 0).map(|(p, n)| (*p, n as u64)).collect()
+    }
+
+    /// Under the stop and rollback policies, the error for a non-finite value since the last check (on CUDA, where
+    /// it is only known at tick ends; the CPU fails in the step itself). Under the official policy, Ok with the
+    /// counts, for the log.
+    pub fn check_nonfinite(&mut self) -> Result<Vec<(Phase, u64)>> {
+        let counts = self.take_nonfinite();
+        if self.cfg.training.nan_policy != NanPolicy::Official {
+            if let Some((p, _)) = counts.first() {
+                bail!(self.non_finite(*p));
             }
         }
-        Ok(())
+        Ok(counts)
     }
 
     fn timed<T>(&mut self, phase: Phase, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
@@ -288,51 +340,37 @@ impl Trainer {
         let reals = reals.to_device(self.device).to_kind(Kind::Float) / 127.5 - 1.0;
         let c_dim = self.cfg.model.c_dim as i64;
         let real_c = labels.filter(|_| c_dim > 0).map(|l| self.one_hot(l));
-        let z_all = Tensor::randn([4, batch, self.cfg.model.z_dim as i64], (Kind::Float, self.device));
-        let gen_c_all = (c_dim > 0).then(|| self.one_hot(&self.gen_labels(4 * batch).view([4, batch])));
-        let gen_c = |i: i64| gen_c_all.as_ref().map(|c| c.get(i));
+        let num_phases = Self::run_phases(&self.cfg).len() as i64;
+        let z_all = Tensor::randn([num_phases, batch, self.cfg.model.z_dim as i64], (Kind::Float, self.device));
+        let gen_c_all =
+            (c_dim > 0).then(|| self.one_hot(&self.gen_labels(num_phases * batch).view([num_phases, batch])));
         let (g_lr, d_lr) = self.learning_rates();
-        let r1_gamma = self.r1_gamma();
-        let mix = t.style_mixing_prob;
-        for phase in Self::phases_at(&self.cfg, self.state.batch_idx) {
-            let z = z_all.get(phase.index() as i64);
-            let c = gen_c(phase.index() as i64);
-            match phase {
-                Phase::Gmain => self.timed(phase, |s| {
-                    set_trainable(&s.d_params, false);
-                    set_trainable(&s.g_params, true);
-                    Self::set_opt(&mut s.opt_g, g_lr, t.g_reg_interval, &t);
-                    let out = loss::phase_gmain(&s.g, &s.d, &z, c.as_ref(), mix);
-                    s.apply(phase, out, true)
-                })?,
-                Phase::Greg => self.timed(phase, |s| {
-                    let n = (batch / t.pl_batch_shrink as i64).max(1);
-                    let c = c.as_ref().map(|c| c.narrow(0, 0, n));
-                    let mut pl_mean = s.pl_mean.shallow_clone();
-                    let out = loss::phase_greg(
-                        &s.g,
-                        &z.narrow(0, 0, n),
-                        c.as_ref(),
-                        mix,
-                        &mut pl_mean,
-                        t.pl_decay,
-                        t.pl_weight,
-                        t.g_reg_interval as f64,
-                    );
-                    s.apply(phase, out, true)
-                })?,
-                Phase::Dmain => self.timed(phase, |s| {
-                    set_trainable(&s.g_params, false);
-                    set_trainable(&s.d_params, true);
-                    Self::set_opt(&mut s.opt_d, d_lr, t.d_reg_interval, &t);
-                    let out = loss::phase_dmain(&s.g, &s.d, &z, c.as_ref(), &reals, real_c.as_ref(), mix);
-                    s.apply(phase, out, false)
-                })?,
-                Phase::Dreg => self.timed(phase, |s| {
-                    let out = loss::phase_dreg(&s.d, &reals, real_c.as_ref(), r1_gamma, t.d_reg_interval as f64);
-                    s.apply(phase, out, false)
-                })?,
-            }
+        let loss = self.loss_settings();
+        for (i, phase) in Self::phases_at(&self.cfg, &loss, self.state.batch_idx) {
+            let z = z_all.get(i as i64);
+            let gen_c = gen_c_all.as_ref().map(|c| c.get(i as i64));
+            let x = PhaseInputs { z: &z, gen_c: gen_c.as_ref(), reals: &reals, real_c: real_c.as_ref() };
+            self.timed(phase, |s| {
+                let (own, other) = if phase.is_g() { (&s.g_params, &s.d_params) } else { (&s.d_params, &s.g_params) };
+                set_trainable(other, false);
+                set_trainable(own, true);
+                let (interval, gain) = match phase {
+                    Phase::Greg => (t.g_reg_interval, t.g_reg_interval as f64),
+                    Phase::Dreg => (t.d_reg_interval, t.d_reg_interval as f64),
+                    Phase::Gmain | Phase::Gboth => (t.g_reg_interval, 1.0),
+                    Phase::Dmain | Phase::Dboth => (t.d_reg_interval, 1.0),
+                };
+                if phase.is_g() {
+                    Self::set_opt(&mut s.opt_g, g_lr, interval, &t);
+                } else {
+                    Self::set_opt(&mut s.opt_d, d_lr, interval, &t);
+                }
+                let mut pl_mean = s.pl_mean.shallow_clone();
+                match loss.phase_loss(phase, &s.g, &s.d, &x, &mut pl_mean, gain) {
+                    Some(out) => s.apply(phase, out),
+                    None => Ok(()),
+                }
+            })?;
         }
         set_trainable(&self.g_params, false);
         set_trainable(&self.d_params, false);
@@ -372,7 +410,7 @@ impl Trainer {
         tch::no_grad(|| self.pl_mean.copy_(&pl.to_kind(Kind::Float).to_device(self.device).reshape([])));
         self.state = state.clone();
         self.stats = StatSums::default();
-        self.pending_bad = None;
+        self.nonfinite = None;
         Ok(())
     }
 
