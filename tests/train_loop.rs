@@ -165,17 +165,36 @@ fn resume_continues_exactly() {
 }
 
 #[test]
-fn a_nan_stops_the_step_or_rolls_back() {
+fn a_nan_is_repaired_as_the_official_by_default() {
     one_thread();
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_dataset(dir.path(), 12);
     let mut o = opts(tiny_config(&[]), &data, &dir.path().join("a"));
     o.inject_nan = Some((2, Phase::Gmain));
+    let rep = train(o).unwrap();
+    assert_eq!(rep.cur_nimg, 16);
+    let run = rep.run_dir.unwrap();
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("warning: non-finite losses or gradients in tick 1 (Gmain 1)"), "{log}");
+    // NaN gradients became 0: every weight is still finite.
+    let (t, _) = read_safetensors(rep.snapshot.as_ref().unwrap()).unwrap();
+    for (k, v) in &t {
+        assert!(v.isfinite().all().int64_value(&[]) == 1, "{k} is not finite");
+    }
+}
+
+#[test]
+fn a_nan_stops_the_step_or_rolls_back() {
+    one_thread();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(dir.path(), 12);
+    let mut o = opts(tiny_config(&["training.nan_policy=\"stop\""]), &data, &dir.path().join("a"));
+    o.inject_nan = Some((2, Phase::Gmain));
     let err = format!("{:#}", train(o).unwrap_err());
     assert!(err.contains("tick 1: non-finite Loss/G/loss") && err.contains("phase Gmain"), "{err}");
-    assert!(err.contains("training.rollback = true"), "{err}");
+    assert!(err.contains("training.nan_policy = \"rollback\""), "{err}");
 
-    let cfg = tiny_config(&["training.rollback=true", "training.rollback_lr_factor=0.25"]);
+    let cfg = tiny_config(&["training.nan_policy=\"rollback\"", "training.rollback_lr_factor=0.25"]);
     let mut o = opts(cfg, &data, &dir.path().join("b"));
     o.inject_nan = Some((2, Phase::Dmain));
     let rep = train(o).unwrap();
@@ -201,9 +220,9 @@ fn retention_keeps_the_last_k_and_the_best_by_metric() {
     // The first snapshot scores best; later ones get worse.
     o.metrics = Some(Box::new(move |g, path| {
         assert_eq!(g.img_resolution(), 8);
-        assert!(path.is_file());
+        assert!(path.file_name().unwrap().to_str().unwrap().starts_with("network-snapshot-"));
         calls += 1;
-        Ok(vec![("fid_test".to_string(), calls as f64)])
+        Ok(vec![metric("fid_test", calls as f64, false)])
     }));
     let rep = train(o).unwrap();
     let run = rep.run_dir.unwrap();
@@ -216,18 +235,54 @@ fn retention_keeps_the_last_k_and_the_best_by_metric() {
     assert!(log.contains("network-snapshot-000000_004 fid_test 1.0000"), "{log}");
 }
 
+fn metric(name: &str, value: f64, higher_is_better: bool) -> sg2::metrics::MetricResult {
+    sg2::metrics::MetricResult { name: name.into(), value, seconds: 0.0, metric: name.into(), higher_is_better }
+}
+
+#[test]
+fn retention_keeps_the_best_of_a_higher_is_better_metric() {
+    one_thread();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(dir.path(), 12);
+    let cfg = tiny_config(&["training.total_kimg=0.032", "logging.keep_snapshots=1", "logging.metrics=[\"is_test\"]"]);
+    let mut o = opts(cfg, &data, &dir.path().join("runs"));
+    // Scores 1, 5, 2, 2, 2, ...: the second snapshot (kimg 0.012) is the best and must survive.
+    let mut calls = 0;
+    o.metrics = Some(Box::new(move |_, _| {
+        calls += 1;
+        Ok(vec![metric("is_test", [1.0, 5.0][..].get(calls - 1).copied().unwrap_or(2.0), true)])
+    }));
+    let rep = train(o).unwrap();
+    let run = rep.run_dir.unwrap();
+    let left: Vec<u64> = list_snapshots(&run).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(left, vec![12, 32]);
+    // Each snapshot's state already knows its own score.
+    let (_, st) = snapshot::load(&run.join(snapshot::snapshot_name(12))).unwrap();
+    assert_eq!(st.best.as_ref().map(|b| (b.value, b.snapshot.clone())), Some((5.0, snapshot::snapshot_name(12))));
+}
+
+fn phases_at(cfg: &sg2::config::Config, i: u64) -> Vec<Phase> {
+    let tr = Trainer::new(cfg, tch::Device::Cpu).unwrap();
+    Trainer::phases_at(cfg, &tr.loss_settings(), i).into_iter().map(|(_, p)| p).collect()
+}
+
 #[test]
 fn lazy_regularisation_runs_on_the_right_minibatches() {
     let cfg = tiny_config(&["training.g_reg_interval=4", "training.d_reg_interval=16"]);
-    let with = |i: u64, p: Phase| Trainer::phases_at(&cfg, i).contains(&p);
-    let greg: Vec<u64> = (0..40).filter(|&i| with(i, Phase::Greg)).collect();
-    let dreg: Vec<u64> = (0..40).filter(|&i| with(i, Phase::Dreg)).collect();
-    assert_eq!(greg, vec![0, 4, 8, 12, 16, 20, 24, 28, 32, 36]);
-    assert_eq!(dreg, vec![0, 16, 32]);
-    assert_eq!(Trainer::phases_at(&cfg, 16), vec![Phase::Gmain, Phase::Greg, Phase::Dmain, Phase::Dreg]);
-    assert_eq!(Trainer::phases_at(&cfg, 1), vec![Phase::Gmain, Phase::Dmain]);
-    let off = tiny_config(&["training.pl_weight=0"]);
-    assert!(!Trainer::phases_at(&off, 0).contains(&Phase::Greg));
+    let all: Vec<Vec<Phase>> = (0..40).map(|i| phases_at(&cfg, i)).collect();
+    let with = |p: Phase| -> Vec<u64> { (0..40).filter(|&i| all[i as usize].contains(&p)).collect() };
+    assert_eq!(with(Phase::Greg), vec![0, 4, 8, 12, 16, 20, 24, 28, 32, 36]);
+    assert_eq!(with(Phase::Dreg), vec![0, 16, 32]);
+    assert_eq!(all[16], vec![Phase::Gmain, Phase::Greg, Phase::Dmain, Phase::Dreg]);
+    assert_eq!(all[1], vec![Phase::Gmain, Phase::Dmain]);
+    assert!(!phases_at(&tiny_config(&["training.pl_weight=0"]), 0).contains(&Phase::Greg));
+    assert!(!phases_at(&tiny_config(&["training.r1_gamma=0"]), 0).contains(&Phase::Dreg));
+    // Interval 0 is the official `None`: one phase per network doing both terms, every minibatch.
+    let both = tiny_config(&["training.g_reg_interval=0", "training.d_reg_interval=0"]);
+    assert_eq!(Trainer::run_phases(&both), vec![Phase::Gboth, Phase::Dboth]);
+    assert!((0..5).all(|i| phases_at(&both, i) == vec![Phase::Gboth, Phase::Dboth]));
+    let g_only = tiny_config(&["training.g_reg_interval=0"]);
+    assert_eq!(phases_at(&g_only, 0), vec![Phase::Gboth, Phase::Dmain, Phase::Dreg]);
 }
 
 /// Separate G and D rates with schedules reach Adam, scaled by interval / (interval + 1) with betas ** ratio.

@@ -55,6 +55,7 @@ pub fn resolve_config(args: &Args) -> Result<crate::config::Config> {
 pub fn run(args: Args, g: &Global) -> Result<()> {
     let device = g.setup()?;
     let config = resolve_config(&args)?;
+    crate::ffi::set_allow_tf32(config.training.allow_tf32)?;
     let stem = args
         .config
         .file_stem()
@@ -90,6 +91,7 @@ fn snapshot_metrics(
     // minibatch, so this does not disturb it.
     opts.seed = Some(0);
     opts.progress = false;
+    opts.mirror = config.training.mirror;
     let names = config.logging.metrics.clone();
     for name in &names {
         let spec = metrics::spec(name).with_context(|| format!("logging.metrics: {name}"))?;
@@ -101,6 +103,6 @@ fn snapshot_metrics(
         let dir = snapshot.parent().unwrap_or(std::path::Path::new("."));
         let file = snapshot.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         metrics::report::append_jsonl(dir, &file, &results)?;
-        Ok(results.into_iter().map(|r| (r.name, r.value)).collect())
+        Ok(results)
     }))
 }

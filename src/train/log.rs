@@ -40,27 +40,36 @@ impl StatSums {
 
 /// The official tick line: `tick 12  kimg 48.0  time 1h 02m  sec/tick 310.2  sec/kimg 6.46  maintenance 0.3
 /// cpumem 4.1` (and `gpumem` on CUDA). Small kimg values get three decimals so tiny runs still read.
-#[allow(clippy::too_many_arguments)]
-pub fn tick_line(
-    tick: u64,
-    cur_nimg: u64,
-    total_sec: f64,
-    sec_per_tick: f64,
-    sec_per_kimg: f64,
-    maint: f64,
-    cpumem: f64,
-    gpumem: Option<f64>,
-) -> String {
-    let kimg = cur_nimg as f64 / 1000.0;
-    let kimg_s = if kimg < 10.0 { format!("{kimg:.3}") } else { format!("{kimg:.1}") };
-    let mut s = format!(
-        "tick {tick}  kimg {kimg_s}  time {}  sec/tick {sec_per_tick:.1}  sec/kimg {sec_per_kimg:.2}  maintenance {maint:.1}  cpumem {cpumem:.2}",
-        crate::util::format_time(total_sec)
-    );
-    if let Some(g) = gpumem {
-        s.push_str(&format!("  gpumem {g:.2}"));
+pub struct TickLine {
+    pub tick: u64,
+    pub cur_nimg: u64,
+    pub total_sec: f64,
+    pub sec_per_tick: f64,
+    pub sec_per_kimg: f64,
+    pub maintenance: f64,
+    pub cpumem: f64,
+    pub gpumem: Option<f64>,
+}
+
+impl std::fmt::Display for TickLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kimg = self.cur_nimg as f64 / 1000.0;
+        let kimg_s = if kimg < 10.0 { format!("{kimg:.3}") } else { format!("{kimg:.1}") };
+        write!(
+            f,
+            "tick {}  kimg {kimg_s}  time {}  sec/tick {:.1}  sec/kimg {:.2}  maintenance {:.1}  cpumem {:.2}",
+            self.tick,
+            crate::util::format_time(self.total_sec),
+            self.sec_per_tick,
+            self.sec_per_kimg,
+            self.maintenance,
+            self.cpumem
+        )?;
+        if let Some(g) = self.gpumem {
+            write!(f, "  gpumem {g:.2}")?;
+        }
+        Ok(())
     }
-    s
 }
 
 /// Resident memory of this process in GiB (Linux; 0 elsewhere).
@@ -195,9 +204,13 @@ mod tests {
 
     #[test]
     fn tick_line_reads_like_the_official() {
-        let s = tick_line(12, 48_000, 3720.0, 310.2, 6.46, 0.3, 4.1, None);
+        let line = |tick, cur_nimg, total_sec, sec_per_tick, sec_per_kimg, maintenance, cpumem, gpumem| {
+            TickLine { tick, cur_nimg, total_sec, sec_per_tick, sec_per_kimg, maintenance, cpumem, gpumem }.to_string()
+        };
+        let s = line(12, 48_000, 3720.0, 310.2, 6.46, 0.3, 4.1, None);
         assert_eq!(s, "tick 12  kimg 48.0  time 1h 02m  sec/tick 310.2  sec/kimg 6.46  maintenance 0.3  cpumem 4.10");
-        assert!(tick_line(0, 64, 5.0, 5.0, 78.0, 0.0, 0.5, Some(1.5)).contains("kimg 0.064  time 5s"));
+        let s = line(0, 64, 5.0, 5.0, 78.0, 0.0, 0.5, Some(1.5));
+        assert!(s.contains("kimg 0.064  time 5s") && s.ends_with("gpumem 1.50"), "{s}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod ema;
 pub mod log;
 pub mod loss;
+pub mod run;
 pub mod snapshot;
 pub mod tensorboard;
 #[path = "loop.rs"]

@@ -1,0 +1,236 @@
+//! Opening a run: the dataset check, where training starts (fresh or a snapshot), the run folder and its log, the
+//! loader. [`Run`] is the state the loop (`train_loop`) advances minibatch by minibatch.
+
+use super::log::RunLog;
+use super::snapshot::{self, TrainState};
+use super::train_loop::{MetricsFn, Resume, TrainOptions};
+use super::trainer::Trainer;
+use super::Clock;
+use crate::config::Config;
+use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::Dataset;
+use crate::image_io::ImageU8;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::{Device, Tensor};
+
+/// Opens the dataset and checks it fits the network.
+pub fn open_dataset(data: &Path, cfg: &Config) -> Result<Dataset> {
+    if !data.exists() {
+        bail!("--data {}: no such folder", data.display());
+    }
+    let ds = Dataset::open(data).with_context(|| format!("--data {}", data.display()))?;
+    let res = cfg.model.resolution as usize;
+    if ds.count == 0 {
+        bail!("--data {}: the dataset is empty", data.display());
+    }
+    if !ds.has_level(res) {
+        bail!(
+            "--data {}: no {res}x{res} level (levels {:?}); set model.resolution or --resolution to one of them",
+            data.display(),
+            ds.levels
+        );
+    }
+    if ds.channels != cfg.model.channels as usize {
+        bail!(
+            "--data {}: images have {} channel(s) but model.channels = {}",
+            data.display(),
+            ds.channels,
+            cfg.model.channels
+        );
+    }
+    if cfg.model.c_dim > 0 && ds.num_classes != cfg.model.c_dim {
+        bail!(
+            "--data {}: {} classes but model.c_dim = {} (a conditional network needs a labelled dataset)",
+            data.display(),
+            ds.num_classes,
+            cfg.model.c_dim
+        );
+    }
+    Ok(ds)
+}
+
+fn dataset_name(data: &Path) -> String {
+    let p = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into())
+}
+
+/// The first grid_w x grid_h records at the training resolution.
+fn reals_grid(ds: &Dataset, cfg: &Config) -> Result<Option<ImageU8>> {
+    let c = ds.channels as u32;
+    if c != 1 && c != 3 {
+        return Ok(None);
+    }
+    let res = cfg.model.resolution as usize;
+    let n = ((cfg.logging.grid_w * cfg.logging.grid_h) as u64).min(ds.count);
+    let images: Vec<ImageU8> = (0..n)
+        .map(|i| {
+            let chw = ds.record(res, i);
+            let mut data = vec![0u8; chw.len()];
+            for (k, v) in chw.iter().enumerate() {
+                let (ch, px) = (k / (res * res), k % (res * res));
+                data[px * c as usize + ch] = *v;
+            }
+            ImageU8 { width: res as u32, height: res as u32, channels: c, data }
+        })
+        .collect();
+    Ok(Some(crate::image_io::grid(&images, cfg.logging.grid_w as usize)?))
+}
+
+/// Where the current tick started and what the last one reported.
+pub(super) struct TickClock {
+    pub start: Clock,
+    pub tick: Clock,
+    pub tick_start_nimg: u64,
+    pub maintenance: f64,
+    /// The previous tick's mean losses, for the collapse flag.
+    pub prev_losses: BTreeMap<String, f64>,
+}
+
+impl TickClock {
+    pub fn new(cur_nimg: u64) -> TickClock {
+        TickClock {
+            start: Clock::start(),
+            tick: Clock::start(),
+            tick_start_nimg: cur_nimg,
+            maintenance: 0.0,
+            prev_losses: BTreeMap::new(),
+        }
+    }
+}
+
+/// A run in progress: the trainer, its data, its folder and its clocks.
+pub struct Run {
+    pub(super) cfg: Config,
+    pub(super) trainer: Trainer,
+    pub(super) ds: Arc<Dataset>,
+    pub(super) loader_opts: LoaderOptions,
+    pub(super) loader: Loader,
+    pub(super) device: Device,
+    pub(super) log: RunLog,
+    pub(super) run_dir: PathBuf,
+    /// The dataset's fingerprint, stored in every snapshot.
+    pub(super) fingerprint: String,
+    pub(super) total_nimg: u64,
+    pub(super) metrics: Option<MetricsFn>,
+    pub(super) clock: TickClock,
+    pub(super) rollbacks_in_a_row: u32,
+    pub(super) last_snapshot: Option<PathBuf>,
+}
+
+/// What opening a run found.
+pub enum Opened {
+    Run(Box<Run>),
+    /// The snapshot to resume is already at or past `total_kimg`.
+    NothingToDo {
+        snapshot: PathBuf,
+        state: TrainState,
+    },
+}
+
+impl Run {
+    /// Checks the dataset, finds the snapshot to resume (if any), builds the trainer, and opens the run folder
+    /// (new, or the snapshot's for `--resume latest`) with its log and the initial grids.
+    pub fn open(mut opts: TrainOptions) -> Result<Opened> {
+        let cfg = opts.config.clone();
+        let ds = open_dataset(&opts.data, &cfg)?;
+        let desc = format!("{}-{}", opts.config_name, dataset_name(&opts.data));
+        let total_nimg = (cfg.training.total_kimg * 1000.0).round().max(1.0) as u64;
+
+        // Where to start: a snapshot (and its folder for --resume latest) or nothing.
+        let resume: Option<(Option<PathBuf>, PathBuf, TrainState)> = match &opts.resume {
+            None => None,
+            Some(Resume::Latest) => match snapshot::find_latest(&opts.outdir, &desc)? {
+                Some((dir, snap, st)) => Some((Some(dir), snap, st)),
+                None => {
+                    bail!("--resume latest: no complete snapshot of a '{desc}' run under {}", opts.outdir.display())
+                }
+            },
+            Some(Resume::Path(p)) => {
+                let st = snapshot::load_state(p).with_context(|| format!("--resume {}", p.display()))?;
+                Some((None, p.clone(), st))
+            }
+        };
+        if let Some((_, snap, st)) = &resume {
+            if st.cur_nimg >= total_nimg {
+                return Ok(Opened::NothingToDo { snapshot: snap.clone(), state: st.clone() });
+            }
+        }
+
+        let mut trainer = Trainer::new(&cfg, opts.device)?;
+        trainer.inject_nan = opts.inject_nan;
+        if cfg.model.c_dim > 0 {
+            let labels: Vec<i64> = (0..ds.count).map(|i| ds.label(i).unwrap_or(0) as i64).collect();
+            trainer.label_pool = Some(Tensor::from_slice(&labels).to_device(opts.device));
+        }
+        if let Some((_, snap, st)) = &resume {
+            let (ckpt, _) = snapshot::load(snap)?;
+            // The config given now governs (e.g. a longer total_kimg); the seed and position come from the snapshot.
+            trainer.restore(&ckpt, st).with_context(|| format!("--resume {}", snap.display()))?;
+        }
+        let run_dir = match resume.as_ref().and_then(|r| r.0.clone()) {
+            Some(dir) => dir,
+            None => snapshot::new_run_dir(&opts.outdir, &desc)?,
+        };
+        crate::util::write_bytes_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
+        let mut log = RunLog::open(&run_dir, total_nimg, opts.echo)?;
+        let (gp, dp) = trainer.param_counts();
+        log.line(&format!("run folder {}", run_dir.display()))?;
+        log.line(&format!(
+            "dataset {} ({} images, {}x{}, {} channel(s)); device {}; G {gp} parameters, D {dp}",
+            opts.data.display(),
+            ds.count,
+            cfg.model.resolution,
+            cfg.model.resolution,
+            ds.channels,
+            crate::device::describe(opts.device)
+        ))?;
+        if let Some((_, snap, st)) = &resume {
+            log.line(&format!("resuming from {} at kimg {:.3}", snap.display(), st.cur_nimg as f64 / 1000.0))?;
+        }
+        log.line(&format!("training for {} kimg...", cfg.training.total_kimg))?;
+        let fingerprint = ds.fingerprint();
+        let ds = Arc::new(ds);
+        let mut loader_opts = LoaderOptions::new(cfg.training.batch as usize, cfg.model.resolution as usize);
+        loader_opts.seed = cfg.training.seed;
+        loader_opts.mirror = cfg.training.mirror;
+        let loader = Loader::resume(ds.clone(), loader_opts.clone(), opts.device, trainer.state.loader)?;
+
+        if !run_dir.join("reals.png").exists() {
+            if let Some(img) = reals_grid(&ds, &cfg)? {
+                img.save_png(run_dir.join("reals.png"))?;
+            }
+        }
+        let cur_nimg = trainer.state.cur_nimg;
+        let mut run = Run {
+            cfg,
+            trainer,
+            ds,
+            loader_opts,
+            loader,
+            device: opts.device,
+            log,
+            run_dir,
+            fingerprint,
+            total_nimg,
+            metrics: opts.metrics.take(),
+            clock: TickClock::new(cur_nimg),
+            rollbacks_in_a_row: 0,
+            last_snapshot: None,
+        };
+        if !run.run_dir.join("fakes_init.png").exists() {
+            let path = run.run_dir.join("fakes_init.png");
+            run.save_fakes(&path)?;
+        }
+        Ok(Opened::Run(Box::new(run)))
+    }
+
+    /// Writes G_ema's fixed-seed grid to `path` and to TensorBoard.
+    pub(super) fn save_fakes(&mut self, path: &Path) -> Result<()> {
+        let img = self.trainer.fakes_grid()?;
+        img.save_png(path)?;
+        self.log.tb.image("fakes", &img, self.trainer.state.cur_nimg as i64)
+    }
+}
