@@ -275,3 +275,62 @@ fn missing_or_wrong_detectors_are_clear_errors() {
     let (ok, _, err) = run("fid10");
     assert!(!ok && err.contains("unknown metric") && err.contains("fid50k_full"), "{err}");
 }
+
+/// The TF-era `fid50k` of a network trained mirrored reads the official x-flipped dataset (all records, then all
+/// mirrored): the same value as `fid50k_full` on a dataset built from those 2N images. `_full` ignores the setting.
+#[test]
+fn tf_era_metrics_read_the_reals_x_flipped_when_the_network_was_trained_mirrored() {
+    let dir = tempfile::tempdir().unwrap();
+    let det = dir.path().join("det");
+    make_detectors(&det);
+    let home = dir.path().join("home");
+    let ds = dataset(&dir.path().join("data"), 0, 12);
+    let net = tiny32_checkpoint(dir.path());
+    // The x-flipped dataset by hand: img0000..0011, then their mirror images (names sort after).
+    let both = dir.path().join("both");
+    image_folder(&both, 0, 12, 32, false);
+    for i in 0..12 {
+        image::imageops::flip_horizontal(&test_image(i, 32, false))
+            .save(both.join(format!("mirror{i:04}.png")))
+            .unwrap();
+    }
+    let ds2 = dir.path().join("ds2");
+    let mut o = sg2::data::create::CreateOptions::new(&ds2, 32);
+    o.progress = false;
+    o.min_size = 0;
+    sg2::data::create::create(&mut sg2::data::sources::images::Images::open(&both).unwrap(), &o).unwrap();
+
+    let run = |data: &Path, metric: &str, mirror: &str| -> f64 {
+        let args = [
+            "--device",
+            "cpu",
+            "metrics",
+            "--network",
+            s(&net),
+            "--data",
+            s(data),
+            "--metrics",
+            metric,
+            "--num-gen",
+            "16",
+            "--num-real",
+            "24",
+            "--batch",
+            "8",
+            "--detector-dir",
+            s(&det),
+            "--mirror",
+            mirror,
+            "--no-cache",
+        ];
+        let (ok, out, err) = sg2(&args, &[("SG2_HOME", &home)]);
+        assert!(ok, "{err}");
+        parse_lines("network-final", &out)[0].1
+    };
+    let flipped = run(&ds, "fid50k", "true");
+    let by_hand = run(&ds2, "fid50k_full", "false");
+    assert!((flipped - by_hand).abs() <= 1e-3 * by_hand.abs().max(1.0), "{flipped} vs {by_hand}");
+    let plain = run(&ds, "fid50k", "false");
+    assert!((plain - flipped).abs() > 1e-3, "mirroring changed nothing: {plain}");
+    assert_eq!(run(&ds, "fid50k_full", "true"), run(&ds, "fid50k_full", "false"));
+}
