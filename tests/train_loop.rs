@@ -74,7 +74,8 @@ fn a_short_run_writes_the_run_folder_with_finite_losses() {
     assert!(tensors.keys().any(|k| k.starts_with("opt_G.")) && tensors.keys().any(|k| k.starts_with("opt_D.")));
     assert!(tensors.contains_key("pl_mean"));
     let (_, st) = snapshot::load(&snap).unwrap();
-    assert_eq!((st.cur_nimg, st.batch_idx, st.cur_tick), (16, 4, 2));
+    // Written at the end of tick 2: the state is the next tick's.
+    assert_eq!((st.cur_nimg, st.batch_idx, st.cur_tick), (16, 4, 3));
     // TensorBoard: the official tags at step = images shown, values as in stats.jsonl, and the fakes grids.
     let tb: Vec<_> = std::fs::read_dir(&run)
         .unwrap()

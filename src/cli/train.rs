@@ -35,6 +35,10 @@ pub struct Args {
     /// dataset).
     #[arg(long)]
     pub resume: Option<String>,
+    /// With --resume: continue on --data even when the snapshot was trained on another dataset (its fingerprint
+    /// differs); the data order starts a new epoch.
+    #[arg(long)]
+    pub allow_dataset_change: bool,
 }
 
 /// The config with the command line's overrides: --set, then --kimg, --seed and --resolution as `--set`s.
@@ -64,6 +68,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     let mut opts = TrainOptions::new(config, &stem, &args.data, &args.outdir);
     opts.device = device;
     opts.echo = true;
+    opts.allow_dataset_change = args.allow_dataset_change;
     opts.resume = args.resume.as_deref().map(|r| if r == "latest" { Resume::Latest } else { Resume::Path(r.into()) });
     if !opts.config.logging.metrics.is_empty() {
         opts.metrics = Some(snapshot_metrics(&opts.config, &args.data, args.detector_dir.clone(), device)?);

@@ -108,6 +108,7 @@ pub fn parse_compute_apps(text: &str, pid: u32) -> Option<f64> {
 pub struct RunLog {
     log: std::fs::File,
     stats: std::fs::File,
+    stats_path: std::path::PathBuf,
     pub tb: EventWriter,
     bar: ProgressBar,
     /// Also print to stdout (false in tests that only want the files).
@@ -138,6 +139,7 @@ impl RunLog {
         Ok(RunLog {
             log: append(&run_dir.join("log.txt"))?,
             stats: append(&run_dir.join("stats.jsonl"))?,
+            stats_path: run_dir.join("stats.jsonl"),
             tb: EventWriter::create(run_dir)?,
             bar,
             echo,
@@ -176,6 +178,34 @@ impl RunLog {
         writeln!(self.stats, "{}", serde_json::Value::Object(obj)).context("stats.jsonl: write failed")?;
         self.stats.flush().context("stats.jsonl: write failed")?;
         self.tb.flush()
+    }
+}
+
+impl RunLog {
+    /// Makes the run read as if it had continued from `cur_nimg`: stats.jsonl keeps only records up to it (a torn
+    /// last line goes too), and a TensorBoard SessionLog START just after it makes TensorBoard drop the later
+    /// events. Returns how many records were dropped.
+    pub fn rewind(&mut self, cur_nimg: u64) -> Result<usize> {
+        let text = std::fs::read_to_string(&self.stats_path).unwrap_or_default();
+        let mut kept = String::new();
+        let mut dropped = 0;
+        for line in text.lines() {
+            let nimg = serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["cur_nimg"].as_u64());
+            match nimg {
+                Some(n) if n <= cur_nimg => {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+                _ => dropped += 1,
+            }
+        }
+        if dropped > 0 {
+            crate::util::write_bytes_atomic(&self.stats_path, kept.as_bytes())?;
+            // The old handle points at the replaced file.
+            self.stats = append(&self.stats_path)?;
+        }
+        self.tb.session_start(cur_nimg as i64 + 1)?;
+        Ok(dropped)
     }
 }
 

@@ -47,6 +47,8 @@ pub struct TrainOptions {
     pub metrics: Option<MetricsFn>,
     /// Fault injection (tests): a NaN in this (minibatch, phase)'s loss, once.
     pub inject_nan: Option<(u64, Phase)>,
+    /// Resume a snapshot on a dataset other than the one it was trained on.
+    pub allow_dataset_change: bool,
 }
 
 impl TrainOptions {
@@ -61,6 +63,7 @@ impl TrainOptions {
             echo: false,
             metrics: None,
             inject_nan: None,
+            allow_dataset_change: false,
         }
     }
 }
@@ -183,8 +186,10 @@ impl Run {
         self.loader = Loader::resume(self.ds.clone(), self.loader_opts.clone(), self.device, st.loader)?;
         self.clock.tick_start_nimg = self.trainer.state.cur_nimg;
         self.clock.tick = Clock::start();
+        let dropped = self.log.rewind(st.cur_nimg)?;
         self.log.line(&format!(
-            "rollback: reloaded {} (kimg {:.3}); learning rates x{} (factor now {factor})",
+            "rollback: reloaded {} (kimg {:.3}); learning rates x{} (factor now {factor}); {dropped} later stats \
+             records discarded",
             snap.display(),
             st.cur_nimg as f64 / 1000.0,
             self.cfg.training.rollback_lr_factor
@@ -239,12 +244,13 @@ impl Run {
             let path = self.run_dir.join(format!("fakes{}.png", snapshot::label(cur)));
             self.save_fakes(&path)?;
         }
+        // The state a snapshot records is the next tick's, so a resumed run does not repeat this tick's number.
+        self.trainer.state.cur_tick += 1;
         if every(self.cfg.logging.snapshot_ticks) {
             self.snapshot(&mut values)?;
         } else {
             self.log.record(cur, &values)?;
         }
-        self.trainer.state.cur_tick += 1;
         self.clock.tick_start_nimg = cur;
         self.clock.maintenance = maint_clock.secs();
         self.clock.tick = Clock::start();

@@ -79,6 +79,15 @@ fn reals_grid(ds: &Dataset, cfg: &Config) -> Result<Option<ImageU8>> {
     Ok(Some(crate::image_io::grid(&images, cfg.logging.grid_w as usize)?))
 }
 
+/// The first 12 characters of a fingerprint, for messages.
+fn short(fingerprint: &str) -> &str {
+    if fingerprint.is_empty() {
+        "none"
+    } else {
+        &fingerprint[..fingerprint.len().min(12)]
+    }
+}
+
 /// Where the current tick started and what the last one reported.
 pub(super) struct TickClock {
     pub start: Clock,
@@ -118,6 +127,8 @@ pub struct Run {
     pub(super) clock: TickClock,
     pub(super) rollbacks_in_a_row: u32,
     pub(super) last_snapshot: Option<PathBuf>,
+    /// Held while the run writes its folder.
+    _lock: snapshot::RunLock,
 }
 
 /// What opening a run found.
@@ -158,6 +169,13 @@ impl Run {
                 return Ok(Opened::NothingToDo { snapshot: snap.clone(), state: st.clone() });
             }
         }
+        // The folder of `--resume latest` is locked before anything is read or written, so a second trainer on it
+        // stops at once.
+        let mut lock = match resume.as_ref().and_then(|r| r.0.as_ref()) {
+            Some(dir) => Some(snapshot::RunLock::acquire(dir)?),
+            None => None,
+        };
+        let fingerprint = ds.fingerprint();
 
         let mut trainer = Trainer::new(&cfg, opts.device)?;
         trainer.inject_nan = opts.inject_nan;
@@ -165,15 +183,42 @@ impl Run {
             let labels: Vec<i64> = (0..ds.count).map(|i| ds.label(i).unwrap_or(0) as i64).collect();
             trainer.label_pool = Some(Tensor::from_slice(&labels).to_device(opts.device));
         }
+        let mut dataset_changed = false;
         if let Some((_, snap, st)) = &resume {
             let (ckpt, _) = snapshot::load(snap)?;
+            let trained_on = ckpt.metadata.get(snapshot::KEY_DATASET).cloned().unwrap_or_default();
+            if trained_on != fingerprint {
+                if !opts.allow_dataset_change {
+                    bail!(
+                        "--resume {}: the snapshot was trained on another dataset (fingerprint {} vs {} of {}); \
+                         pass --allow-dataset-change to continue on this one",
+                        snap.display(),
+                        short(&trained_on),
+                        short(&fingerprint),
+                        opts.data.display()
+                    );
+                }
+                dataset_changed = true;
+            }
             // The config given now governs (e.g. a longer total_kimg); the seed and position come from the snapshot.
             trainer.restore(&ckpt, st).with_context(|| format!("--resume {}", snap.display()))?;
+            if dataset_changed {
+                // The old position means nothing in another dataset: start the next epoch of this one.
+                let l = trainer.state.loader;
+                trainer.state.loader =
+                    crate::data::loader::LoaderState { epoch: l.epoch + 1, position: 0, seed: l.seed };
+            }
         }
         let run_dir = match resume.as_ref().and_then(|r| r.0.clone()) {
             Some(dir) => dir,
-            None => snapshot::new_run_dir(&opts.outdir, &desc)?,
+            None => {
+                let dir = snapshot::new_run_dir(&opts.outdir, &desc)?;
+                lock = Some(snapshot::RunLock::acquire(&dir)?);
+                dir
+            }
         };
+        let lock = lock.expect("every run folder is locked");
+        let stale = snapshot::remove_stale_temps(&run_dir)?;
         crate::util::write_bytes_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
         let mut log = RunLog::open(&run_dir, total_nimg, opts.echo)?;
         let (gp, dp) = trainer.param_counts();
@@ -187,8 +232,18 @@ impl Run {
             ds.channels,
             crate::device::describe(opts.device)
         ))?;
-        if let Some((_, snap, st)) = &resume {
-            log.line(&format!("resuming from {} at kimg {:.3}", snap.display(), st.cur_nimg as f64 / 1000.0))?;
+        for p in &stale {
+            log.line(&format!("removed {} (left by an interrupted write)", p.display()))?;
+        }
+        if let Some((same_dir, snap, st)) = &resume {
+            let dropped = if same_dir.is_some() { log.rewind(st.cur_nimg)? } else { 0 };
+            log.line(&format!(
+                "resuming from {} at kimg {:.3}{}{}",
+                snap.display(),
+                st.cur_nimg as f64 / 1000.0,
+                if dropped > 0 { format!(" ({dropped} later stats records discarded)") } else { String::new() },
+                if dataset_changed { "; the dataset changed (--allow-dataset-change)" } else { "" }
+            ))?;
         }
         log.line(&format!("training for {} kimg...", cfg.training.total_kimg))?;
         let fingerprint = ds.fingerprint();
@@ -219,6 +274,7 @@ impl Run {
             clock: TickClock::new(cur_nimg),
             rollbacks_in_a_row: 0,
             last_snapshot: None,
+            _lock: lock,
         };
         if !run.run_dir.join("fakes_init.png").exists() {
             let path = run.run_dir.join("fakes_init.png");

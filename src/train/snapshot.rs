@@ -169,6 +169,54 @@ pub fn retain(run_dir: &Path, keep: u32, best: Option<&str>) -> Result<Vec<PathB
     Ok(removed)
 }
 
+/// An exclusive lock on a run folder (`flock` on `<run>/.lock`, which holds the owner's pid), so two trainers never
+/// write one folder. The kernel releases it when the process exits, also on a crash or kill.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    pub fn acquire(run_dir: &Path) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = run_dir.join(".lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() { "another process".to_string() } else { format!("pid {holder}") };
+            bail!("{}: the run folder is in use by another sg2 train ({who})", run_dir.display());
+        }
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// Removes temporary files a killed writer left in a run folder (`.<name>.<pid>.tmp`); call with the lock held.
+pub fn remove_stale_temps(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = vec![];
+    for e in std::fs::read_dir(run_dir).with_context(|| format!("{}: cannot list", run_dir.display()))? {
+        let p = e?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with('.') && name.ends_with(".tmp") && p.is_file() {
+            std::fs::remove_file(&p).with_context(|| format!("{}: cannot remove", p.display()))?;
+            removed.push(p);
+        }
+    }
+    Ok(removed)
+}
+
 /// `<outdir>/NNNNN-<config stem>-<dataset name>` with the next free index.
 pub fn new_run_dir(outdir: &Path, desc: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(outdir).with_context(|| format!("{}: cannot create output folder", outdir.display()))?;
@@ -240,6 +288,22 @@ mod tests {
         assert!(a.ends_with("00000-fmnist32-fmnist") && b.ends_with("00001-other-x"));
         std::fs::create_dir(dir.path().join("junk")).unwrap();
         assert!(new_run_dir(dir.path(), "a-b").unwrap().ends_with("00002-a-b"));
+    }
+
+    #[test]
+    fn a_run_folder_has_one_owner_and_stale_temps_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = RunLock::acquire(dir.path()).unwrap();
+        // flock is per open file description: a second acquisition in this process is refused like another
+        // process's.
+        let err = RunLock::acquire(dir.path()).err().unwrap().to_string();
+        assert!(err.contains(&format!("in use by another sg2 train (pid {})", std::process::id())), "{err}");
+        drop(lock);
+        let _again = RunLock::acquire(dir.path()).unwrap();
+        std::fs::write(dir.path().join(".network-snapshot-000004.safetensors.77.tmp"), b"x").unwrap();
+        std::fs::write(dir.path().join(snapshot_name(4)), b"x").unwrap();
+        assert_eq!(remove_stale_temps(dir.path()).unwrap().len(), 1);
+        assert!(dir.path().join(snapshot_name(4)).is_file());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! CRC-32C of the payload, all little-endian) whose payloads are `tensorflow.Event` protocol buffers. Only the
 //! handful of fields sg2 writes are encoded, by hand: no protobuf dependency is needed for that.
 //!
-//! `Event`: wall_time (1, double), step (2, int64), file_version (3, string), summary (5, Summary).
+//! `Event`: wall_time (1, double), step (2, int64), file_version (3, string), summary (5, Summary), session_log (7,
+//! SessionLog: status (1, enum; START = 1)).
 //! `Summary`: repeated value (1, Value). `Value`: tag (1, string), simple_value (2, float), image (4, Image).
 //! `Image`: height (1), width (2), colorspace (3), encoded_image_string (4, PNG bytes).
 
@@ -78,6 +79,19 @@ impl EventWriter {
         put_bytes(&mut v, 1, tag.as_bytes());
         put_bytes(&mut v, 4, &im);
         self.summary_event(&v, step)
+    }
+
+    /// A `SessionLog` START at `step`: TensorBoard then discards every earlier-written event at this step or later
+    /// (`purge_orphaned_data`), i.e. work a resume or rollback threw away.
+    pub fn session_start(&mut self, step: i64) -> Result<()> {
+        let mut log = Vec::new();
+        put_varint_field(&mut log, 1, 1);
+        let mut ev = Vec::new();
+        put_f64(&mut ev, 1, wall_time());
+        put_varint_field(&mut ev, 2, step as u64);
+        put_bytes(&mut ev, 7, &log);
+        self.record(&ev)?;
+        self.flush()
     }
 
     pub fn flush(&mut self) -> Result<()> {
@@ -168,6 +182,8 @@ pub struct Event {
     pub step: i64,
     pub file_version: Option<String>,
     pub summary: Vec<(String, SummaryValue)>,
+    /// A SessionLog START: events written before it at this step or later are orphans.
+    pub session_start: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -263,7 +279,7 @@ fn fields(mut buf: &[u8]) -> Result<Vec<(u32, Field<'_>)>> {
 }
 
 fn parse_event(buf: &[u8]) -> Result<Event> {
-    let mut ev = Event { wall_time: 0.0, step: 0, file_version: None, summary: vec![] };
+    let mut ev = Event { wall_time: 0.0, step: 0, file_version: None, summary: vec![], session_start: false };
     for (num, f) in fields(buf)? {
         match (num, f) {
             (1, Field::Fixed64(v)) => ev.wall_time = f64::from_bits(v),
@@ -276,10 +292,34 @@ fn parse_event(buf: &[u8]) -> Result<Event> {
                     }
                 }
             }
+            (7, Field::Bytes(b)) => {
+                ev.session_start = fields(b)?.iter().any(|(n, f)| *n == 1 && matches!(f, Field::Varint(1)));
+            }
             _ => {}
         }
     }
     Ok(ev)
+}
+
+/// The events of a run folder as TensorBoard shows them: every event file in write order (by name), with the events
+/// a later SessionLog START orphaned (an equal or larger step, written before it) removed.
+pub fn read_run_events(dir: &Path) -> Result<Vec<Event>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out.tfevents.")))
+        .collect();
+    files.sort();
+    let mut out: Vec<Event> = vec![];
+    for f in files {
+        for ev in read_events(&f)? {
+            if ev.session_start {
+                out.retain(|e| e.step < ev.step || e.file_version.is_some());
+            }
+            out.push(ev);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_value(buf: &[u8]) -> Result<(String, SummaryValue)> {
