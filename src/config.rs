@@ -101,6 +101,26 @@ impl ModelConfig {
     pub fn resolution_log2(&self) -> u32 {
         self.resolution.trailing_zeros()
     }
+    /// D's block layers in the official order (from the input: per block `fromrgb` where it exists, `conv0`,
+    /// `conv1`, then `skip` for resnet), the order Freeze-D (`freeze_layers`) counts them in; the epilogue is never
+    /// counted.
+    pub fn d_layer_order(&self) -> Vec<String> {
+        let arch = self.d_architecture;
+        let mut out = vec![];
+        for r_log2 in (3..=self.resolution_log2()).rev() {
+            let res = 1u32 << r_log2;
+            if res == self.resolution || arch == Architecture::Skip {
+                out.push(format!("b{res}.fromrgb"));
+            }
+            out.push(format!("b{res}.conv0"));
+            out.push(format!("b{res}.conv1"));
+            if arch == Architecture::Resnet {
+                out.push(format!("b{res}.skip"));
+            }
+        }
+        out
+    }
+
     /// Number of w vectors the synthesis network consumes.
     pub fn num_ws(&self) -> i64 {
         let log2 = self.resolution_log2() as i64;
@@ -150,6 +170,8 @@ pub struct TrainingConfig {
     pub nan_policy: NanPolicy,
     /// Let CUDA use TF32 for matmuls and convolutions (the official trains and evaluates with it off).
     pub allow_tf32: bool,
+    /// Freeze-D: the first N layers of D, counted from the input as the official counts them, are not trained.
+    pub freeze_d: u32,
 }
 
 /// The response to a non-finite loss or gradient.
@@ -194,6 +216,7 @@ impl Default for TrainingConfig {
             modconv: "auto".into(),
             nan_policy: NanPolicy::Official,
             allow_tf32: false,
+            freeze_d: 0,
         }
     }
 }
@@ -365,6 +388,13 @@ impl Config {
             "training.rollback_lr_factor",
             t.rollback_lr_factor,
             "must be in (0, 1]",
+        )?;
+        let d_layers = m.d_layer_order().len() as u32;
+        check(
+            t.freeze_d <= d_layers,
+            "training.freeze_d",
+            t.freeze_d,
+            &format!("D has {d_layers} layers before its epilogue at this resolution"),
         )?;
         check(
             ["auto", "fused", "unfused"].contains(&t.modconv.as_str()),

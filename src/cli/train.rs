@@ -35,6 +35,10 @@ pub struct Args {
     /// dataset).
     #[arg(long)]
     pub resume: Option<String>,
+    /// Transfer learning: start a new run from the G, D and G_ema weights of this network (any sg2 checkpoint, e.g.
+    /// an imported official one) with fresh optimizers at kimg 0. Its shapes must match the config.
+    #[arg(long, value_name = "NET", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
     /// With --resume: continue on --data even when the snapshot was trained on another dataset (its fingerprint
     /// differs); the data order starts a new epoch.
     #[arg(long)]
@@ -69,6 +73,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     opts.device = device;
     opts.echo = true;
     opts.allow_dataset_change = args.allow_dataset_change;
+    opts.init = args.init.clone();
     opts.resume = args.resume.as_deref().map(|r| if r == "latest" { Resume::Latest } else { Resume::Path(r.into()) });
     if !opts.config.logging.metrics.is_empty() {
         opts.metrics = Some(snapshot_metrics(&opts.config, &args.data, args.detector_dir.clone(), device)?);

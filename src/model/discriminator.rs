@@ -235,4 +235,20 @@ mod tests {
             assert!((70.0..130.0).contains(&std), "std {std} with G lr_mul {g_lr_mul}");
         }
     }
+
+    #[test]
+    fn layer_order_names_every_block_layer_from_the_input() {
+        let cfg = crate::config::ModelConfig { resolution: 16, fmap_base: 64, fmap_max: 16, ..Default::default() };
+        let order = cfg.d_layer_order();
+        assert_eq!(order[..5], ["b16.fromrgb", "b16.conv0", "b16.conv1", "b16.skip", "b8.conv0"]);
+        // Each named layer exists in the network (weights), and every block weight is named.
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _d = Discriminator::new(&vs.root(), &cfg);
+        let vars = vs.variables();
+        for l in &order {
+            assert!(vars.contains_key(&format!("{l}.weight")), "{l}");
+        }
+        let block_weights = vars.keys().filter(|k| k.ends_with(".weight") && !k.starts_with("b4.")).count();
+        assert_eq!(block_weights, order.len());
+    }
 }

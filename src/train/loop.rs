@@ -49,6 +49,8 @@ pub struct TrainOptions {
     pub inject_nan: Option<(u64, Phase)>,
     /// Resume a snapshot on a dataset other than the one it was trained on.
     pub allow_dataset_change: bool,
+    /// Transfer learning: start a new run from this network's G, D and G_ema (fresh optimizers, kimg 0).
+    pub init: Option<PathBuf>,
 }
 
 impl TrainOptions {
@@ -64,6 +66,7 @@ impl TrainOptions {
             metrics: None,
             inject_nan: None,
             allow_dataset_change: false,
+            init: None,
         }
     }
 }

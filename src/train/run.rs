@@ -183,6 +183,13 @@ impl Run {
             let labels: Vec<i64> = (0..ds.count).map(|i| ds.label(i).unwrap_or(0) as i64).collect();
             trainer.label_pool = Some(Tensor::from_slice(&labels).to_device(opts.device));
         }
+        if let Some(net) = &opts.init {
+            if opts.resume.is_some() {
+                bail!("--init starts a new run and --resume continues one: give one of them");
+            }
+            let ckpt = crate::model::checkpoint::load(net)?;
+            trainer.init_from(&ckpt).with_context(|| format!("--init {}", net.display()))?;
+        }
         let mut dataset_changed = false;
         if let Some((_, snap, st)) = &resume {
             let (ckpt, _) = snapshot::load(snap)?;
@@ -232,6 +239,9 @@ impl Run {
             ds.channels,
             crate::device::describe(opts.device)
         ))?;
+        if let Some(net) = &opts.init {
+            log.line(&format!("initialised G, D and G_ema from {} (new optimizers, kimg 0)", net.display()))?;
+        }
         for p in &stale {
             log.line(&format!("removed {} (left by an interrupted write)", p.display()))?;
         }

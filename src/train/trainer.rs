@@ -14,7 +14,7 @@ use crate::image_io::{to_uint8_nhwc, ImageU8};
 use crate::model::checkpoint::{copy_into, Checkpoint};
 use crate::model::{Discriminator, Generator, NoiseMode};
 use crate::nn::ModConv;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -114,6 +114,12 @@ impl Trainer {
         g_ema.modconv = mode;
         let (g_params, g_buffers) = split_vars(&g_vs);
         let (d_params, _) = split_vars(&d_vs);
+        // Freeze-D: frozen layers leave D's parameter list, so they get no gradient and no Adam state.
+        let frozen: Vec<String> =
+            cfg.model.d_layer_order().into_iter().take(t.freeze_d as usize).map(|l| format!("{l}.")).collect();
+        let (frozen_params, d_params): (Named, Named) =
+            d_params.into_iter().partition(|(n, _)| frozen.iter().any(|f| n.starts_with(f.as_str())));
+        set_trainable(&frozen_params, false);
         let (ema_p, ema_b) = split_vars(&g_ema_vs);
         set_trainable(&ema_p, false);
         let ema_params = ema_p.into_iter().zip(&g_params).map(|((_, e), (_, p))| (e, p.shallow_clone())).collect();
@@ -394,6 +400,25 @@ impl Trainer {
             pl_mean: &self.pl_mean,
         };
         snapshot::save(path, &self.cfg, &parts, &self.state, dataset)
+    }
+
+    /// Starts from another network's weights (`--init`, transfer learning): G, D and G_ema from `ckpt` (G_ema from G
+    /// and G from G_ema when the file has only one), everything else fresh. Names and shapes must match the config.
+    pub fn init_from(&mut self, ckpt: &Checkpoint) -> Result<()> {
+        let g = match (ckpt.has("G"), ckpt.has("G_ema")) {
+            (true, _) => "G",
+            (false, true) => "G_ema",
+            _ => bail!("holds no generator"),
+        };
+        let g_ema = if ckpt.has("G_ema") { "G_ema" } else { g };
+        if !ckpt.has("D") {
+            bail!("holds no discriminator (D); `sg2 import` with the official D (or --d) makes one that does");
+        }
+        let fit = |r: Result<()>| r.context("the network does not fit the config's [model]");
+        fit(ckpt.load_into(g, &mut self.g_vs))?;
+        fit(ckpt.load_into(g_ema, &mut self.g_ema_vs))?;
+        fit(ckpt.load_into("D", &mut self.d_vs))?;
+        Ok(())
     }
 
     /// Restores networks, optimizers, `pl_mean` and the loop state from a loaded snapshot.
