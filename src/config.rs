@@ -20,6 +20,64 @@ pub struct Config {
     pub training: TrainingConfig,
     #[serde(default)]
     pub logging: LoggingConfig,
+    #[serde(default)]
+    pub augment: AugmentConfig,
+}
+
+/// How D's inputs are augmented (stylegan2-ada-pytorch `--aug`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AugmentMode {
+    /// No augmentation (plain StyleGAN2).
+    Noaug,
+    /// A fixed probability `p`.
+    Fixed,
+    /// Adaptive: `p` follows the overfitting heuristic toward `target`, starting at `p`.
+    Ada,
+}
+
+/// The official augmentation presets (`--augpipe`).
+pub const AUGMENT_PIPES: &[&str] =
+    &["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc"];
+
+/// The official augmentation kinds, the keys of `augment.multipliers`.
+pub const AUGMENT_KINDS: &[&str] = &[
+    "xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast", "lumaflip", "hue",
+    "saturation", "imgfilter", "noise", "cutout",
+];
+
+/// Adaptive discriminator augmentation: the official `--aug --augpipe --p --target` and `ada_interval`,
+/// `ada_kimg`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    pub mode: AugmentMode,
+    /// The preset (`bgc`: blit, geometric and color, the official default).
+    pub pipe: String,
+    /// The fixed probability, or ADA's starting value.
+    pub p: f64,
+    /// ADA's target for E[sign(D(real))] (official `ada_target`).
+    pub target: f64,
+    /// Minibatches between adjustments of p (official `ada_interval`).
+    pub interval: u32,
+    /// kimg for p to move by 1 (official `ada_kimg`).
+    pub kimg: f64,
+    /// Per-kind multipliers replacing the preset's (e.g. `{ rotate = 0 }` drops arbitrary rotations).
+    pub multipliers: std::collections::BTreeMap<String, f64>,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig {
+            mode: AugmentMode::Noaug,
+            pipe: "bgc".into(),
+            p: 0.0,
+            target: 0.6,
+            interval: 4,
+            kimg: 500.0,
+            multipliers: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,6 +474,20 @@ impl Config {
                 let ok = if positive { p[1] > 0.0 } else { p[1] >= 0.0 };
                 check(ok, key, &shown, if positive { "values must be > 0" } else { "values must be >= 0" })?;
             }
+        }
+
+        let a = &self.augment;
+        check(AUGMENT_PIPES.contains(&a.pipe.as_str()), "augment.pipe", &a.pipe, &format!("one of {}", AUGMENT_PIPES.join(" ")))?;
+        check((0.0..=1.0).contains(&a.p), "augment.p", a.p, "must be in [0, 1]")?;
+        check((0.0..=1.0).contains(&a.target), "augment.target", a.target, "must be in [0, 1]")?;
+        check(a.interval >= 1, "augment.interval", a.interval, "must be >= 1")?;
+        check(a.kimg > 0.0, "augment.kimg", a.kimg, "must be > 0")?;
+        for (k, v) in &a.multipliers {
+            check(AUGMENT_KINDS.contains(&k.as_str()), "augment.multipliers", k, &format!("unknown kind; known: {}", AUGMENT_KINDS.join(" ")))?;
+            check(*v >= 0.0 && v.is_finite(), &format!("augment.multipliers.{k}"), v, "must be >= 0")?;
+        }
+        if a.mode == AugmentMode::Fixed {
+            check(a.p > 0.0, "augment.p", a.p, "mode = \"fixed\" needs p > 0")?;
         }
 
         let l = &self.logging;

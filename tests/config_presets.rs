@@ -37,6 +37,14 @@ fn presets_carry_the_official_values() {
     assert_eq!(c.model.d_architecture, sg2::config::Architecture::Orig);
     let p = load("paper256.toml");
     assert_eq!((p.model.fmap_base, p.training.r1_gamma, p.training.batch, p.model.mbstd_group), (8192, 1.0, 64, 8));
+    use sg2::config::AugmentMode;
+    assert_eq!((p.augment.mode, p.augment.pipe.as_str(), p.augment.target), (AugmentMode::Ada, "bgc", 0.6));
+    assert_eq!((c.augment.mode, f.augment.mode), (AugmentMode::Ada, AugmentMode::Noaug));
+    // --cfg=auto at 256x256 on one GPU, with ADA.
+    let s = load("small-data.toml");
+    assert_eq!((s.training.batch, s.model.mapping_layers, s.model.fmap_base, s.training.ema_kimg), (16, 2, 8192, 5.0));
+    assert!((s.training.r1_gamma - 0.0002 * 256.0 * 256.0 / 16.0).abs() < 1e-12);
+    assert_eq!((s.augment.mode, s.augment.interval, s.augment.kimg), (AugmentMode::Ada, 4, 500.0));
 }
 
 fn bad(text: &str, overrides: &[&str]) -> String {

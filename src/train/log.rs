@@ -49,6 +49,8 @@ pub struct TickLine {
     pub maintenance: f64,
     pub cpumem: f64,
     pub gpumem: Option<f64>,
+    /// The augmentation probability, when augmenting.
+    pub augment: Option<f64>,
 }
 
 impl std::fmt::Display for TickLine {
@@ -67,6 +69,9 @@ impl std::fmt::Display for TickLine {
         )?;
         if let Some(g) = self.gpumem {
             write!(f, "  gpumem {g:.2}")?;
+        }
+        if let Some(p) = self.augment {
+            write!(f, "  augment {p:.3}")?;
         }
         Ok(())
     }
@@ -235,12 +240,28 @@ mod tests {
     #[test]
     fn tick_line_reads_like_the_official() {
         let line = |tick, cur_nimg, total_sec, sec_per_tick, sec_per_kimg, maintenance, cpumem, gpumem| {
-            TickLine { tick, cur_nimg, total_sec, sec_per_tick, sec_per_kimg, maintenance, cpumem, gpumem }.to_string()
+            let augment = None;
+            TickLine { tick, cur_nimg, total_sec, sec_per_tick, sec_per_kimg, maintenance, cpumem, gpumem, augment }
+                .to_string()
         };
         let s = line(12, 48_000, 3720.0, 310.2, 6.46, 0.3, 4.1, None);
         assert_eq!(s, "tick 12  kimg 48.0  time 1h 02m  sec/tick 310.2  sec/kimg 6.46  maintenance 0.3  cpumem 4.10");
         let s = line(0, 64, 5.0, 5.0, 78.0, 0.0, 0.5, Some(1.5));
         assert!(s.contains("kimg 0.064  time 5s") && s.ends_with("gpumem 1.50"), "{s}");
+        let mut l = TickLine {
+            tick: 1,
+            cur_nimg: 64,
+            total_sec: 1.0,
+            sec_per_tick: 1.0,
+            sec_per_kimg: 1.0,
+            maintenance: 0.0,
+            cpumem: 0.5,
+            gpumem: None,
+            augment: Some(0.1234),
+        };
+        assert!(l.to_string().ends_with("cpumem 0.50  augment 0.123"), "{l}");
+        l.gpumem = Some(2.0);
+        assert!(l.to_string().ends_with("gpumem 2.00  augment 0.123"), "{l}");
     }
 
     #[test]

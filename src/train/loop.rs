@@ -9,7 +9,7 @@ use super::run::{Opened, Run};
 use super::snapshot::{self, Best};
 use super::trainer::NonFinite;
 use super::Clock;
-use crate::config::NanPolicy;
+use crate::config::{AugmentMode, NanPolicy};
 use crate::data::loader::Loader;
 use crate::metrics::MetricResult;
 use crate::model::Generator;
@@ -218,6 +218,7 @@ impl Run {
             maintenance: self.clock.maintenance,
             cpumem: cpu_mem_gib(),
             gpumem: gpu_mem_gib(self.trainer.device),
+            augment: (self.cfg.augment.mode != AugmentMode::Noaug).then_some(self.trainer.state.augment_p),
         };
         let (g_lr, d_lr) = self.trainer.learning_rates();
         if let Some(g) = line.gpumem {
@@ -235,6 +236,7 @@ impl Run {
             ("TrainD/learning_rate", d_lr),
             ("Train/r1_gamma", self.trainer.r1_gamma()),
             ("Train/lr_factor", self.trainer.state.lr_factor),
+            ("Progress/augment", self.trainer.state.augment_p),
         ] {
             values.insert(k.into(), v);
         }

@@ -1,6 +1,7 @@
 //! Training: the official StyleGAN2 loop (`loop`), its losses (`loss`), optimizer (`adam`), G_ema (`ema`),
 //! snapshots and run folders (`snapshot`) and reporting (`log`). docs/TRAINING.md describes a run.
 
+pub mod ada;
 pub mod adam;
 pub mod bench;
 pub mod ema;

@@ -44,6 +44,12 @@ pub struct TrainState {
     pub opt_g_step: u64,
     pub opt_d_step: u64,
     pub best: Option<Best>,
+    /// The augmentation probability (ADA's current value).
+    #[serde(default)]
+    pub augment_p: f64,
+    /// ADA's sum and count of sign(D(real)) since its last adjustment, so a resume adjusts at the same point.
+    #[serde(default)]
+    pub ada_signs: [f64; 2],
 }
 
 /// `{kimg:06}` for a whole number of kimg, else `{whole:06}_{rest:03}` (e.g. 000000_064).

@@ -8,7 +8,7 @@ use super::log::StatSums;
 use super::loss::{Phase, PhaseInputs, PhaseOut, StyleGan2Loss};
 use super::snapshot::{self, Parts, TrainState};
 use super::{ema, Clock};
-use crate::config::{schedule_value, Config, NanPolicy};
+use crate::config::{schedule_value, AugmentMode, Config, NanPolicy};
 use crate::data::loader::LoaderState;
 use crate::image_io::{to_uint8_nhwc, ImageU8};
 use crate::model::checkpoint::{copy_into, Checkpoint};
@@ -145,6 +145,8 @@ impl Trainer {
             opt_g_step: 0,
             opt_d_step: 0,
             best: None,
+            augment_p: if cfg.augment.mode == AugmentMode::Noaug { 0.0 } else { cfg.augment.p },
+            ada_signs: [0.0; 2],
         };
         Ok(Trainer {
             cfg: cfg.clone(),
