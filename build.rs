@@ -1,10 +1,11 @@
 //! Gives the binary an rpath to libtorch's lib folder so `sg2` runs without LD_LIBRARY_PATH, and compiles
-//! src/ffi/sg2_ext.cpp (libtorch calls tch does not expose) against the same libtorch.
+//! src/ffi/*.cpp (libtorch calls tch does not expose, and the c10d bridge) against the same libtorch.
 use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=src/ffi/sg2_ext.cpp");
+    println!("cargo:rerun-if-changed=src/ffi/c10d.cpp");
     // torch-sys exports its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB.
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
@@ -26,6 +27,7 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("src/ffi/sg2_ext.cpp")
+        .file("src/ffi/c10d.cpp")
         .compile("sg2_ext");
     // The archive calls into libtorch: link those libraries after it.
     println!("cargo:rustc-link-search=native={dir}");

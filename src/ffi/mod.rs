@@ -1,5 +1,8 @@
-//! Calls into libtorch that tch does not expose, through the small C++ file beside this one (compiled by build.rs
-//! against the same libtorch headers). Errors come back as Rust errors with libtorch's message.
+//! Calls into libtorch that tch does not expose, through the small C++ files beside this one (compiled by build.rs
+//! against the same libtorch headers): the TF32 switches here, the c10d bridge in `c10d`. Errors come back as Rust
+//! errors with libtorch's message.
+
+pub mod c10d;
 
 use anyhow::{bail, Result};
 use std::os::raw::{c_char, c_int};
@@ -10,7 +13,7 @@ extern "C" {
 }
 
 /// Runs a C entry point with an error buffer; a negative return becomes an error with the buffer's message.
-fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<c_int> {
+pub(crate) fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<c_int> {
     let mut buf = vec![0 as c_char; 1024];
     let rc = f(buf.as_mut_ptr(), buf.len());
     if rc < 0 {
