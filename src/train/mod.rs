@@ -2,6 +2,7 @@
 //! snapshots and run folders (`snapshot`) and reporting (`log`). docs/TRAINING.md describes a run.
 
 pub mod adam;
+pub mod augment;
 pub mod bench;
 pub mod ema;
 pub mod log;
