@@ -3,6 +3,7 @@
 
 pub mod ada;
 pub mod adam;
+pub mod augment;
 pub mod bench;
 pub mod ema;
 pub mod log;
