@@ -42,8 +42,21 @@ pub const AUGMENT_PIPES: &[&str] =
 
 /// The official augmentation kinds, the keys of `augment.multipliers`.
 pub const AUGMENT_KINDS: &[&str] = &[
-    "xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast", "lumaflip", "hue",
-    "saturation", "imgfilter", "noise", "cutout",
+    "xflip",
+    "rotate90",
+    "xint",
+    "scale",
+    "rotate",
+    "aniso",
+    "xfrac",
+    "brightness",
+    "contrast",
+    "lumaflip",
+    "hue",
+    "saturation",
+    "imgfilter",
+    "noise",
+    "cutout",
 ];
 
 /// Adaptive discriminator augmentation: the official `--aug --augpipe --p --target` and `ada_interval`,
@@ -477,13 +490,23 @@ impl Config {
         }
 
         let a = &self.augment;
-        check(AUGMENT_PIPES.contains(&a.pipe.as_str()), "augment.pipe", &a.pipe, &format!("one of {}", AUGMENT_PIPES.join(" ")))?;
+        check(
+            AUGMENT_PIPES.contains(&a.pipe.as_str()),
+            "augment.pipe",
+            &a.pipe,
+            &format!("one of {}", AUGMENT_PIPES.join(" ")),
+        )?;
         check((0.0..=1.0).contains(&a.p), "augment.p", a.p, "must be in [0, 1]")?;
         check((0.0..=1.0).contains(&a.target), "augment.target", a.target, "must be in [0, 1]")?;
         check(a.interval >= 1, "augment.interval", a.interval, "must be >= 1")?;
         check(a.kimg > 0.0, "augment.kimg", a.kimg, "must be > 0")?;
         for (k, v) in &a.multipliers {
-            check(AUGMENT_KINDS.contains(&k.as_str()), "augment.multipliers", k, &format!("unknown kind; known: {}", AUGMENT_KINDS.join(" ")))?;
+            check(
+                AUGMENT_KINDS.contains(&k.as_str()),
+                "augment.multipliers",
+                k,
+                &format!("unknown kind; known: {}", AUGMENT_KINDS.join(" ")),
+            )?;
             check(*v >= 0.0 && v.is_finite(), &format!("augment.multipliers.{k}"), v, "must be >= 0")?;
         }
         if a.mode == AugmentMode::Fixed {

@@ -2,6 +2,7 @@
 //! reals, path-length regularisation with its running mean, style mixing. The pieces are plain functions so tests
 //! can check each against the reference values; `phase_*` assemble them as the official phases do.
 
+use super::augment::AugmentPipe;
 use crate::model::{Discriminator, Generator, NoiseMode};
 use tch::{Kind, Tensor};
 
@@ -70,6 +71,14 @@ pub fn run_g(g: &Generator, z: &Tensor, c: Option<&Tensor>, mixing_prob: f64) ->
     }
     let img = g.synthesis(&ws, NoiseMode::Random);
     (img, ws)
+}
+
+/// D's training forward pass (`run_D`): the images through the augmentation pipe (when augmenting), then D.
+pub fn run_d(d: &Discriminator, img: &Tensor, c: Option<&Tensor>, augment: Option<&AugmentPipe>) -> Tensor {
+    match augment {
+        Some(pipe) => d.forward(&pipe.forward(img), c),
+        None => d.forward(img, c),
+    }
 }
 
 /// Per-sample G loss: softplus(-D(G(z))).
@@ -157,6 +166,8 @@ pub struct PhaseInputs<'a> {
     pub gen_c: Option<&'a Tensor>,
     pub reals: &'a Tensor,
     pub real_c: Option<&'a Tensor>,
+    /// D sees reals and fakes through this pipe (ADA); R1 is still taken w.r.t. the un-augmented reals.
+    pub augment: Option<&'a AugmentPipe>,
 }
 
 impl StyleGan2Loss {
@@ -193,7 +204,7 @@ impl StyleGan2Loss {
         let mix = self.style_mixing_prob;
         if do_gmain {
             let (img, _) = run_g(g, x.z, x.gen_c, mix);
-            let logits = d.forward(&img, x.gen_c);
+            let logits = run_d(d, &img, x.gen_c, x.augment);
             let loss = g_main_loss(&logits);
             stats.push(("Loss/scores/fake", logits.detach()));
             stats.push(("Loss/signs/fake", logits.detach().sign()));
@@ -211,7 +222,7 @@ impl StyleGan2Loss {
         let mut gen_logits = None;
         if do_dmain {
             let img = tch::no_grad(|| run_g(g, x.z, x.gen_c, mix).0);
-            let logits = d.forward(&img, x.gen_c);
+            let logits = run_d(d, &img, x.gen_c, x.augment);
             stats.push(("Loss/scores/fake", logits.detach()));
             stats.push(("Loss/signs/fake", logits.detach().sign()));
             terms.push(logits.softplus().mean(Kind::Float));
@@ -219,7 +230,7 @@ impl StyleGan2Loss {
         }
         if do_dmain || do_dr1 {
             let reals = x.reals.detach().set_requires_grad(do_dr1);
-            let logits = d.forward(&reals, x.real_c);
+            let logits = run_d(d, &reals, x.real_c, x.augment);
             stats.push(("Loss/scores/real", logits.detach()));
             stats.push(("Loss/signs/real", logits.detach().sign()));
             if let Some(gen_logits) = gen_logits {

@@ -3,7 +3,9 @@
 //! scaled by interval / (interval + 1)), or Gboth / Dboth when an interval is 0 (no lazy regularisation), then the
 //! G_ema update. Owns the networks, optimizers and `pl_mean`.
 
+use super::ada::Ada;
 use super::adam::{Adam, AdamParams};
+use super::augment::{self, AugmentPipe};
 use super::log::StatSums;
 use super::loss::{Phase, PhaseInputs, PhaseOut, StyleGan2Loss};
 use super::snapshot::{self, Parts, TrainState};
@@ -44,6 +46,22 @@ fn set_trainable(params: &[(String, Tensor)], on: bool) {
     }
 }
 
+/// The pipe of `[augment]`: the preset with the configured multipliers replacing its own; None without
+/// augmentation.
+pub fn augment_pipe(cfg: &Config) -> Result<Option<AugmentPipe>> {
+    let a = &cfg.augment;
+    if a.mode == AugmentMode::Noaug {
+        return Ok(None);
+    }
+    let mut spec = serde_json::to_value(augment::preset(&a.pipe)?)?;
+    for (kind, m) in &a.multipliers {
+        spec[kind.as_str()] = serde_json::json!(m);
+    }
+    let spec: augment::AugmentSpec = serde_json::from_value(spec).context("augment.multipliers")?;
+    spec.validate()?;
+    Ok(Some(AugmentPipe::new(spec, a.p)))
+}
+
 /// The seed of minibatch `batch_idx`'s random draws: every draw of a step is a function of (seed, index), so a
 /// resumed run continues exactly.
 pub fn step_seed(seed: u64, batch_idx: u64) -> i64 {
@@ -76,6 +94,11 @@ pub struct Trainer {
     /// Seconds per phase since the last `take_phase_times` (host time; `sync_timing` makes it exact on CUDA).
     pub phase_secs: [f64; 6],
     pub sync_timing: bool,
+    /// The augmentation pipe D sees its inputs through (`[augment]` mode fixed or ada); its `p` follows
+    /// `state.augment_p`.
+    pub augment: Option<AugmentPipe>,
+    /// ADA: sum and count of sign(D(real)) on the device since the last adjustment or snapshot.
+    ada_acc: Option<Tensor>,
     /// The dataset's labels (int64, on the device): conditional fakes draw their labels from it, so classes come
     /// in the dataset's proportions as in the official loop. None: uniform over `c_dim`.
     pub label_pool: Option<Tensor>,
@@ -170,6 +193,8 @@ impl Trainer {
             inject_nan: None,
             phase_secs: [0.0; 6],
             sync_timing: false,
+            augment: augment_pipe(cfg)?,
+            ada_acc: None,
             label_pool: None,
         })
     }
@@ -294,6 +319,14 @@ impl Trainer {
         self.nonfinite = Some(counts);
         for (name, v) in &out.stats {
             self.stats.add(name, v);
+            if *name == "Loss/signs/real" && self.cfg.augment.mode == AugmentMode::Ada {
+                let sums =
+                    Tensor::stack(&[v.sum(Kind::Double), Tensor::from(v.numel() as f64).to_device(self.device)], 0);
+                self.ada_acc = Some(match self.ada_acc.take() {
+                    Some(acc) => acc + sums,
+                    None => sums,
+                });
+            }
         }
         if is_g { &mut self.opt_g } else { &mut self.opt_d }.step_if(&grads, keep.as_ref());
         Ok(())
@@ -354,10 +387,20 @@ impl Trainer {
             (c_dim > 0).then(|| self.one_hot(&self.gen_labels(num_phases * batch).view([num_phases, batch])));
         let (g_lr, d_lr) = self.learning_rates();
         let loss = self.loss_settings();
+        if let Some(pipe) = self.augment.as_mut() {
+            pipe.p = self.state.augment_p;
+        }
+        let augment = self.augment.clone();
         for (i, phase) in Self::phases_at(&self.cfg, &loss, self.state.batch_idx) {
             let z = z_all.get(i as i64);
             let gen_c = gen_c_all.as_ref().map(|c| c.get(i as i64));
-            let x = PhaseInputs { z: &z, gen_c: gen_c.as_ref(), reals: &reals, real_c: real_c.as_ref() };
+            let x = PhaseInputs {
+                z: &z,
+                gen_c: gen_c.as_ref(),
+                reals: &reals,
+                real_c: real_c.as_ref(),
+                augment: augment.as_ref(),
+            };
             self.timed(phase, |s| {
                 let (own, other) = if phase.is_g() { (&s.g_params, &s.d_params) } else { (&s.d_params, &s.g_params) };
                 set_trainable(other, false);
@@ -384,13 +427,31 @@ impl Trainer {
         set_trainable(&self.d_params, false);
         let beta = ema::ema_beta(batch as u32, t.ema_kimg, t.ema_rampup, self.state.cur_nimg);
         ema::update(&self.ema_params, &self.ema_buffers, beta);
+        let ada = Ada::new(&self.cfg.augment, batch as u32);
+        if self.cfg.augment.mode == AugmentMode::Ada && ada.due(self.state.batch_idx) {
+            let signs = self.take_ada_signs();
+            self.state.augment_p = ada.adjust(self.state.augment_p, signs);
+        }
         self.state.cur_nimg += batch as u64;
         self.state.batch_idx += 1;
         Ok(())
     }
 
+    /// ADA's signs since the last adjustment (from the device and from a resumed snapshot), which then start over.
+    fn take_ada_signs(&mut self) -> [f64; 2] {
+        let mut s = std::mem::take(&mut self.state.ada_signs);
+        if let Some(acc) = self.ada_acc.take() {
+            let v: Vec<f64> = Vec::try_from(acc.to_device(Device::Cpu)).unwrap_or_default();
+            s[0] += v.first().copied().unwrap_or(0.0);
+            s[1] += v.get(1).copied().unwrap_or(0.0);
+        }
+        s
+    }
+
     /// Saves a resumable snapshot (the state's optimizer steps are filled in here).
     pub fn save(&mut self, path: &Path, dataset: &str) -> Result<()> {
+        // ADA's pending signs go into the state, so a resumed run adjusts p exactly as this one will.
+        self.state.ada_signs = self.take_ada_signs();
         self.state.opt_g_step = self.opt_g.step;
         self.state.opt_d_step = self.opt_d.step;
         let parts = Parts {
@@ -438,6 +499,7 @@ impl Trainer {
         self.state = state.clone();
         self.stats = StatSums::default();
         self.nonfinite = None;
+        self.ada_acc = None;
         Ok(())
     }
 
