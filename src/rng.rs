@@ -1,4 +1,5 @@
-//! numpy-compatible legacy `np.random.RandomState`: MT19937, `random_sample` and the polar-method `randn`.
+//! Seeded generators: numpy-compatible legacy `np.random.RandomState` (MT19937, `random_sample` and the
+//! polar-method `randn`), and SplitMix64 for sg2's own shuffles and coin flips.
 //!
 //! The official tools turn a seed into a latent with `np.random.RandomState(seed).randn(1, z_dim)`; reproducing
 //! that stream bit for bit is what makes `seed6600.png` the same picture here as there.
@@ -124,6 +125,15 @@ impl RandomState {
         key.copy_from_slice(&s.key);
         Ok(Self { key, pos: s.pos as usize, has_gauss: s.has_gauss, gauss: f64::from_bits(s.gauss_bits) })
     }
+}
+
+/// SplitMix64: a small, well-mixed generator for shuffles and coin flips that must be reproducible from a seed.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// `rnd.randn(*shape).astype(np.float32)` as a CPU float32 tensor: values drawn in row-major order as float64,

@@ -5,6 +5,7 @@ use super::loader::{Loader, LoaderOptions};
 use super::shards::{Dataset, ShardWriter};
 use super::sources::lsun::Lmdb;
 use super::transform::{levels_of_detail, Pixels};
+use crate::rng::splitmix64;
 use anyhow::{Context, Result};
 use image::ImageEncoder;
 use rayon::prelude::*;
@@ -34,7 +35,7 @@ impl Drop for Scratch {
 /// A photo-like picture: smooth colour fields, edges and mild noise, so it compresses like a photograph.
 fn synthetic_photo(w: usize, h: usize, seed: u64) -> Pixels {
     let mut s = seed;
-    let mut rnd = || super::splitmix64(&mut s);
+    let mut rnd = || splitmix64(&mut s);
     let (cx, cy, r) = ((rnd() % w as u64) as f32, (rnd() % h as u64) as f32, (rnd() % 100 + 40) as f32);
     let base = [(rnd() % 200) as f32, (rnd() % 200) as f32, (rnd() % 200) as f32];
     let mut data = Vec::with_capacity(w * h * 3);
@@ -60,7 +61,7 @@ fn synthetic_lsun(dir: &std::path::Path, n: usize) -> Result<u64> {
         .into_par_iter()
         .map(|i| {
             let mut s = i as u64 * 7 + 1;
-            let long = 256 + (super::splitmix64(&mut s) % 145) as usize;
+            let long = 256 + (splitmix64(&mut s) % 145) as usize;
             let (w, h) = if i % 3 == 0 { (256, long) } else { (long, 256) };
             let p = synthetic_photo(w, h, i as u64);
             let mut out = vec![];
@@ -133,7 +134,7 @@ pub fn bench_loader(resolution: usize, batches: usize, batch: usize) -> Result<S
     let rec_bytes = 3 * resolution * resolution;
     for i in 0..count {
         let mut s = i as u64;
-        let rec: Vec<u8> = (0..rec_bytes).map(|_| super::splitmix64(&mut s) as u8).collect();
+        let rec: Vec<u8> = (0..rec_bytes).map(|_| splitmix64(&mut s) as u8).collect();
         w.push(&levels_of_detail(&rec, 3, resolution)?, None, i as u64 + 1)?;
     }
     w.finish(0, serde_json::json!({ "kind": "synthetic" }), String::new(), serde_json::json!({}))?;

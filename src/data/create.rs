@@ -5,6 +5,7 @@
 use super::shards::{records_per_shard, ShardWriter, JOURNAL, MANIFEST};
 use super::sources::{decode, is_grayscale, Item, Payload, Source};
 use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop, Pixels};
+use crate::rng::splitmix64;
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -165,7 +166,7 @@ pub fn permutation(n: u64, seed: u64) -> Vec<u64> {
     let mut v: Vec<u64> = (0..n).collect();
     let mut s = seed;
     for i in (1..n as usize).rev() {
-        let j = (super::splitmix64(&mut s) % (i as u64 + 1)) as usize;
+        let j = (splitmix64(&mut s) % (i as u64 + 1)) as usize;
         v.swap(i, j);
     }
     v

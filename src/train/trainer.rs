@@ -56,7 +56,7 @@ fn set_trainable(params: &[(String, Tensor)], on: bool) {
 /// resumed run continues exactly.
 pub fn step_seed(seed: u64, batch_idx: u64) -> i64 {
     let mut s = seed ^ batch_idx.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (crate::data::splitmix64(&mut s) >> 1) as i64
+    (crate::rng::splitmix64(&mut s) >> 1) as i64
 }
 
 pub struct Trainer {
