@@ -7,7 +7,7 @@ use super::log::StatSums;
 use super::loss::{self, Phase, PhaseOut};
 use super::snapshot::{self, Parts, TrainState};
 use super::{ema, Clock};
-use crate::config::{schedule_value, Config};
+use crate::config::{schedule_value, Config, ModConvSetting};
 use crate::data::loader::LoaderState;
 use crate::image_io::{to_uint8_nhwc, ImageU8};
 use crate::model::checkpoint::{copy_into, Checkpoint};
@@ -91,10 +91,10 @@ pub struct Trainer {
 
 /// The modulated-convolution form for training on `device` (measured: see BENCHMARKS.md).
 pub fn modconv_for(cfg: &Config, device: Device) -> ModConv {
-    match cfg.training.modconv.as_str() {
-        "fused" => ModConv::Fused,
-        "unfused" => ModConv::Unfused,
-        _ => {
+    match cfg.training.modconv {
+        ModConvSetting::Fused => ModConv::Fused,
+        ModConvSetting::Unfused => ModConv::Unfused,
+        ModConvSetting::Auto => {
             if device.is_cuda() {
                 ModConv::Fused
             } else {
