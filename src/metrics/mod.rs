@@ -18,10 +18,10 @@ pub mod report;
 pub mod stats;
 
 use crate::data::Dataset;
-use crate::model::Generator;
+use crate::model::{Generator, Space};
 use anyhow::{bail, ensure, Result};
 use detector::{Detector, INCEPTION, VGG16};
-use ppl::{PplSpec, Sampling, Space};
+use ppl::{PplSpec, Sampling};
 use stats::{CacheKey, Capture, FeatureStats};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

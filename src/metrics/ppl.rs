@@ -10,16 +10,10 @@
 use super::detector::Detector;
 use super::features::random_labels;
 use crate::data::Dataset;
-use crate::model::Generator;
+use crate::model::{Generator, Space};
 use crate::util::progress_bar;
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Space {
-    Z,
-    W,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sampling {

@@ -4,6 +4,13 @@ use crate::nn::{Act, FullyConnected};
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
+/// A latent space of the generator: z (the mapping network's input) or w (its output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Space {
+    Z,
+    W,
+}
+
 #[derive(Debug)]
 pub struct MappingNetwork {
     z_dim: i64,

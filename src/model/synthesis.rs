@@ -8,8 +8,8 @@ use crate::nn::{Act, Conv2dLayer, FullyConnected, ModConv};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
-/// The official `noise_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The official `noise_mode` (`--noise-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NoiseMode {
     /// Each layer's stored `noise_const` buffer times its strength.
     Const,
