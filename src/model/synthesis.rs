@@ -3,7 +3,7 @@
 
 use crate::config::{Architecture, ModelConfig};
 use crate::nn::layers::{register_filter, ConvSpec};
-use crate::nn::ops::{bias_act, modulated_conv2d, upsample2d};
+use crate::nn::ops::{bias_act, modulated_conv2d, upsample2d, ModConvSpec};
 use crate::nn::{Act, Conv2dLayer, FullyConnected, ModConv};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
@@ -69,19 +69,15 @@ impl SynthesisLayer {
             LayerNoise::Mode(NoiseMode::None) => None,
             LayerNoise::Given(t) => Some(t * &self.noise_strength),
         };
-        let flip_weight = self.up == 1;
-        let x = modulated_conv2d(
-            x,
-            &self.weight,
-            &styles,
-            noise.as_ref(),
-            self.up,
-            1,
-            Some(&self.resample_filter),
-            true,
-            flip_weight,
+        let spec = ModConvSpec {
+            up: self.up,
+            padding: 1,
+            resample_filter: Some(&self.resample_filter),
+            demodulate: true,
+            flip_weight: self.up == 1,
             mode,
-        );
+        };
+        let x = modulated_conv2d(x, &self.weight, &styles, noise.as_ref(), &spec);
         let b = self.bias.to_kind(x.kind());
         bias_act(&x, Some(&b), Act::Lrelu, Act::Lrelu.def_gain() * gain, self.conv_clamp.map(|c| c * gain))
     }
@@ -113,7 +109,8 @@ impl ToRgbLayer {
 
     fn forward(&self, x: &Tensor, w: &Tensor, mode: ModConv) -> Tensor {
         let styles = self.affine.forward(w) * self.weight_gain;
-        let x = modulated_conv2d(x, &self.weight, &styles, None, 1, 0, None, false, true, mode);
+        let spec = ModConvSpec { up: 1, padding: 0, resample_filter: None, demodulate: false, flip_weight: true, mode };
+        let x = modulated_conv2d(x, &self.weight, &styles, None, &spec);
         let b = self.bias.to_kind(x.kind());
         bias_act(&x, Some(&b), Act::Linear, 1.0, self.conv_clamp)
     }

@@ -198,20 +198,28 @@ pub enum ModConv {
     Unfused,
 }
 
+/// The official `modulated_conv2d` keywords, and the form that runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ModConvSpec<'a> {
+    pub up: i64,
+    pub padding: i64,
+    /// The FIR filter (`setup_filter`); needed when `up` > 1.
+    pub resample_filter: Option<&'a Tensor>,
+    pub demodulate: bool,
+    /// As the official flag: true runs a plain correlation.
+    pub flip_weight: bool,
+    pub mode: ModConv,
+}
+
 /// `modulated_conv2d`: weight modulated by per-sample styles, optionally demodulated, plus noise.
-#[allow(clippy::too_many_arguments)]
 pub fn modulated_conv2d(
     x: &Tensor,
     weight: &Tensor,
     styles: &Tensor,
     noise: Option<&Tensor>,
-    up: i64,
-    padding: i64,
-    f: Option<&Tensor>,
-    demodulate: bool,
-    flip_weight: bool,
-    mode: ModConv,
+    spec: &ModConvSpec,
 ) -> Tensor {
+    let ModConvSpec { up, padding, resample_filter: f, demodulate, flip_weight, mode } = *spec;
     let batch = x.size()[0];
     let ws = weight.size();
     let (out_ch, in_ch, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
@@ -319,8 +327,16 @@ mod tests {
         let w = Tensor::randn([5, 4, 3, 3], opts);
         let s = Tensor::randn([3, 4], opts);
         for (up, flip) in [(1, true), (2, false)] {
-            let a = modulated_conv2d(&x, &w, &s, None, up, 1, Some(&f), true, flip, ModConv::Fused);
-            let b = modulated_conv2d(&x, &w, &s, None, up, 1, Some(&f), true, flip, ModConv::Unfused);
+            let spec = |mode| ModConvSpec {
+                up,
+                padding: 1,
+                resample_filter: Some(&f),
+                demodulate: true,
+                flip_weight: flip,
+                mode,
+            };
+            let a = modulated_conv2d(&x, &w, &s, None, &spec(ModConv::Fused));
+            let b = modulated_conv2d(&x, &w, &s, None, &spec(ModConv::Unfused));
             assert_eq!(a.size(), vec![3, 5, 8 * up, 8 * up]);
             let d = (&a - &b).abs().max().double_value(&[]);
             assert!(d < 1e-4, "up={up}: {d}");
