@@ -113,19 +113,23 @@ fn conv(x: &Tensor, w: &Tensor, stride: i64, padding: [i64; 2], groups: i64, tra
     }
 }
 
+/// The official `conv2d_resample` keywords.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dResampleSpec<'a> {
+    /// The FIR filter (`setup_filter`); needed when `up` or `down` > 1.
+    pub filter: Option<&'a Tensor>,
+    pub up: i64,
+    pub down: i64,
+    pub padding: i64,
+    pub groups: i64,
+    /// As the official flag: true runs a plain correlation.
+    pub flip_weight: bool,
+}
+
 /// `conv2d_resample`: a convolution with optional FIR up/downsampling, taking the same fast paths as the official
 /// op (transposed convolution for up, strided for down), which fixes the exact sampling grid.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_resample(
-    x: &Tensor,
-    w: &Tensor,
-    f: Option<&Tensor>,
-    up: i64,
-    down: i64,
-    padding: i64,
-    groups: i64,
-    flip_weight: bool,
-) -> Tensor {
+pub fn conv2d_resample(x: &Tensor, w: &Tensor, spec: &Conv2dResampleSpec) -> Tensor {
+    let Conv2dResampleSpec { filter: f, up, down, padding, groups, flip_weight } = *spec;
     let ws = w.size();
     let (out_ch, in_per_group, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
     let (fw, fh) = f.map(filter_size).unwrap_or((1, 1));
@@ -240,7 +244,8 @@ pub fn modulated_conv2d(
     };
     if mode == ModConv::Unfused {
         let x = x * styles.to_kind(x.kind()).reshape([batch, -1, 1, 1]);
-        let x = conv2d_resample(&x, &weight.to_kind(x.kind()), f, up, 1, padding, 1, flip_weight);
+        let spec = Conv2dResampleSpec { filter: f, up, down: 1, padding, groups: 1, flip_weight };
+        let x = conv2d_resample(&x, &weight.to_kind(x.kind()), &spec);
         let k = x.kind();
         return match (&dcoefs, noise) {
             (Some(d), Some(n)) => x * d.to_kind(k).reshape([batch, -1, 1, 1]) + n.to_kind(k),
@@ -255,7 +260,8 @@ pub fn modulated_conv2d(
     let w = w.unwrap().reshape([-1, in_ch, kh, kw]).to_kind(x.kind());
     let sz = x.size();
     let x = x.reshape([1, -1, sz[2], sz[3]]);
-    let x = conv2d_resample(&x, &w, f, up, 1, padding, batch, flip_weight);
+    let spec = Conv2dResampleSpec { filter: f, up, down: 1, padding, groups: batch, flip_weight };
+    let x = conv2d_resample(&x, &w, &spec);
     let sz = x.size();
     let x = x.reshape([batch, out_ch, sz[2], sz[3]]);
     match noise {
