@@ -19,6 +19,14 @@ pub enum NoiseMode {
     None,
 }
 
+/// Where a synthesis layer sits: its channels, its output resolution and its upsampling factor.
+struct LayerShape {
+    in_ch: i64,
+    out_ch: i64,
+    resolution: i64,
+    up: i64,
+}
+
 /// One modulated 3x3 convolution (`SynthesisLayer`).
 #[derive(Debug)]
 pub struct SynthesisLayer {
@@ -34,10 +42,10 @@ pub struct SynthesisLayer {
 }
 
 impl SynthesisLayer {
-    #[allow(clippy::too_many_arguments)]
-    fn new(p: &Path, in_ch: i64, out_ch: i64, w_dim: i64, res: i64, up: i64, f: &[f64], clamp: Option<f64>) -> Self {
-        let affine = FullyConnected::new(&(p / "affine"), w_dim, in_ch, true, Act::Linear, 1.0, 1.0);
-        let resample_filter = register_filter(p, f);
+    fn new(p: &Path, cfg: &ModelConfig, shape: LayerShape) -> Self {
+        let LayerShape { in_ch, out_ch, resolution: res, up } = shape;
+        let affine = FullyConnected::new(&(p / "affine"), cfg.w_dim as i64, in_ch, true, Act::Linear, 1.0, 1.0);
+        let resample_filter = register_filter(p, &cfg.resample_filter);
         let weight = p.var("weight", &[out_ch, in_ch, 3, 3], Init::Randn { mean: 0.0, stdev: 1.0 });
         let mut noise_const = p.zeros_no_train("noise_const", &[res, res]);
         tch::no_grad(|| noise_const.copy_(&Tensor::randn([res, res], (Kind::Float, noise_const.device()))));
@@ -52,7 +60,7 @@ impl SynthesisLayer {
             resample_filter,
             resolution: res,
             up,
-            conv_clamp: clamp,
+            conv_clamp: cfg.conv_clamp,
         }
     }
 
@@ -205,9 +213,11 @@ impl SynthesisNetwork {
             let bp = p / format!("b{res}");
             let constant =
                 (in_ch == 0).then(|| bp.var("const", &[out_ch, res, res], Init::Randn { mean: 0.0, stdev: 1.0 }));
-            let conv0 =
-                (in_ch != 0).then(|| SynthesisLayer::new(&(&bp / "conv0"), in_ch, out_ch, w_dim, res, 2, f, clamp));
-            let conv1 = SynthesisLayer::new(&(&bp / "conv1"), out_ch, out_ch, w_dim, res, 1, f, clamp);
+            let conv0 = (in_ch != 0).then(|| {
+                SynthesisLayer::new(&(&bp / "conv0"), cfg, LayerShape { in_ch, out_ch, resolution: res, up: 2 })
+            });
+            let shape = LayerShape { in_ch: out_ch, out_ch, resolution: res, up: 1 };
+            let conv1 = SynthesisLayer::new(&(&bp / "conv1"), cfg, shape);
             let torgb = (is_last || cfg.g_architecture == Architecture::Skip)
                 .then(|| ToRgbLayer::new(&(&bp / "torgb"), out_ch, cfg.channels as i64, w_dim, clamp));
             let skip = (in_ch != 0 && cfg.g_architecture == Architecture::Resnet).then(|| {
