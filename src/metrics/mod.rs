@@ -21,6 +21,7 @@ use crate::data::Dataset;
 use crate::model::{Generator, Space};
 use anyhow::{bail, ensure, Result};
 use detector::{Detector, INCEPTION, VGG16};
+use features::FeaturePass;
 use ppl::{PplSpec, Sampling};
 use stats::{CacheKey, Capture, FeatureStats};
 use std::collections::BTreeMap;
@@ -223,7 +224,8 @@ pub fn real_stats(
         kind: format!("{} {:?}", args.join(","), capture),
     };
     let (s, hit) = stats::cached(opts.cache_dir.as_deref(), &key, capture, || {
-        features::dataset_features(det, ds, resolution, count, opts.batch, kwargs, capture, opts.progress)
+        let pass = FeaturePass { det, kwargs, capture, count, batch: opts.batch, show: opts.progress };
+        features::dataset_features(&pass, ds, resolution)
     })?;
     if hit && opts.progress {
         eprintln!("using cached real-image statistics {}", key.path(opts.cache_dir.as_deref().unwrap()).display());
@@ -264,8 +266,8 @@ pub fn evaluate_generator(
         let num_real = opts.num_real.or(m.max_real).unwrap_or(usize::MAX);
         let res = real_resolution(g, &ds);
         let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
-            let (psi, batch) = (opts.truncation_psi, opts.batch);
-            features::generator_features(det, g, Some(&ds), psi, num_gen, batch, kw, capture, opts.progress)
+            let pass = FeaturePass { det, kwargs: kw, capture, count: num_gen, batch: opts.batch, show: opts.progress };
+            features::generator_features(&pass, g, Some(&ds), opts.truncation_psi)
         };
         let values: Vec<(String, f64)> = match m.kind {
             Kind::Fid => {
