@@ -1,4 +1,5 @@
-//! How images leave the program: the official float -> uint8 conversion, PNG files, grids and animated GIFs.
+//! The program's one 8-bit image type, and how images leave the program: the official float -> uint8 conversion,
+//! PNG files, grids and animated GIFs.
 
 use crate::util::write_bytes_atomic;
 use anyhow::{bail, ensure, Context, Result};
@@ -21,7 +22,8 @@ pub fn to_uint8_nhwc(img: &Tensor) -> Tensor {
         .contiguous()
 }
 
-/// An 8-bit image with interleaved channels (HWC): 1 = grayscale, 3 = RGB.
+/// An 8-bit image with interleaved channels (HWC): 1 = grayscale, 3 = RGB. Sizes are stored as the image formats
+/// take them (u32); [`ImageU8::new`] and [`ImageU8::dims`] work in memory sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageU8 {
     pub width: u32,
@@ -31,6 +33,48 @@ pub struct ImageU8 {
 }
 
 impl ImageU8 {
+    pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Self {
+        assert_eq!(data.len(), width * height * channels, "ImageU8: {width}x{height}x{channels} buffer size");
+        let dim = |v: usize| u32::try_from(v).expect("ImageU8: dimension above u32");
+        ImageU8 { width: dim(width), height: dim(height), channels: dim(channels), data }
+    }
+
+    /// (width, height, channels).
+    pub fn dims(&self) -> (usize, usize, usize) {
+        (self.width as usize, self.height as usize, self.channels as usize)
+    }
+
+    /// Rows `y0..y0+h`, columns `x0..x0+w`.
+    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> ImageU8 {
+        let (width, height, c) = self.dims();
+        assert!(x0 + w <= width && y0 + h <= height, "crop out of bounds");
+        let mut data = Vec::with_capacity(w * h * c);
+        for y in y0..y0 + h {
+            let row = (y * width + x0) * c;
+            data.extend_from_slice(&self.data[row..row + w * c]);
+        }
+        ImageU8::new(w, h, c, data)
+    }
+
+    /// Grayscale to RGB by repeating the channel; RGB to grayscale with ITU-R 601-2 luma as Pillow's `convert('L')`.
+    pub fn with_channels(self, channels: usize) -> ImageU8 {
+        let (w, h, c) = self.dims();
+        match (c, channels) {
+            (a, b) if a == b => self,
+            (1, 3) => ImageU8::new(w, h, 3, self.data.iter().flat_map(|&v| [v, v, v]).collect()),
+            (3, 1) => {
+                // Pillow: L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
+                let data = self
+                    .data
+                    .chunks_exact(3)
+                    .map(|p| ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8)
+                    .collect();
+                ImageU8::new(w, h, 1, data)
+            }
+            (a, b) => panic!("unsupported channel conversion {a} -> {b}"),
+        }
+    }
+
     /// An all-black image.
     pub fn black(width: u32, height: u32, channels: u32) -> Self {
         assert!(channels == 1 || channels == 3, "ImageU8: {channels} channels (expected 1 or 3)");
@@ -71,15 +115,6 @@ impl ImageU8 {
             self.channels
         );
         Ok(())
-    }
-
-    /// The same picture with three channels (gray copied to R, G and B).
-    pub fn to_rgb(&self) -> ImageU8 {
-        if self.channels == 3 {
-            return self.clone();
-        }
-        let data = self.data.iter().flat_map(|&v| [v, v, v]).collect();
-        ImageU8 { width: self.width, height: self.height, channels: 3, data }
     }
 
     /// The PNG file's bytes (grayscale for 1 channel, RGB for 3).
@@ -175,7 +210,8 @@ pub fn save_gif(path: impl AsRef<Path>, frames: &[ImageU8], fps: u32) -> Result<
         let mut enc = GifEncoder::new_with_speed(&mut bytes, 10);
         enc.set_repeat(Repeat::Infinite).with_context(context)?;
         for f in frames {
-            let rgba: Vec<u8> = f.to_rgb().data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+            let rgba: Vec<u8> =
+                f.clone().with_channels(3).data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
             let buf = RgbaImage::from_raw(w, h, rgba).expect("frame size checked above");
             enc.encode_frame(Frame::from_parts(buf, 0, 0, delay)).with_context(context)?;
             bar.inc(1);

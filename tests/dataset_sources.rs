@@ -4,8 +4,9 @@ mod dataset_support;
 use dataset_support::*;
 use sg2::data::create::{create, CreateOptions};
 use sg2::data::sources::{cifar::Cifar10, images::Images, mnist::Mnist, Source};
-use sg2::data::transform::{center_crop_square, resize_lanczos, to_chw, Pixels};
+use sg2::data::transform::{center_crop_square, resize_lanczos, to_chw};
 use sg2::data::Dataset;
+use sg2::image_io::ImageU8;
 
 fn opts(dest: &std::path::Path, res: usize, channels: Option<usize>) -> CreateOptions {
     let mut o = CreateOptions::new(dest, res);
@@ -163,7 +164,7 @@ fn grayscale_folder_keeps_one_channel_unless_rgb() {
     let g = picture(8, 8, 1, 3);
     std::fs::write(dir.join("0.png"), png(&g)).unwrap();
     // A colour image in a grayscale set becomes grayscale with Pillow's weights.
-    let c = Pixels::new(8, 8, 3, [10u8, 200, 30].repeat(64));
+    let c = ImageU8::new(8, 8, 3, [10u8, 200, 30].repeat(64));
     std::fs::write(dir.join("1.png"), png(&c)).unwrap();
     let d1 = t.path().join("d1");
     create(&mut Images::open(&dir).unwrap(), &opts(&d1, 8, None)).unwrap();

@@ -4,7 +4,8 @@ use super::create::{create, CreateOptions};
 use super::loader::{Loader, LoaderOptions};
 use super::shards::{Dataset, ShardWriter};
 use super::sources::lsun::Lmdb;
-use super::transform::{levels_of_detail, Pixels};
+use super::transform::levels_of_detail;
+use crate::image_io::ImageU8;
 use crate::rng::splitmix64;
 use anyhow::{Context, Result};
 use image::ImageEncoder;
@@ -33,7 +34,7 @@ impl Drop for Scratch {
 }
 
 /// A photo-like picture: smooth colour fields, edges and mild noise, so it compresses like a photograph.
-fn synthetic_photo(w: usize, h: usize, seed: u64) -> Pixels {
+fn synthetic_photo(w: usize, h: usize, seed: u64) -> ImageU8 {
     let mut s = seed;
     let mut rnd = || splitmix64(&mut s);
     let (cx, cy, r) = ((rnd() % w as u64) as f32, (rnd() % h as u64) as f32, (rnd() % 100 + 40) as f32);
@@ -52,7 +53,7 @@ fn synthetic_photo(w: usize, h: usize, seed: u64) -> Pixels {
             }
         }
     }
-    Pixels::new(w, h, 3, data)
+    ImageU8::new(w, h, 3, data)
 }
 
 /// Makes an LSUN-style LMDB of `n` WebP images with a short side of 256 and a long side of 256..400.

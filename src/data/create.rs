@@ -4,7 +4,8 @@
 
 use super::shards::{records_per_shard, ShardWriter, JOURNAL, MANIFEST};
 use super::sources::{decode, is_grayscale, Item, Payload, Source};
-use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop, Pixels};
+use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop};
+use crate::image_io::ImageU8;
 use crate::rng::splitmix64;
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -141,10 +142,10 @@ fn process(item: Item, spec: &Spec) -> Outcome {
             Err(e) => return Outcome::Skip(SKIP_UNDECODABLE, format!("{}: {e:#}", item.key)),
         },
     };
-    let square: Pixels = match spec.crop {
+    let square: ImageU8 = match spec.crop {
         Crop::Square => {
             let sq = center_crop_square(&img);
-            if sq.width < spec.min_size {
+            if (sq.width as usize) < spec.min_size {
                 return Outcome::Skip(SKIP_SMALL, format!("{}: {}x{}", item.key, img.width, img.height));
             }
             resize_lanczos(&sq, spec.resolution, spec.resolution)
@@ -229,7 +230,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     let channels = match opts.channels {
         Some(c) => c,
         None => match source.get(at(0))?.payload {
-            Payload::Raw(p) => p.channels,
+            Payload::Raw(p) => p.channels as usize,
             Payload::Encoded(b) => {
                 if is_grayscale(&b).unwrap_or(false) {
                     1

@@ -1,8 +1,8 @@
 //! `info`, `verify`, `extract` and `grid`: looking into a dataset.
 
 use super::shards::{sha256_file, Dataset};
-use super::transform::{from_chw, Pixels};
-use crate::util::write_bytes_atomic;
+use super::transform::from_chw;
+use crate::image_io::ImageU8;
 use anyhow::{ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
@@ -91,15 +91,6 @@ pub fn verify(path: &Path, progress: bool) -> Result<String> {
     ))
 }
 
-/// Encodes an image as PNG.
-pub fn png_bytes(img: &Pixels) -> Result<Vec<u8>> {
-    use image::ImageEncoder;
-    let mut out = vec![];
-    let color = if img.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
-    image::codecs::png::PngEncoder::new(&mut out).write_image(&img.data, img.width as u32, img.height as u32, color)?;
-    Ok(out)
-}
-
 fn pick_level(ds: &Dataset, resolution: Option<usize>) -> Result<usize> {
     let r = resolution.unwrap_or(ds.resolution);
     ensure!(ds.has_level(r), "{}: no level {r} (levels: {:?})", ds.path.display(), ds.levels);
@@ -120,7 +111,7 @@ pub fn extract(
     let pb = crate::util::progress_bar(n, "extracting", progress);
     for i in 0..n {
         let img = from_chw(ds.record(r, i), ds.channels, r, r);
-        write_bytes_atomic(&dest.join(format!("{i:08}.png")), &png_bytes(&img)?)?;
+        img.save_png(dest.join(format!("{i:08}.png")))?;
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -128,27 +119,14 @@ pub fn extract(
 }
 
 /// The first `count` records at level `resolution` in a near-square grid, as one image.
-pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result<Pixels> {
+pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result<ImageU8> {
     let r = pick_level(ds, resolution)?;
     let n = count.min(ds.count).max(1) as usize;
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let rows = n.div_ceil(cols);
-    let c = ds.channels;
-    let (w, h) = (cols * r, rows * r);
-    let mut data = vec![0u8; w * h * c];
-    for i in 0..n {
-        let img = from_chw(ds.record(r, i as u64), c, r, r);
-        let (x0, y0) = ((i % cols) * r, (i / cols) * r);
-        for y in 0..r {
-            let dst = ((y0 + y) * w + x0) * c;
-            data[dst..dst + r * c].copy_from_slice(&img.data[y * r * c..(y + 1) * r * c]);
-        }
-    }
-    Ok(Pixels::new(w, h, c, data))
+    let tiles: Vec<ImageU8> = (0..n).map(|i| from_chw(ds.record(r, i as u64), ds.channels, r, r)).collect();
+    crate::image_io::grid(&tiles, (n as f64).sqrt().ceil() as usize)
 }
 
 /// Writes the contact sheet as a PNG.
 pub fn grid(ds: &Dataset, out: &Path, resolution: Option<usize>, count: u64) -> Result<()> {
-    let img = grid_image(ds, resolution, count)?;
-    write_bytes_atomic(out, &png_bytes(&img)?)
+    grid_image(ds, resolution, count)?.save_png(out)
 }
