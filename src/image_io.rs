@@ -10,16 +10,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-/// NCHW float images in [-1, 1] to NHWC uint8 on the CPU, exactly as the official `generate.py`:
-/// `(img.permute(0,2,3,1) * 127.5 + 128).clamp(0, 255).to(uint8)`. The cast truncates, so the `+ 128` (not 127.5)
-/// is what rounds to nearest. Computed in float32 like the reference, on the image's own device.
+/// Float images in [-1, 1] to uint8 as the official tools do: `(img * 127.5 + 128).clamp(0, 255).to(uint8)`. The
+/// cast truncates, so the `+ 128` (not 127.5) is what rounds to nearest. Computed in float32 like the reference;
+/// same layout and device as the input.
+pub fn to_uint8(img: &Tensor) -> Tensor {
+    (img.detach().to_kind(Kind::Float) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
+}
+
+/// NCHW float images in [-1, 1] to NHWC uint8 on the CPU, as the official `generate.py` saves them.
 pub fn to_uint8_nhwc(img: &Tensor) -> Tensor {
     assert_eq!(img.dim(), 4, "to_uint8_nhwc: expected NCHW images, got shape {:?}", img.size());
-    (img.detach().to_kind(Kind::Float).permute([0, 2, 3, 1]) * 127.5 + 128.0)
-        .clamp(0.0, 255.0)
-        .to_kind(Kind::Uint8)
-        .to_device(Device::Cpu)
-        .contiguous()
+    to_uint8(img).permute([0, 2, 3, 1]).to_device(Device::Cpu).contiguous()
 }
 
 /// An 8-bit image with interleaved channels (HWC): 1 = grayscale, 3 = RGB. Sizes are stored as the image formats
@@ -261,6 +262,9 @@ mod tests {
         let u = to_uint8_nhwc(&img);
         assert_eq!(u.size(), [1, 1, 2, 3]);
         assert_eq!(Vec::<u8>::try_from(u.flatten(0, -1)).unwrap(), [128, 140, 153, 166, 179, 191]);
+        let nchw = to_uint8(&img);
+        assert_eq!(nchw.size(), [1, 3, 1, 2]);
+        assert!(nchw.permute([0, 2, 3, 1]).eq_tensor(&u).all().int64_value(&[]) == 1);
         let im = ImageU8::from_nhwc(&u, 0);
         assert_eq!((im.width, im.height, im.channels), (2, 1, 3));
         assert_eq!(im.data, [128, 140, 153, 166, 179, 191]);

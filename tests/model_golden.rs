@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use sg2::image_io::to_uint8_nhwc;
 use sg2::model::checkpoint::copy_into;
 use sg2::model::{Discriminator, Generator, NoiseMode};
 use sg2::nn::ModConv;
@@ -28,10 +29,6 @@ fn load(net: &str) -> Nets {
     Nets { _gvs: gvs, _dvs: dvs, g, d }
 }
 
-fn to_uint8(img: &Tensor) -> Tensor {
-    (img.permute([0, 2, 3, 1]) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
-}
-
 fn check_forward(net: &str, mode: ModConv) {
     let mut n = load(net);
     n.g.modconv = mode;
@@ -47,7 +44,7 @@ fn check_forward(net: &str, mode: ModConv) {
             assert_close(&format!("{net} img_const_psi{psi}"), &img, &io[&format!("img_const_psi{psi}")]);
             assert_uint8_match(
                 &format!("{net} uint8_const_psi{psi}"),
-                &to_uint8(&img),
+                &to_uint8_nhwc(&img),
                 &io[&format!("uint8_const_psi{psi}")],
             );
         }

@@ -6,6 +6,7 @@ use super::detector::Detector;
 use super::stats::{Capture, FeatureStats};
 use crate::data::sources::{images::Images, Payload, Source};
 use crate::data::Dataset;
+use crate::image_io::to_uint8;
 use crate::model::{Generator, NoiseMode};
 use crate::util::progress_bar;
 use anyhow::{bail, ensure, Context, Result};
@@ -161,11 +162,6 @@ pub fn generator_features(
         let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, dev));
         let c = random_labels(g, labels, n as i64, dev)?;
         let img = tch::no_grad(|| g.forward(&z, c.as_ref(), psi, NoiseMode::Random));
-        Ok(to_u8_nchw(&img))
+        Ok(to_uint8(&img))
     })
-}
-
-/// The official float -> uint8 conversion, kept NCHW on the image's device.
-pub fn to_u8_nchw(img: &Tensor) -> Tensor {
-    (img.to_kind(Kind::Float) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
 }
