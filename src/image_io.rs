@@ -1,12 +1,11 @@
 //! The program's one 8-bit image type, and how images leave the program: the official float -> uint8 conversion,
 //! PNG files, grids and animated GIFs.
 
-use crate::util::write_bytes_atomic;
+use crate::util::{progress_bar, write_bytes_atomic, Progress};
 use anyhow::{bail, ensure, Context, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::codecs::png::PngEncoder;
 use image::{Delay, ExtendedColorType, Frame, ImageEncoder, ImageFormat, RgbaImage};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -201,8 +200,7 @@ pub fn save_gif(path: impl AsRef<Path>, frames: &[ImageU8], fps: u32) -> Result<
             f.height
         );
     }
-    let bar = ProgressBar::new(frames.len() as u64).with_message(format!("writing {}", path.display()));
-    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} frames {elapsed}").unwrap());
+    let bar = progress_bar(Progress::Frames, frames.len() as u64, &format!("writing {}", path.display()), true);
     // Palette quantisation (for frames with more than 256 colours) dominates; speed 10 is gif's own default.
     let delay = Delay::from_numer_denom_ms(1000, fps);
     // Encoded in memory: the encoder writes the GIF trailer only on drop, where a file error would be lost.

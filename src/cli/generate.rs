@@ -5,8 +5,8 @@ use crate::generate::{class_tensor, generate_seeds, interpolation_frames, style_
 use crate::model::checkpoint::load_generator;
 use crate::model::{NoiseMode, Space};
 use crate::seeds::{parse_index_list, parse_seeds};
+use crate::util::{progress_bar, Progress};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -106,15 +106,6 @@ fn options(psi: f64, noise: Noise, class_idx: Option<usize>, batch: usize) -> Re
     Ok(GenOptions { truncation_psi: psi, noise, class_idx, batch })
 }
 
-fn progress(len: u64) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
-            .unwrap_or(ProgressStyle::default_bar()),
-    );
-    pb
-}
-
 pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     let device = g.setup()?;
     let seeds = parse_seeds(&a.seeds).context("--seeds")?;
@@ -123,7 +114,7 @@ pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     // Checks the label before anything is written.
     class_tensor(&net, a.class_idx, 1, device)?;
     std::fs::create_dir_all(&a.outdir).with_context(|| format!("{}: cannot create folder", a.outdir.display()))?;
-    let pb = if seeds.len() >= 32 { progress(seeds.len() as u64) } else { ProgressBar::hidden() };
+    let pb = progress_bar(Progress::Count, seeds.len() as u64, "images", seeds.len() >= 32);
     let mut all = vec![];
     let total = seeds.len();
     let mut idx = 0;
@@ -169,7 +160,7 @@ pub fn run_interpolate(a: InterpolateArgs, g: &Global) -> Result<()> {
     }
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
-    let pb = progress((seeds.len() * a.frames) as u64);
+    let pb = progress_bar(Progress::Count, (seeds.len() * a.frames) as u64, "frames", true);
     let frames = interpolation_frames(&net, &seeds, a.frames, a.space, &opts, device, |_, _| pb.inc(1))?;
     pb.finish_and_clear();
     crate::image_io::save_gif(&a.out, &frames, a.fps)?;

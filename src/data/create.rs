@@ -7,8 +7,8 @@ use super::sources::{decode, is_grayscale, Item, Payload, Source};
 use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop};
 use crate::image_io::ImageU8;
 use crate::rng::splitmix64;
+use crate::util::{progress_bar, Progress};
 use anyhow::{bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -277,12 +277,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     let workers =
         if opts.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.workers };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build()?;
-    let pb = if opts.progress { ProgressBar::new(n.min(max)) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
-            .unwrap()
-            .progress_chars("=> "),
-    );
+    let pb = progress_bar(Progress::Count, n.min(max), "images", opts.progress);
     pb.set_position(writer.written());
 
     let spec = Spec { resolution: opts.resolution, channels, crop: opts.crop, min_size: opts.min_size };

@@ -3,8 +3,8 @@
 use super::shards::{sha256_file, Dataset};
 use super::transform::from_chw;
 use crate::image_io::ImageU8;
+use crate::util::{progress_bar, Progress};
 use anyhow::{ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -60,10 +60,7 @@ pub fn verify(path: &Path, progress: bool) -> Result<String> {
     let ds = Dataset::open(path)?;
     let m = &ds.manifest;
     let total: u64 = m.shards.iter().map(|s| s.bytes).sum::<u64>() + m.labels.as_ref().map_or(0, |l| l.bytes);
-    let pb = if progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}").unwrap(),
-    );
+    let pb = progress_bar(Progress::Bytes, total, "verifying", progress);
     let mut files = m.shards.iter().map(|s| (s.file.clone(), s.sha256.clone())).collect::<Vec<_>>();
     if let Some(l) = &m.labels {
         files.push((l.file.clone(), l.sha256.clone()));
@@ -108,7 +105,7 @@ pub fn extract(
     let r = pick_level(ds, resolution)?;
     let n = max_images.unwrap_or(ds.count).min(ds.count);
     std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create folder", dest.display()))?;
-    let pb = crate::util::progress_bar(n, "extracting", progress);
+    let pb = progress_bar(Progress::Count, n, "extracting", progress);
     for i in 0..n {
         let img = from_chw(ds.record(r, i), ds.channels, r, r);
         img.save_png(dest.join(format!("{i:08}.png")))?;

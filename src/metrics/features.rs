@@ -8,7 +8,7 @@ use crate::data::sources::{images::Images, Payload, Source};
 use crate::data::Dataset;
 use crate::image_io::to_uint8;
 use crate::model::{Generator, NoiseMode};
-use crate::util::progress_bar;
+use crate::util::{progress_bar, Progress};
 use anyhow::{bail, ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -33,7 +33,7 @@ pub fn extract(
 ) -> Result<FeatureStats> {
     let FeaturePass { det, kwargs, capture, count, batch, show } = *pass;
     ensure!(batch >= 1, "batch size must be >= 1");
-    let pb = progress_bar(count as u64, what, show);
+    let pb = progress_bar(Progress::Count, count as u64, what, show);
     let mut stats = FeatureStats::new(capture, count);
     let mut start = 0;
     while start < count {
@@ -103,7 +103,7 @@ impl ImageFolder {
 pub fn folder_features(pass: &FeaturePass, folder: &mut ImageFolder) -> Result<FeatureStats> {
     let FeaturePass { det, kwargs, capture, batch, show, .. } = *pass;
     let count = pass.count.min(folder.len());
-    let pb = progress_bar(count as u64, "image features", show);
+    let pb = progress_bar(Progress::Count, count as u64, "image features", show);
     let mut stats = FeatureStats::new(capture, count);
     let mut pending: Vec<Tensor> = vec![];
     let flush = |pending: &mut Vec<Tensor>, stats: &mut FeatureStats| -> Result<()> {
