@@ -213,7 +213,7 @@ fn z_for_seed_is_numpy_randn() {
 fn converted_tf_pickle_generates_the_golden_images() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("cat");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert_official.py");
+    let script = root().join("scripts/convert_official.py");
     let out =
         std::process::Command::new(python()).arg(&script).arg(golden("tiny32-tf.pkl")).arg(&prefix).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -1,7 +1,8 @@
 //! create_mnist, create_cifar10 and create_from_images on fixtures made here.
 
-mod dataset_support;
-use dataset_support::*;
+mod common;
+use common::data::*;
+use common::*;
 use sg2::data::create::{create, CreateOptions};
 use sg2::data::sources::{cifar::Cifar10, images::Images, mnist::Mnist, Source};
 use sg2::data::transform::{center_crop_square, resize_lanczos, to_chw};
@@ -174,7 +175,7 @@ fn grayscale_folder_keeps_one_channel_unless_rgb() {
     // L = (10 * 19595 + 200 * 38470 + 30 * 7471 + 32768) >> 16 = 8146848 >> 16 = 124.
     assert!(ds.record(8, 1).iter().all(|&v| v == 124));
     let d2 = t.path().join("d2");
-    let (ok, _, err) = sg2(&[
+    let (ok, _, err) = run_sg2(&[
         "dataset-tool",
         "create_from_images",
         "--source",

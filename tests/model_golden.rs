@@ -3,34 +3,12 @@
 mod common;
 use common::*;
 use sg2::image_io::to_uint8_nhwc;
-use sg2::model::checkpoint::copy_into;
-use sg2::model::{Discriminator, Generator, NoiseMode};
+use sg2::model::NoiseMode;
 use sg2::nn::ModConv;
-use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
-
-struct Nets {
-    _gvs: VarStore,
-    _dvs: VarStore,
-    g: Generator,
-    d: Discriminator,
-}
-
-fn load(net: &str) -> Nets {
-    let cfg = golden_config(net);
-    let mut gvs = VarStore::new(Device::Cpu);
-    let g = Generator::new(&gvs.root(), &cfg);
-    let (gt, _) = sg2::model::checkpoint::read_safetensors(&golden(&format!("{net}-G.safetensors"))).unwrap();
-    copy_into(&gt, "", &mut gvs, "G").unwrap();
-    let mut dvs = VarStore::new(Device::Cpu);
-    let d = Discriminator::new(&dvs.root(), &cfg);
-    let (dt, _) = sg2::model::checkpoint::read_safetensors(&golden(&format!("{net}-D.safetensors"))).unwrap();
-    copy_into(&dt, "", &mut dvs, "D").unwrap();
-    Nets { _gvs: gvs, _dvs: dvs, g, d }
-}
+use tch::{Kind, Tensor};
 
 fn check_forward(net: &str, mode: ModConv) {
-    let mut n = load(net);
+    let mut n = golden_nets(net);
     n.g.modconv = mode;
     let io = golden_io(net);
     let z = &io["z"];
@@ -82,7 +60,7 @@ fn tiny64_forward_matches_reference() {
 #[test]
 fn style_mixing_cutoff_matches_reference() {
     for net in ["tiny32", "tiny64"] {
-        let n = load(net);
+        let n = golden_nets(net);
         let io = golden_io(net);
         let cutoff = io["mix_cutoff"].int64_value(&[]);
         let ws = &io["ws_psi1.0"];
@@ -101,7 +79,7 @@ fn style_mixing_cutoff_matches_reference() {
 #[test]
 fn r1_and_path_length_ingredients_match_reference() {
     for net in ["tiny32", "tiny64"] {
-        let n = load(net);
+        let n = golden_nets(net);
         let io = golden_io(net);
         let reals = io["reals"].set_requires_grad(true);
         let logits = n.d.forward(&reals, None);
@@ -124,7 +102,7 @@ fn r1_and_path_length_ingredients_match_reference() {
 
 #[test]
 fn truncation_cutoff_only_touches_first_layers() {
-    let n = load("tiny32");
+    let n = golden_nets("tiny32");
     let io = golden_io("tiny32");
     let z = &io["z"];
     let full = n.g.mapping(z, None, 1.0, None);

@@ -1,6 +1,5 @@
 //! Fixtures for the dataset tests, all made here: images with known pixels, LSUN-style LMDBs, zips, IDX files and
 //! a CIFAR-style tarball whose pickles follow the layout of the real (Python 2) files.
-#![allow(dead_code)]
 
 use image::ImageEncoder;
 use sg2::image_io::ImageU8;
@@ -211,16 +210,6 @@ pub fn make_cifar_tar(path: &Path, batches: usize, per: usize) -> (Vec<u8>, Vec<
     add(&mut t, "test_batch", &vec![0u8; 3072], &[0]);
     t.into_inner().unwrap().finish().unwrap();
     (all, all_labels)
-}
-
-/// Runs the sg2 binary; returns (success, stdout, stderr).
-pub fn sg2(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sg2")).args(args).output().expect("run sg2");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-pub fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// SHA-256 of every shard, in manifest order: equal datasets have equal lists.
