@@ -68,13 +68,7 @@ fn lmdb_to_shards_pixels_levels_and_skips() {
 /// The official exporter's levels, computed by numpy with the official code, must equal ours bit for bit.
 #[test]
 fn levels_match_official_numpy_code() {
-    let py = std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_numpy =
-        std::process::Command::new(&py).args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
-    if !has_numpy {
-        eprintln!("skipped: no Python with numpy ({py})");
-        return;
-    }
+    let py = require_python(&["numpy"]);
     let t = tempfile::tempdir().unwrap();
     let (lmdb, _) = lsun_fixture(t.path());
     let dest = t.path().join("out");

@@ -108,12 +108,7 @@ fn cifar_tarball_and_folder_with_labels() {
 /// The fixture's pickles load in Python as the real CIFAR batches do (so the reader is tested on the real layout).
 #[test]
 fn cifar_fixture_is_a_real_pickle() {
-    let py = std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&py).args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: no Python with numpy ({py})");
-        return;
-    }
+    let py = require_python(&["numpy"]);
     let t = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..2 * 3072).map(|i| (i % 251) as u8).collect();
     let p = t.path().join("data_batch_1");

@@ -119,6 +119,23 @@ pub fn python() -> String {
     std::env::var("SG2_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".into())
 }
 
+/// `python()`, checked to run and import `modules`: a test that needs them fails here saying what to do, rather
+/// than passing without its check.
+pub fn require_python(modules: &[&str]) -> String {
+    let py = python();
+    let out = Command::new(&py)
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run Python '{py}' ({e}): run scripts/setup.sh, or set SG2_PYTHON"));
+    assert!(
+        out.status.success(),
+        "Python '{py}' cannot import {}: run scripts/setup.sh, or set SG2_PYTHON to a Python that has them\n{}",
+        modules.join(", "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    py
+}
+
 /// Runs `python()` with args; asserts it succeeds and returns its stdout.
 pub fn run_python(args: &[&str]) -> String {
     let py = python();
