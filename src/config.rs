@@ -111,6 +111,17 @@ impl Architecture {
     }
 }
 
+/// How training runs the modulated convolutions (`training.modconv`); both forms give the official values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModConvSetting {
+    /// Fused on CUDA, unfused on CPU: the faster form on each (BENCHMARKS.md).
+    #[default]
+    Auto,
+    Fused,
+    Unfused,
+}
+
 /// The networks' shape. Names follow the TF config (`fmap_base`) where users know them; `channel_base()` gives the
 /// stylegan2-ada-pytorch equivalent (2 x fmap_base).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,8 +245,8 @@ pub struct TrainingConfig {
     pub rollback_lr_factor: f64,
     /// Rollbacks allowed in a row (without a new snapshot in between) before the run stops.
     pub max_rollbacks: u32,
-    /// Modulated convolution form in training: "auto" (per device), "fused" or "unfused".
-    pub modconv: String,
+    /// Modulated convolution form in training.
+    pub modconv: ModConvSetting,
     /// What a non-finite gradient does: "official" (zeroed / clamped as the official loop does, training goes on),
     /// "stop" or "rollback" (see docs/TRAINING.md).
     pub nan_policy: NanPolicy,
@@ -284,7 +295,7 @@ impl Default for TrainingConfig {
             rollback: false,
             rollback_lr_factor: 0.5,
             max_rollbacks: 3,
-            modconv: "auto".into(),
+            modconv: ModConvSetting::Auto,
             nan_policy: NanPolicy::Official,
             allow_tf32: false,
             freeze_d: 0,
@@ -467,12 +478,6 @@ impl Config {
             t.freeze_d,
             &format!("D has {d_layers} layers before its epilogue at this resolution"),
         )?;
-        check(
-            ["auto", "fused", "unfused"].contains(&t.modconv.as_str()),
-            "training.modconv",
-            &t.modconv,
-            "must be auto, fused or unfused",
-        )?;
         for (key, sched, positive) in [
             ("training.g_lr_schedule", &t.g_lr_schedule, true),
             ("training.d_lr_schedule", &t.d_lr_schedule, true),
@@ -589,6 +594,18 @@ mod tests {
         assert_eq!(err, "x.toml: training.r1_gamma = -1: must be >= 0");
         let err = parse("", "x.toml", &["r1_gamma=1".into()]).unwrap_err().to_string();
         assert!(err.contains("not of the form section.key"), "{err}");
+    }
+
+    #[test]
+    fn modconv_reads_and_writes_lowercase_names() {
+        let cfg = parse("[training]\nmodconv = \"unfused\"\n", "a.toml", &[]).unwrap();
+        assert_eq!(cfg.training.modconv, ModConvSetting::Unfused);
+        assert!(cfg.to_toml().contains("modconv = \"unfused\""), "{}", cfg.to_toml());
+        let cfg = parse("", "a.toml", &["training.modconv=fused".into()]).unwrap();
+        assert_eq!(cfg.training.modconv, ModConvSetting::Fused);
+        assert_eq!(parse("", "a.toml", &[]).unwrap().training.modconv, ModConvSetting::Auto);
+        let err = parse("[training]\nmodconv = \"fast\"\n", "a.toml", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("a.toml: ") && err.contains("fast") && err.contains("unfused"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Also the style-mixing figure and latent walks. The CLI (`cli::generate`) only parses options and writes files.
 
 use crate::image_io::{to_uint8_nhwc, ImageU8};
-use crate::model::{Generator, NoiseMode};
+use crate::model::{Generator, NoiseMode, Space};
 use crate::rng::{randn_tensor, RandomState};
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -16,15 +16,17 @@ pub enum Noise {
     Tf,
 }
 
-impl std::str::FromStr for Noise {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "tf" => Ok(Noise::Tf),
-            other => other
-                .parse::<NoiseMode>()
-                .map(Noise::Mode)
-                .map_err(|_| anyhow::anyhow!("--noise-mode {other}: expected const, random, none or tf")),
+/// `--noise-mode`: the official modes' names, plus `tf`.
+impl clap::ValueEnum for Noise {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Noise::Mode(NoiseMode::Const), Noise::Mode(NoiseMode::Random), Noise::Mode(NoiseMode::None), Noise::Tf]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            Noise::Mode(m) => m.to_possible_value(),
+            Noise::Tf => {
+                Some(clap::builder::PossibleValue::new("tf").help("Drawn from the seed's RandomState after z"))
+            }
         }
     }
 }
@@ -175,7 +177,7 @@ pub fn interpolation_frames(
     g: &Generator,
     seeds: &[u32],
     frames: usize,
-    space_z: bool,
+    space: Space,
     opts: &GenOptions,
     device: Device,
     mut on_frame: impl FnMut(usize, usize),
@@ -197,11 +199,12 @@ pub fn interpolation_frames(
         let (seg, i) = (k / frames, k % frames);
         let t = i as f64 / frames as f64;
         let (a, b) = (seg, (seg + 1) % seeds.len());
-        let w = if space_z {
-            let z = slerp(&zs[a], &zs[b], t);
-            tch::no_grad(|| g.mapping(&z, c.as_ref(), opts.truncation_psi, None))
-        } else {
-            ws[a].lerp(&ws[b], t)
+        let w = match space {
+            Space::Z => {
+                let z = slerp(&zs[a], &zs[b], t);
+                tch::no_grad(|| g.mapping(&z, c.as_ref(), opts.truncation_psi, None))
+            }
+            Space::W => ws[a].lerp(&ws[b], t),
         };
         let img = tch::no_grad(|| g.synthesis(&w, mode));
         out.push(ImageU8::from_nhwc(&to_uint8_nhwc(&img), 0));

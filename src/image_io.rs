@@ -1,27 +1,29 @@
-//! How images leave the program: the official float -> uint8 conversion, PNG files, grids and animated GIFs.
+//! The program's one 8-bit image type, and how images leave the program: the official float -> uint8 conversion,
+//! PNG files, grids and animated GIFs.
 
-use crate::util::write_bytes_atomic;
+use crate::util::{progress_bar, write_bytes_atomic, Progress};
 use anyhow::{bail, ensure, Context, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::codecs::png::PngEncoder;
 use image::{Delay, ExtendedColorType, Frame, ImageEncoder, ImageFormat, RgbaImage};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
-/// NCHW float images in [-1, 1] to NHWC uint8 on the CPU, exactly as the official `generate.py`:
-/// `(img.permute(0,2,3,1) * 127.5 + 128).clamp(0, 255).to(uint8)`. The cast truncates, so the `+ 128` (not 127.5)
-/// is what rounds to nearest. Computed in float32 like the reference, on the image's own device.
-pub fn to_uint8_nhwc(img: &Tensor) -> Tensor {
-    assert_eq!(img.dim(), 4, "to_uint8_nhwc: expected NCHW images, got shape {:?}", img.size());
-    (img.detach().to_kind(Kind::Float).permute([0, 2, 3, 1]) * 127.5 + 128.0)
-        .clamp(0.0, 255.0)
-        .to_kind(Kind::Uint8)
-        .to_device(Device::Cpu)
-        .contiguous()
+/// Float images in [-1, 1] to uint8 as the official tools do: `(img * 127.5 + 128).clamp(0, 255).to(uint8)`. The
+/// cast truncates, so the `+ 128` (not 127.5) is what rounds to nearest. Computed in float32 like the reference;
+/// same layout and device as the input.
+pub fn to_uint8(img: &Tensor) -> Tensor {
+    (img.detach().to_kind(Kind::Float) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
 }
 
-/// An 8-bit image with interleaved channels (HWC): 1 = grayscale, 3 = RGB.
+/// NCHW float images in [-1, 1] to NHWC uint8 on the CPU, as the official `generate.py` saves them.
+pub fn to_uint8_nhwc(img: &Tensor) -> Tensor {
+    assert_eq!(img.dim(), 4, "to_uint8_nhwc: expected NCHW images, got shape {:?}", img.size());
+    to_uint8(img).permute([0, 2, 3, 1]).to_device(Device::Cpu).contiguous()
+}
+
+/// An 8-bit image with interleaved channels (HWC): 1 = grayscale, 3 = RGB. Sizes are stored as the image formats
+/// take them (u32); [`ImageU8::new`] and [`ImageU8::dims`] work in memory sizes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageU8 {
     pub width: u32,
@@ -31,6 +33,48 @@ pub struct ImageU8 {
 }
 
 impl ImageU8 {
+    pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Self {
+        assert_eq!(data.len(), width * height * channels, "ImageU8: {width}x{height}x{channels} buffer size");
+        let dim = |v: usize| u32::try_from(v).expect("ImageU8: dimension above u32");
+        ImageU8 { width: dim(width), height: dim(height), channels: dim(channels), data }
+    }
+
+    /// (width, height, channels).
+    pub fn dims(&self) -> (usize, usize, usize) {
+        (self.width as usize, self.height as usize, self.channels as usize)
+    }
+
+    /// Rows `y0..y0+h`, columns `x0..x0+w`.
+    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> ImageU8 {
+        let (width, height, c) = self.dims();
+        assert!(x0 + w <= width && y0 + h <= height, "crop out of bounds");
+        let mut data = Vec::with_capacity(w * h * c);
+        for y in y0..y0 + h {
+            let row = (y * width + x0) * c;
+            data.extend_from_slice(&self.data[row..row + w * c]);
+        }
+        ImageU8::new(w, h, c, data)
+    }
+
+    /// Grayscale to RGB by repeating the channel; RGB to grayscale with ITU-R 601-2 luma as Pillow's `convert('L')`.
+    pub fn with_channels(self, channels: usize) -> ImageU8 {
+        let (w, h, c) = self.dims();
+        match (c, channels) {
+            (a, b) if a == b => self,
+            (1, 3) => ImageU8::new(w, h, 3, self.data.iter().flat_map(|&v| [v, v, v]).collect()),
+            (3, 1) => {
+                // Pillow: L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
+                let data = self
+                    .data
+                    .chunks_exact(3)
+                    .map(|p| ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8)
+                    .collect();
+                ImageU8::new(w, h, 1, data)
+            }
+            (a, b) => panic!("unsupported channel conversion {a} -> {b}"),
+        }
+    }
+
     /// An all-black image.
     pub fn black(width: u32, height: u32, channels: u32) -> Self {
         assert!(channels == 1 || channels == 3, "ImageU8: {channels} channels (expected 1 or 3)");
@@ -71,15 +115,6 @@ impl ImageU8 {
             self.channels
         );
         Ok(())
-    }
-
-    /// The same picture with three channels (gray copied to R, G and B).
-    pub fn to_rgb(&self) -> ImageU8 {
-        if self.channels == 3 {
-            return self.clone();
-        }
-        let data = self.data.iter().flat_map(|&v| [v, v, v]).collect();
-        ImageU8 { width: self.width, height: self.height, channels: 3, data }
     }
 
     /// The PNG file's bytes (grayscale for 1 channel, RGB for 3).
@@ -165,8 +200,7 @@ pub fn save_gif(path: impl AsRef<Path>, frames: &[ImageU8], fps: u32) -> Result<
             f.height
         );
     }
-    let bar = ProgressBar::new(frames.len() as u64).with_message(format!("writing {}", path.display()));
-    bar.set_style(ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} frames {elapsed}").unwrap());
+    let bar = progress_bar(Progress::Frames, frames.len() as u64, &format!("writing {}", path.display()), true);
     // Palette quantisation (for frames with more than 256 colours) dominates; speed 10 is gif's own default.
     let delay = Delay::from_numer_denom_ms(1000, fps);
     // Encoded in memory: the encoder writes the GIF trailer only on drop, where a file error would be lost.
@@ -175,7 +209,8 @@ pub fn save_gif(path: impl AsRef<Path>, frames: &[ImageU8], fps: u32) -> Result<
         let mut enc = GifEncoder::new_with_speed(&mut bytes, 10);
         enc.set_repeat(Repeat::Infinite).with_context(context)?;
         for f in frames {
-            let rgba: Vec<u8> = f.to_rgb().data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+            let rgba: Vec<u8> =
+                f.clone().with_channels(3).data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
             let buf = RgbaImage::from_raw(w, h, rgba).expect("frame size checked above");
             enc.encode_frame(Frame::from_parts(buf, 0, 0, delay)).with_context(context)?;
             bar.inc(1);
@@ -225,6 +260,9 @@ mod tests {
         let u = to_uint8_nhwc(&img);
         assert_eq!(u.size(), [1, 1, 2, 3]);
         assert_eq!(Vec::<u8>::try_from(u.flatten(0, -1)).unwrap(), [128, 140, 153, 166, 179, 191]);
+        let nchw = to_uint8(&img);
+        assert_eq!(nchw.size(), [1, 3, 1, 2]);
+        assert!(nchw.permute([0, 2, 3, 1]).eq_tensor(&u).all().int64_value(&[]) == 1);
         let im = ImageU8::from_nhwc(&u, 0);
         assert_eq!((im.width, im.height, im.channels), (2, 1, 3));
         assert_eq!(im.data, [128, 140, 153, 166, 179, 191]);

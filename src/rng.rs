@@ -1,10 +1,9 @@
-//! numpy-compatible legacy `np.random.RandomState`: MT19937, `random_sample` and the polar-method `randn`.
+//! Seeded generators: numpy-compatible legacy `np.random.RandomState` (MT19937, `random_sample` and the
+//! polar-method `randn`), and SplitMix64 for sg2's own shuffles and coin flips.
 //!
 //! The official tools turn a seed into a latent with `np.random.RandomState(seed).randn(1, z_dim)`; reproducing
 //! that stream bit for bit is what makes `seed6600.png` the same picture here as there.
 
-use anyhow::{ensure, Result};
-use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 const N: usize = 624;
@@ -20,17 +19,6 @@ pub struct RandomState {
     pos: usize,
     has_gauss: bool,
     gauss: f64,
-}
-
-/// A plain copy of the whole generator state, in the terms of numpy's `get_state()`
-/// (`('MT19937', key, pos, has_gauss, cached_gaussian)`). The cached value is kept as its IEEE-754 bits so that a
-/// round trip through any text format restores it exactly.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RngState {
-    pub key: Vec<u32>,
-    pub pos: u32,
-    pub has_gauss: bool,
-    pub gauss_bits: u64,
 }
 
 impl RandomState {
@@ -103,27 +91,15 @@ impl RandomState {
     pub fn randn(&mut self, n: usize) -> Vec<f64> {
         (0..n).map(|_| self.standard_normal()).collect()
     }
+}
 
-    /// The whole state, for checkpoints.
-    pub fn state(&self) -> RngState {
-        RngState {
-            key: self.key.to_vec(),
-            pos: self.pos as u32,
-            has_gauss: self.has_gauss,
-            gauss_bits: self.gauss.to_bits(),
-        }
-    }
-
-    /// Restores a state taken with [`RandomState::state`]; the stream continues exactly where it was taken.
-    pub fn from_state(s: &RngState) -> Result<Self> {
-        ensure!(s.key.len() == N, "RandomState: key has {} words, expected {N}", s.key.len());
-        ensure!(s.pos as usize <= N, "RandomState: position {} is beyond {N}", s.pos);
-        // An all-zero key would make MT19937 emit zeros forever; no seed produces it.
-        ensure!(s.key.iter().any(|&w| w != 0), "RandomState: key is all zeros");
-        let mut key = [0u32; N];
-        key.copy_from_slice(&s.key);
-        Ok(Self { key, pos: s.pos as usize, has_gauss: s.has_gauss, gauss: f64::from_bits(s.gauss_bits) })
-    }
+/// SplitMix64: a small, well-mixed generator for shuffles and coin flips that must be reproducible from a seed.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// `rnd.randn(*shape).astype(np.float32)` as a CPU float32 tensor: values drawn in row-major order as float64,
@@ -176,30 +152,6 @@ mod tests {
         let mut parts = c.randn(3);
         parts.extend(c.randn(5));
         assert_eq!(parts, RandomState::new(6600).randn(8));
-    }
-
-    #[test]
-    fn state_round_trip_continues_the_stream() {
-        let mut rs = RandomState::new(42);
-        rs.randn(3); // leaves a cached gaussian behind
-        let saved = rs.state();
-        assert!(saved.has_gauss);
-        let json = serde_json::to_string(&saved).unwrap();
-        let restored: RngState = serde_json::from_str(&json).unwrap();
-        let mut back = RandomState::from_state(&restored).unwrap();
-        assert_eq!(back, rs);
-        assert_eq!(back.randn(700), rs.randn(700));
-    }
-
-    #[test]
-    fn from_state_rejects_broken_states() {
-        let good = RandomState::new(1).state();
-        let short = RngState { key: vec![1; 10], ..good.clone() };
-        assert!(RandomState::from_state(&short).unwrap_err().to_string().contains("10 words"));
-        let far = RngState { pos: 625, ..good.clone() };
-        assert!(RandomState::from_state(&far).unwrap_err().to_string().contains("625"));
-        let zeros = RngState { key: vec![0; N], ..good };
-        assert!(RandomState::from_state(&zeros).is_err());
     }
 
     #[test]

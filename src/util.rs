@@ -1,7 +1,7 @@
-//! Small process-wide helpers: allocator tuning and atomic file writes.
+//! Small process-wide helpers: allocator tuning, progress bars and atomic file writes.
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -16,12 +16,36 @@ pub fn tune_malloc() {
     }
 }
 
-/// A progress bar on stderr for `len` items of `what` (hidden when `show` is false, e.g. in tests or quiet runs).
-pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
-    let pb = if show { ProgressBar::new(len) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} {per_sec} ETA {eta}").expect("valid template"),
-    );
+/// What a progress bar counts, which decides what its line shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Items (images, records, samples): count, rate and time left.
+    Count,
+    /// Bytes read or written: amount, rate and time left.
+    Bytes,
+    /// Frames being encoded: count and time so far.
+    Frames,
+    /// Training images; the message holds the kimg done: time left.
+    Kimg,
+}
+
+/// The line of a progress bar of `kind`, led by its message (what is being done) except for `Kimg`.
+pub fn progress_style(kind: Progress) -> ProgressStyle {
+    let template = match kind {
+        Progress::Count => "{msg} {bar:40} {pos}/{len} {per_sec} ETA {eta}",
+        Progress::Bytes => "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        Progress::Frames => "{msg} {bar:40} {pos}/{len} frames {elapsed}",
+        Progress::Kimg => "{bar:40} {msg} kimg, ETA {eta}",
+    };
+    ProgressStyle::with_template(template).expect("valid template").progress_chars("=> ")
+}
+
+/// A progress bar on stderr of `len` units of `kind`, labelled `what` (hidden when `show` is false: tests, quiet
+/// runs).
+pub fn progress_bar(kind: Progress, len: u64, what: &str, show: bool) -> ProgressBar {
+    let target = if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let pb = ProgressBar::with_draw_target(Some(len), target);
+    pb.set_style(progress_style(kind));
     pb.set_message(what.to_string());
     pb
 }
@@ -91,6 +115,15 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn every_progress_kind_has_a_valid_line() {
+        for kind in [Progress::Count, Progress::Bytes, Progress::Frames, Progress::Kimg] {
+            let pb = progress_bar(kind, 10, "x", false);
+            pb.inc(3);
+            assert_eq!((pb.position(), pb.length()), (3, Some(10)));
+        }
     }
 
     #[test]

@@ -7,7 +7,11 @@ use sg2::model::checkpoint::{load, read_safetensors};
 #[test]
 fn import_then_info_reports_official_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = import_golden("tiny32", dir.path());
+    let ckpt = dir.path().join("tiny32.safetensors");
+    let file = |f: &str| golden(&format!("tiny32-{f}"));
+    let (g, d, kw) = (file("G.safetensors"), file("D.safetensors"), file("kwargs.json"));
+    let (ok, _, err) = run_sg2(&["import", "--g", s(&g), "--d", s(&d), "--kwargs", s(&kw), "--out", s(&ckpt)]);
+    assert!(ok, "import failed: {err}");
     let c = load(&ckpt).unwrap();
     assert!(c.has("G") && c.has("G_ema") && c.has("D"));
     assert_eq!(c.config.model.fmap_base, 1024); // channel_base 2048 / 2
@@ -89,7 +93,7 @@ fn info_rejects_non_checkpoints() {
 /// Runs the converter on `pkl` and checks the result equals the tiny32 reference state dicts and kwargs.
 fn check_conversion(pkl: &std::path::Path, dir: &std::path::Path) {
     let prefix = dir.join("conv");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert_official.py");
+    let script = root().join("scripts/convert_official.py");
     let out = std::process::Command::new(python()).arg(&script).arg(pkl).arg(&prefix).output().expect("run python");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for which in ["G", "D"] {
@@ -118,7 +122,7 @@ fn tf_pickle_converts_to_the_reference_state_dicts() {
 fn ada_pickle_converts_to_the_reference_state_dicts() {
     let dir = tempfile::tempdir().unwrap();
     let pkl = dir.path().join("ada.pkl");
-    let maker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_ada_pickle.py");
+    let maker = root().join("tests/fixtures/make_ada_pickle.py");
     let out = std::process::Command::new(python())
         .arg(maker)
         .args([golden("tiny32-G.safetensors"), golden("tiny32-D.safetensors"), golden("tiny32-kwargs.json")])
@@ -138,7 +142,7 @@ fn converter_rejects_other_pickles() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert_official.py");
+    let script = root().join("scripts/convert_official.py");
     let out = std::process::Command::new(python()).arg(script).arg(&pkl).arg(dir.path().join("o")).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a StyleGAN2 network pickle"));

@@ -5,7 +5,7 @@ use common::*;
 use std::path::PathBuf;
 
 fn configs() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let dir = root().join("configs");
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
     v.sort();
     v
@@ -24,8 +24,7 @@ fn every_preset_validates() {
 
 #[test]
 fn presets_carry_the_official_values() {
-    let load =
-        |n: &str| sg2::config::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs").join(n), &[]).unwrap();
+    let load = |n: &str| sg2::config::load(&root().join("configs").join(n), &[]).unwrap();
     let f = load("config-f.toml");
     assert_eq!((f.model.fmap_base, f.model.fmap_max, f.model.mapping_layers), (16384, 512, 8));
     assert_eq!((f.training.r1_gamma, f.training.pl_weight, f.training.style_mixing_prob), (10.0, 2.0, 0.9));
@@ -71,7 +70,7 @@ fn each_kind_of_bad_config_names_file_key_and_reason() {
 
 #[test]
 fn info_prints_resolved_config_with_overrides() {
-    let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/fmnist32.toml");
+    let cfg = root().join("configs/fmnist32.toml");
     let (ok, out, err) =
         run_sg2(&["info", "--config", cfg.to_str().unwrap(), "--set", "training.r1_gamma=5", "--config-only"]);
     assert!(ok, "{err}");

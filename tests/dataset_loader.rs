@@ -1,7 +1,8 @@
 //! The training loader: epochs, shuffling, mirroring, labels, resume; and the inspection commands.
 
-mod dataset_support;
-use dataset_support::*;
+mod common;
+use common::data::*;
+use common::*;
 use sg2::data::create::{create, CreateOptions};
 use sg2::data::inspect;
 use sg2::data::loader::{Loader, LoaderOptions};
@@ -162,7 +163,7 @@ fn info_verify_extract_grid() {
     // extract: PNGs by record index that decode back to the records.
     let out = t.path().join("png");
     let (ok, stdout, err) =
-        sg2(&["dataset-tool", "extract", s(&ds.path), "--dest", s(&out), "--resolution", "8", "--max-images", "4"]);
+        run_sg2(&["dataset-tool", "extract", s(&ds.path), "--dest", s(&out), "--resolution", "8", "--max-images", "4"]);
     assert!(ok, "{err}");
     assert!(stdout.contains("wrote 4"), "{stdout}");
     for i in 0..4u64 {
@@ -175,7 +176,7 @@ fn info_verify_extract_grid() {
     // grid: 5 images of 16x16 in a 3x2 sheet, in record order.
     let g = t.path().join("grid.png");
     let (ok, _, err) =
-        sg2(&["dataset-tool", "grid", s(&ds.path), "--out", s(&g), "--resolution", "16", "--count", "5"]);
+        run_sg2(&["dataset-tool", "grid", s(&ds.path), "--out", s(&g), "--resolution", "16", "--count", "5"]);
     assert!(ok, "{err}");
     let img = image::open(&g).unwrap().into_luma8();
     assert_eq!(img.dimensions(), (48, 32));
@@ -186,7 +187,7 @@ fn info_verify_extract_grid() {
         }
     }
 
-    let (ok, stdout, _) = sg2(&["dataset-tool", "info", s(&ds.path)]);
+    let (ok, stdout, _) = run_sg2(&["dataset-tool", "info", s(&ds.path)]);
     assert!(ok && stdout.contains("fingerprint"), "{stdout}");
 
     // verify names a corrupted shard; info and open still work (sizes match), verify does not.
@@ -194,12 +195,12 @@ fn info_verify_extract_grid() {
     let mut b = std::fs::read(&shard).unwrap();
     b[5] ^= 0xff;
     std::fs::write(&shard, &b).unwrap();
-    let (ok, _, err) = sg2(&["dataset-tool", "verify", s(&ds.path)]);
+    let (ok, _, err) = run_sg2(&["dataset-tool", "verify", s(&ds.path)]);
     assert!(!ok && err.contains("checksum mismatch") && err.contains(&ds.manifest.shards[1].file), "{err}");
     // A truncated shard is caught when opening.
     std::fs::write(&shard, &b[..10]).unwrap();
-    let (ok, _, err) = sg2(&["dataset-tool", "info", s(&ds.path)]);
+    let (ok, _, err) = run_sg2(&["dataset-tool", "info", s(&ds.path)]);
     assert!(!ok && err.contains("truncated"), "{err}");
-    let (ok, _, err) = sg2(&["dataset-tool", "info", s(t.path())]);
+    let (ok, _, err) = run_sg2(&["dataset-tool", "info", s(t.path())]);
     assert!(!ok && err.contains("not an sg2 dataset"), "{err}");
 }

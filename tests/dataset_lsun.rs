@@ -1,7 +1,8 @@
 //! create_lsun from an LMDB folder and from a zip: counts, pixels, levels of detail, skips, extraction.
 
-mod dataset_support;
-use dataset_support::*;
+mod common;
+use common::data::*;
+use common::*;
 use sg2::data::create::{create, CreateOptions, SKIP_UNDECODABLE};
 use sg2::data::sources::lsun::{extract_lmdb, open_source, Lmdb};
 use sg2::data::sources::Source;
@@ -67,13 +68,7 @@ fn lmdb_to_shards_pixels_levels_and_skips() {
 /// The official exporter's levels, computed by numpy with the official code, must equal ours bit for bit.
 #[test]
 fn levels_match_official_numpy_code() {
-    let py = std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into());
-    let has_numpy =
-        std::process::Command::new(&py).args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
-    if !has_numpy {
-        eprintln!("skipped: no Python with numpy ({py})");
-        return;
-    }
+    let py = require_python(&["numpy"]);
     let t = tempfile::tempdir().unwrap();
     let (lmdb, _) = lsun_fixture(t.path());
     let dest = t.path().join("out");
@@ -150,7 +145,7 @@ fn cli_create_lsun_and_error_paths() {
     let t = tempfile::tempdir().unwrap();
     let (lmdb, _) = lsun_fixture(t.path());
     let dest = t.path().join("ds");
-    let (ok, out, err) = sg2(&[
+    let (ok, out, err) = run_sg2(&[
         "dataset-tool",
         "create_lsun",
         "--source",
@@ -169,13 +164,13 @@ fn cli_create_lsun_and_error_paths() {
 
     // An existing --dest is refused and left as it was.
     let (ok, _, err) =
-        sg2(&["dataset-tool", "create_lsun", "--source", s(&lmdb), "--dest", s(&dest), "--resolution", "8"]);
+        run_sg2(&["dataset-tool", "create_lsun", "--source", s(&lmdb), "--dest", s(&dest), "--resolution", "8"]);
     assert!(!ok && err.contains("already exists") && err.contains("--force"), "{err}");
     assert_eq!(shard_hashes(&dest), before);
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     // --strict makes the corrupt value fatal; the old dataset survives.
-    let (ok, _, err) = sg2(&[
+    let (ok, _, err) = run_sg2(&[
         "dataset-tool",
         "create_lsun",
         "--source",
@@ -194,7 +189,7 @@ fn cli_create_lsun_and_error_paths() {
     assert_eq!(shard_hashes(&dest), before);
 
     // Default --min-size (= resolution 128): every fixture image is smaller, so all are skipped.
-    let (ok, _, err) = sg2(&[
+    let (ok, _, err) = run_sg2(&[
         "dataset-tool",
         "create_lsun",
         "--source",
@@ -214,7 +209,7 @@ fn cli_create_lsun_and_error_paths() {
     ];
     for (src, want) in cases {
         let d = t.path().join("e");
-        let (ok, _, err) = sg2(&["dataset-tool", "create_lsun", "--source", &src[0], "--dest", s(&d)]);
+        let (ok, _, err) = run_sg2(&["dataset-tool", "create_lsun", "--source", &src[0], "--dest", s(&d)]);
         assert!(!ok && err.contains(want), "{err}");
         assert!(err.starts_with("error: ") && err.contains(&src[0]), "{err}");
     }
@@ -222,7 +217,8 @@ fn cli_create_lsun_and_error_paths() {
     let fake = t.path().join("fake");
     std::fs::create_dir_all(&fake).unwrap();
     std::fs::write(fake.join("data.mdb"), vec![7u8; 8192]).unwrap();
-    let (ok, _, err) = sg2(&["dataset-tool", "create_lsun", "--source", s(&fake), "--dest", s(&t.path().join("f"))]);
+    let (ok, _, err) =
+        run_sg2(&["dataset-tool", "create_lsun", "--source", s(&fake), "--dest", s(&t.path().join("f"))]);
     assert!(!ok && err.contains("not a valid LMDB") && err.contains("fake"), "{err}");
     // A truncated zip.
     let zip = t.path().join("cat.zip");
@@ -230,13 +226,13 @@ fn cli_create_lsun_and_error_paths() {
     let bytes = std::fs::read(&zip).unwrap();
     let cut = t.path().join("cut.zip");
     std::fs::write(&cut, &bytes[..bytes.len() - 40]).unwrap();
-    let (ok, _, err) = sg2(&["dataset-tool", "create_lsun", "--source", s(&cut), "--dest", s(&t.path().join("z"))]);
+    let (ok, _, err) = run_sg2(&["dataset-tool", "create_lsun", "--source", s(&cut), "--dest", s(&t.path().join("z"))]);
     assert!(!ok && err.contains("truncated") && err.contains("cut.zip"), "{err}");
     // --force on a folder that is not a dataset is refused and nothing in it is touched.
     let mine = t.path().join("mine");
     std::fs::create_dir_all(&mine).unwrap();
     std::fs::write(mine.join("notes.txt"), "keep me").unwrap();
-    let (ok, _, err) = sg2(&["dataset-tool", "create_lsun", "--source", s(&lmdb), "--dest", s(&mine), "--force"]);
+    let (ok, _, err) = run_sg2(&["dataset-tool", "create_lsun", "--source", s(&lmdb), "--dest", s(&mine), "--force"]);
     assert!(!ok && err.contains("not an sg2 dataset"), "{err}");
     assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep me");
 }

@@ -1,8 +1,8 @@
 //! Determinism, crash safety and resume of the create pipeline; a full disk.
 
-mod dataset_support;
+mod common;
 use anyhow::{bail, Result};
-use dataset_support::*;
+use common::data::*;
 use sg2::data::create::{create, partial_path, CreateOptions};
 use sg2::data::shards::{ShardWriter, JOURNAL, MANIFEST};
 use sg2::data::sources::{mnist::Mnist, Item, Source};

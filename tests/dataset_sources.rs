@@ -1,11 +1,13 @@
 //! create_mnist, create_cifar10 and create_from_images on fixtures made here.
 
-mod dataset_support;
-use dataset_support::*;
+mod common;
+use common::data::*;
+use common::*;
 use sg2::data::create::{create, CreateOptions};
 use sg2::data::sources::{cifar::Cifar10, images::Images, mnist::Mnist, Source};
-use sg2::data::transform::{center_crop_square, resize_lanczos, to_chw, Pixels};
+use sg2::data::transform::{center_crop_square, resize_lanczos, to_chw};
 use sg2::data::Dataset;
+use sg2::image_io::ImageU8;
 
 fn opts(dest: &std::path::Path, res: usize, channels: Option<usize>) -> CreateOptions {
     let mut o = CreateOptions::new(dest, res);
@@ -106,12 +108,7 @@ fn cifar_tarball_and_folder_with_labels() {
 /// The fixture's pickles load in Python as the real CIFAR batches do (so the reader is tested on the real layout).
 #[test]
 fn cifar_fixture_is_a_real_pickle() {
-    let py = std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&py).args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: no Python with numpy ({py})");
-        return;
-    }
+    let py = require_python(&["numpy"]);
     let t = tempfile::tempdir().unwrap();
     let data: Vec<u8> = (0..2 * 3072).map(|i| (i % 251) as u8).collect();
     let p = t.path().join("data_batch_1");
@@ -163,7 +160,7 @@ fn grayscale_folder_keeps_one_channel_unless_rgb() {
     let g = picture(8, 8, 1, 3);
     std::fs::write(dir.join("0.png"), png(&g)).unwrap();
     // A colour image in a grayscale set becomes grayscale with Pillow's weights.
-    let c = Pixels::new(8, 8, 3, [10u8, 200, 30].repeat(64));
+    let c = ImageU8::new(8, 8, 3, [10u8, 200, 30].repeat(64));
     std::fs::write(dir.join("1.png"), png(&c)).unwrap();
     let d1 = t.path().join("d1");
     create(&mut Images::open(&dir).unwrap(), &opts(&d1, 8, None)).unwrap();
@@ -173,7 +170,7 @@ fn grayscale_folder_keeps_one_channel_unless_rgb() {
     // L = (10 * 19595 + 200 * 38470 + 30 * 7471 + 32768) >> 16 = 8146848 >> 16 = 124.
     assert!(ds.record(8, 1).iter().all(|&v| v == 124));
     let d2 = t.path().join("d2");
-    let (ok, _, err) = sg2(&[
+    let (ok, _, err) = run_sg2(&[
         "dataset-tool",
         "create_from_images",
         "--source",

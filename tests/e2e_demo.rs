@@ -1,24 +1,21 @@
 //! scripts/demo.sh with the test's sg2 binary (SG2_BIN skips the set-up build) on tiny IDX files.
 
-mod dataset_support;
+mod common;
+use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn demo(args: &[&str]) -> Output {
     std::process::Command::new("bash")
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.sh"))
+        .arg(root().join("scripts/demo.sh"))
         .args(args)
-        .env("SG2_BIN", env!("CARGO_BIN_EXE_sg2"))
+        .env("SG2_BIN", SG2)
         .output()
         .expect("run scripts/demo.sh")
 }
 
 fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]
@@ -59,7 +56,7 @@ fn demo_rejects_unknown_options_with_its_usage() {
 fn demo_runs_to_the_end_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("idx");
-    dataset_support::make_idx(&src, 64, false);
+    data::make_idx(&src, 64, false);
     let work = dir.path().join("work");
     let none = dir.path().join("no-detectors");
     let common = ["--source", s(&src), "--workdir", s(&work), "--detector-dir", s(&none), "--seeds", "1-3"];

@@ -1,15 +1,13 @@
 //! The walkthroughs (docs/LSUN_CATS.md, docs/CUSTOM_DATA.md) use only real options: every `sg2` line parses, every
 //! `--set` and TOML snippet is a valid config, and every make variable and Argo parameter exists.
 
+mod common;
 use clap::Parser;
+use common::root;
 use sg2::cli::{Cli, Command};
 use std::path::PathBuf;
 
 const DOCS: [&str; 2] = ["docs/LSUN_CATS.md", "docs/CUSTOM_DATA.md"];
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Fenced blocks of the given language, as text.
 fn blocks(doc: &str, lang: &str) -> Vec<String> {
@@ -65,7 +63,7 @@ fn words(line: &str) -> Vec<String> {
 fn command_lines() -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for doc in DOCS {
-        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
         for b in blocks(&text, "bash") {
             for line in b.replace("\\\n", " ").lines() {
                 let w = words(line);
@@ -95,7 +93,7 @@ fn every_sg2_line_parses_and_its_config_overrides_are_valid() {
             }
         };
         if let Some(config) = config {
-            sg2::config::load(&repo().join(&config), &sets)
+            sg2::config::load(&root().join(&config), &sets)
                 .unwrap_or_else(|e| panic!("{doc}: `{}`: {e}", argv.join(" ")));
         }
     }
@@ -108,7 +106,7 @@ fn every_sg2_line_parses_and_its_config_overrides_are_valid() {
 fn toml_snippets_are_valid_configs() {
     let mut n = 0;
     for doc in DOCS {
-        let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
         for b in blocks(&text, "toml") {
             sg2::config::parse(&b, doc, &[]).unwrap_or_else(|e| panic!("{doc}: {e}\n{b}"));
             n += 1;
@@ -119,7 +117,7 @@ fn toml_snippets_are_valid_configs() {
 
 #[test]
 fn make_variables_and_argo_parameters_exist() {
-    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
     let declared = |v: &str| makefile.lines().any(|l| l.starts_with(v) && l[v.len()..].trim_start().starts_with("?="));
     let (mut makes, mut argos) = (0, 0);
     for (doc, w) in command_lines() {
@@ -133,7 +131,7 @@ fn make_variables_and_argo_parameters_exist() {
         }
         if w[0] == "argo" && w[1] == "submit" {
             argos += 1;
-            let manifest = std::fs::read_to_string(repo().join(&w[2])).unwrap();
+            let manifest = std::fs::read_to_string(root().join(&w[2])).unwrap();
             for p in w.windows(2).filter(|p| p[0] == "-p").map(|p| p[1].split_once('=').unwrap().0) {
                 assert!(manifest.contains(&format!("- name: {p}\n")), "{doc}: {} has no parameter {p}", w[2]);
             }

@@ -2,27 +2,18 @@
 //! the golden TensorFlow pickle, and the whole pipeline from IDX files to images with a tiny config.
 
 mod common;
-mod dataset_support;
 use clap::Parser;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> String {
-    std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// `make -C <repo> ARGS...` with the test's sg2 binary and Python.
 fn make(args: &[&str]) -> Output {
     std::process::Command::new("make")
         .arg("-C")
-        .arg(repo())
+        .arg(root())
         .arg("--no-print-directory")
-        .arg(format!("SG2={}", env!("CARGO_BIN_EXE_sg2")))
+        .arg(format!("SG2={SG2}"))
         .arg(format!("PYTHON={}", python()))
         .arg("SG2_FLAGS=--device cpu")
         .args(args)
@@ -40,10 +31,9 @@ fn var(name: &str, value: &Path) -> String {
 
 /// The sg2 command lines of a dry run, as argument vectors starting with "sg2" (output redirections cut off).
 fn sg2_lines(stdout: &str) -> Vec<Vec<String>> {
-    let bin = env!("CARGO_BIN_EXE_sg2");
     stdout
         .lines()
-        .filter_map(|l| l.strip_prefix(bin))
+        .filter_map(|l| l.strip_prefix(SG2))
         .map(|rest| {
             let mut argv = vec!["sg2".to_string()];
             argv.extend(rest.split_whitespace().take_while(|w| !w.starts_with('>')).map(String::from));
@@ -186,7 +176,7 @@ fn pretrained_branch_reproduces_the_official_images() {
 fn whole_pipeline_with_a_tiny_config() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("idx");
-    dataset_support::make_idx(&src, 64, true);
+    data::make_idx(&src, 64, true);
     let out = dir.path().join("out");
     let data = dir.path().join("data");
     let args = [

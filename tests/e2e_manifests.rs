@@ -1,23 +1,17 @@
 //! The Argo Workflows manifests in deploy/argo: valid against Argo's own models (deploy/argo/validate.py, which uses
 //! the `hera` package), internally consistent, and every sg2 command line in them accepted by sg2's parser.
 
+mod common;
 use clap::Parser;
+use common::{python, root};
 use serde_json::Value;
 use sg2::cli::{Cli, Command};
 use std::path::{Path, PathBuf};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> String {
-    std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 /// Runs the validator on `files` (none: every manifest); returns (exit ok, its JSON report).
 fn validate(files: &[&Path]) -> (bool, Value) {
     let out = std::process::Command::new(python())
-        .arg(repo().join("deploy/argo/validate.py"))
+        .arg(root().join("deploy/argo/validate.py"))
         .arg("--json")
         .args(files)
         .output()
@@ -100,7 +94,7 @@ fn every_sg2_command_in_the_manifests_parses() {
 
 /// Writes `text` with `from` replaced by `to` into `dir`, returning the path.
 fn mutated(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("deploy/argo/train-compare.yaml")).unwrap();
+    let text = std::fs::read_to_string(root().join("deploy/argo/train-compare.yaml")).unwrap();
     assert!(text.contains(from), "{from:?} not in the manifest");
     let p = dir.join(name);
     std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
@@ -161,7 +155,7 @@ fn a_misspelt_sg2_option_passes_the_schema_but_not_the_parser() {
 /// Paths under /opt/sg2 used by the manifests come from COPY lines of the image's final stage, from files that exist.
 #[test]
 fn image_provides_the_paths_the_manifests_use() {
-    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
     let final_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
     let copies: Vec<(String, String)> = final_stage
         .lines()
@@ -174,10 +168,10 @@ fn image_provides_the_paths_the_manifests_use() {
         .collect();
     assert!(!copies.is_empty());
     for (src, _) in &copies {
-        assert!(repo().join(src).exists(), "Dockerfile copies missing {src}");
+        assert!(root().join(src).exists(), "Dockerfile copies missing {src}");
     }
     // The build context excludes everything but what the COPY lines of every stage name.
-    let ignore = std::fs::read_to_string(repo().join("deploy/Dockerfile.dockerignore")).unwrap();
+    let ignore = std::fs::read_to_string(root().join("deploy/Dockerfile.dockerignore")).unwrap();
     let allowed: Vec<&str> =
         ignore.lines().filter_map(|l| l.strip_prefix('!')).map(|l| l.trim_end_matches('/')).collect();
     for l in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
@@ -188,7 +182,7 @@ fn image_provides_the_paths_the_manifests_use() {
     }
     let mut used = Vec::new();
     for f in ["prepare-data.yaml", "train-compare.yaml"] {
-        let text = std::fs::read_to_string(repo().join("deploy/argo").join(f)).unwrap();
+        let text = std::fs::read_to_string(root().join("deploy/argo").join(f)).unwrap();
         for w in text.split(|c: char| c.is_whitespace() || c == '"') {
             if w.starts_with("/opt/sg2/") {
                 used.push(w.to_string());
@@ -200,7 +194,7 @@ fn image_provides_the_paths_the_manifests_use() {
         let from = copies.iter().find_map(|(src, dest)| {
             let dest = dest.trim_end_matches('/');
             let rest = u.strip_prefix(dest)?.trim_start_matches('/');
-            Some(if rest.is_empty() { repo().join(src) } else { repo().join(src).join(rest) })
+            Some(if rest.is_empty() { root().join(src) } else { root().join(src).join(rest) })
         });
         let from = from.unwrap_or_else(|| panic!("{u}: no COPY in the final stage provides it"));
         assert!(from.exists(), "{u}: {} does not exist", from.display());

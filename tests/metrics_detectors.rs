@@ -1,7 +1,6 @@
 //! Detector calls: the keyword arguments of the official code, placed by the signature read from the TorchScript
 //! file, give exactly what Python's keyword call gives on the same module and input.
 
-#[path = "fixtures/metrics_common.rs"]
 mod common;
 
 use sg2::metrics::detector::{forward_signature, Detector, Param};
@@ -37,7 +36,7 @@ fn check(name: &str, got: &Tensor, want: &serde_json::Value) {
 #[test]
 fn keyword_calls_match_python_and_signatures_are_read_from_the_files() {
     let dir = tempfile::tempdir().unwrap();
-    common::make_detectors(dir.path());
+    common::metrics::make_detectors(dir.path());
     let inc_path = dir.path().join("inception-2015-12-05.pt");
     let vgg_path = dir.path().join("vgg16.pt");
     let p = |n: &str, d: bool| Param { name: n.into(), default: Some(d) };

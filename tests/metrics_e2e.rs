@@ -2,16 +2,12 @@
 //! against a dataset, the official output line and JSONL, the statistics cache, two-set comparison, ranking,
 //! PPL of a constant generator, and the errors for missing or wrong detector files.
 
-#[path = "fixtures/metrics_common.rs"]
 mod common;
 
+use common::metrics::*;
 use common::*;
 use sg2::metrics::{self, MetricOptions};
 use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Parses `<label> time <t> <name> <value>` lines into (name, value).
 fn parse_lines(label: &str, stdout: &str) -> Vec<(String, f64)> {
@@ -49,12 +45,12 @@ fn every_metric_on_a_network_prints_official_lines_appends_jsonl_and_caches_real
     make_detectors(&det);
     let home = dir.path().join("home");
     let ds = dataset(&dir.path().join("data"), 0, 30);
-    let net = tiny32_checkpoint(dir.path());
+    let net = import_golden("tiny32", dir.path());
     let metrics = "fid50k_full,kid50k_full,pr50k3_full,is50k,ppl2_wend,ppl_zfull,ppl_wfull,ppl_zend,ppl_wend,fid50k";
     let args = metrics_args(&net, &ds, metrics, &det);
-    let (ok, out, err) = sg2(&args, &[("SG2_HOME", &home)]);
+    let (ok, out, err) = run_sg2_env(&args, &[("SG2_HOME", &home)]);
     assert!(ok, "{err}");
-    let got = parse_lines("network-final", &out);
+    let got = parse_lines("tiny32", &out);
     let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
@@ -86,7 +82,7 @@ fn every_metric_on_a_network_prints_official_lines_appends_jsonl_and_caches_real
     let jl = std::fs::read_to_string(dir.path().join("metric-pr20_3_r30.jsonl")).unwrap();
     let j: serde_json::Value = serde_json::from_str(jl.lines().next().unwrap()).unwrap();
     assert_eq!(j["metric"], "pr20_3_r30");
-    assert_eq!(j["snapshot_pkl"], "network-final.safetensors");
+    assert_eq!(j["snapshot_pkl"], "tiny32.safetensors");
     assert!((j["results"]["pr20_3_r30_recall"].as_f64().unwrap() - v("pr20_3_r30_recall")).abs() < 1e-4);
     assert!(dir.path().join("metric-fid20_r30.jsonl").is_file());
 
@@ -95,9 +91,9 @@ fn every_metric_on_a_network_prints_official_lines_appends_jsonl_and_caches_real
     assert_eq!(files.len(), 3, "{files:?}"); // inception mean/cov (FID), inception all (KID), vgg16 all (PR)
     let mtimes: Vec<_> = files.iter().map(|f| std::fs::metadata(f).unwrap().modified().unwrap()).collect();
     let args2 = metrics_args(&net, &ds, "fid50k_full,kid50k_full", &det);
-    let (ok, out2, err) = sg2(&args2, &[("SG2_HOME", &home)]);
+    let (ok, out2, err) = run_sg2_env(&args2, &[("SG2_HOME", &home)]);
     assert!(ok, "{err}");
-    let again = parse_lines("network-final", &out2);
+    let again = parse_lines("tiny32", &out2);
     assert_eq!(again[0], got[0]);
     assert_eq!(again[1], got[1]);
     assert_eq!(cache_files(&home), files);
@@ -109,9 +105,9 @@ fn every_metric_on_a_network_prints_official_lines_appends_jsonl_and_caches_real
     std::fs::remove_dir_all(dir.path().join("data")).unwrap();
     let ds2 = dataset(&dir.path().join("data"), 100, 30);
     assert_eq!(ds2, ds);
-    let (ok, out3, err) = sg2(&args2, &[("SG2_HOME", &home)]);
+    let (ok, out3, err) = run_sg2_env(&args2, &[("SG2_HOME", &home)]);
     assert!(ok, "{err}");
-    let third = parse_lines("network-final", &out3);
+    let third = parse_lines("tiny32", &out3);
     assert_ne!(third[0].1, got[0].1);
     assert_eq!(cache_files(&home).len(), files.len() + 2);
 }
@@ -141,7 +137,7 @@ fn identical_sets_give_zero_fid_and_ranking_puts_copies_first() {
             "--batch",
             "5",
         ];
-        let (ok, out, err) = sg2(&args, &[("SG2_HOME", &home)]);
+        let (ok, out, err) = run_sg2_env(&args, &[("SG2_HOME", &home)]);
         assert!(ok, "{err}");
         let got = parse_lines("ds", &out);
         let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
@@ -153,7 +149,7 @@ fn identical_sets_give_zero_fid_and_ranking_puts_copies_first() {
     // A noise folder is far from the dataset.
     let noise = image_folder(&dir.path().join("noise"), 0, 12, 32, true);
     let args = ["--device", "cpu", "metrics", "--real", s(&ds), "--fake", s(&noise), "--detector-dir", s(&det)];
-    let (ok, out, err) = sg2(&args, &[("SG2_HOME", &home)]);
+    let (ok, out, err) = run_sg2_env(&args, &[("SG2_HOME", &home)]);
     assert!(ok, "{err}");
     assert!(parse_lines("noise", &out)[0].1 > 1e-3);
 
@@ -179,7 +175,7 @@ fn identical_sets_give_zero_fid_and_ranking_puts_copies_first() {
         "--detector-dir",
         s(&det),
     ];
-    let (ok, out, err) = sg2(&args, &[("SG2_HOME", &home)]);
+    let (ok, out, err) = run_sg2_env(&args, &[("SG2_HOME", &home)]);
     assert!(ok, "{err}");
     assert!(out.is_empty(), "ranking prints nothing on stdout: {out}");
     let text = std::fs::read_to_string(&tsv).unwrap();
@@ -203,7 +199,7 @@ fn ppl_of_a_generator_that_ignores_its_input_is_zero() {
     let det = dir.path().join("det");
     make_detectors(&det);
     let ds = dataset(&dir.path().join("data"), 0, 8);
-    let net = tiny32_checkpoint(dir.path());
+    let net = import_golden("tiny32", dir.path());
     let mut opts = MetricOptions::new(tch::Device::Cpu);
     opts.detector_dir = Some(det.clone());
     opts.num_gen = Some(12);
@@ -231,7 +227,7 @@ fn ppl_of_a_generator_that_ignores_its_input_is_zero() {
 fn missing_or_wrong_detectors_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dataset(&dir.path().join("data"), 0, 4);
-    let net = tiny32_checkpoint(dir.path());
+    let net = import_golden("tiny32", dir.path());
     let det = dir.path().join("det");
     std::fs::create_dir_all(&det).unwrap();
     let run = |m: &str| {
@@ -250,7 +246,7 @@ fn missing_or_wrong_detectors_are_clear_errors() {
             "--detector-dir",
             s(&det),
         ];
-        sg2(&args, &[("SG2_HOME", dir.path())])
+        run_sg2_env(&args, &[("SG2_HOME", dir.path())])
     };
     let (ok, out, err) = run("fid50k_full");
     assert!(!ok && out.is_empty());
@@ -285,7 +281,7 @@ fn tf_era_metrics_read_the_reals_x_flipped_when_the_network_was_trained_mirrored
     make_detectors(&det);
     let home = dir.path().join("home");
     let ds = dataset(&dir.path().join("data"), 0, 12);
-    let net = tiny32_checkpoint(dir.path());
+    let net = import_golden("tiny32", dir.path());
     // The x-flipped dataset by hand: img0000..0011, then their mirror images (names sort after).
     let both = dir.path().join("both");
     image_folder(&both, 0, 12, 32, false);
@@ -323,9 +319,9 @@ fn tf_era_metrics_read_the_reals_x_flipped_when_the_network_was_trained_mirrored
             mirror,
             "--no-cache",
         ];
-        let (ok, out, err) = sg2(&args, &[("SG2_HOME", &home)]);
+        let (ok, out, err) = run_sg2_env(&args, &[("SG2_HOME", &home)]);
         assert!(ok, "{err}");
-        parse_lines("network-final", &out)[0].1
+        parse_lines("tiny32", &out)[0].1
     };
     let flipped = run(&ds, "fid50k", "true");
     let by_hand = run(&ds2, "fid50k_full", "false");

@@ -1,7 +1,6 @@
 //! The metric formulas against independent references: scipy/numpy values computed at test time by
 //! tests/fixtures/metrics_reference.py (the official formulas), closed forms and hand-computed cases.
 
-#[path = "fixtures/metrics_common.rs"]
 mod common;
 
 use sg2::metrics::stats::{mean_cov, Capture, FeatureStats};

@@ -2,38 +2,13 @@
 
 mod common;
 use common::*;
-use sg2::model::checkpoint::copy_into;
-use sg2::model::{Discriminator, Generator, NoiseMode};
+use sg2::image_io::to_uint8_nhwc;
+use sg2::model::NoiseMode;
 use sg2::nn::ModConv;
-use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
-
-struct Nets {
-    _gvs: VarStore,
-    _dvs: VarStore,
-    g: Generator,
-    d: Discriminator,
-}
-
-fn load(net: &str) -> Nets {
-    let cfg = golden_config(net);
-    let mut gvs = VarStore::new(Device::Cpu);
-    let g = Generator::new(&gvs.root(), &cfg);
-    let (gt, _) = sg2::model::checkpoint::read_safetensors(&golden(&format!("{net}-G.safetensors"))).unwrap();
-    copy_into(&gt, "", &mut gvs, "G").unwrap();
-    let mut dvs = VarStore::new(Device::Cpu);
-    let d = Discriminator::new(&dvs.root(), &cfg);
-    let (dt, _) = sg2::model::checkpoint::read_safetensors(&golden(&format!("{net}-D.safetensors"))).unwrap();
-    copy_into(&dt, "", &mut dvs, "D").unwrap();
-    Nets { _gvs: gvs, _dvs: dvs, g, d }
-}
-
-fn to_uint8(img: &Tensor) -> Tensor {
-    (img.permute([0, 2, 3, 1]) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
-}
+use tch::Tensor;
 
 fn check_forward(net: &str, mode: ModConv) {
-    let mut n = load(net);
+    let mut n = golden_nets(net);
     n.g.modconv = mode;
     let io = golden_io(net);
     let z = &io["z"];
@@ -47,7 +22,7 @@ fn check_forward(net: &str, mode: ModConv) {
             assert_close(&format!("{net} img_const_psi{psi}"), &img, &io[&format!("img_const_psi{psi}")]);
             assert_uint8_match(
                 &format!("{net} uint8_const_psi{psi}"),
-                &to_uint8(&img),
+                &to_uint8_nhwc(&img),
                 &io[&format!("uint8_const_psi{psi}")],
             );
         }
@@ -85,7 +60,7 @@ fn tiny64_forward_matches_reference() {
 #[test]
 fn style_mixing_cutoff_matches_reference() {
     for net in ["tiny32", "tiny64"] {
-        let n = load(net);
+        let n = golden_nets(net);
         let io = golden_io(net);
         let cutoff = io["mix_cutoff"].int64_value(&[]);
         let ws = &io["ws_psi1.0"];
@@ -102,32 +77,8 @@ fn style_mixing_cutoff_matches_reference() {
 }
 
 #[test]
-fn r1_and_path_length_ingredients_match_reference() {
-    for net in ["tiny32", "tiny64"] {
-        let n = load(net);
-        let io = golden_io(net);
-        let reals = io["reals"].set_requires_grad(true);
-        let logits = n.d.forward(&reals, None);
-        let grad = &Tensor::run_backward(&[logits.sum(Kind::Float)], &[&reals], false, false)[0];
-        let r1 = grad.square().sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
-        assert_rel(&format!("{net} r1_penalty"), &r1, &io["r1_penalty"], 1e-3);
-
-        let ws = io["pl_ws"].set_requires_grad(true);
-        let img = n.g.synthesis(&ws, NoiseMode::Const);
-        let out = (img * &io["pl_noise"]).sum(Kind::Float);
-        let grad = &Tensor::run_backward(&[out], &[&ws], false, false)[0];
-        let lengths = grad
-            .square()
-            .sum_dim_intlist(&[2i64][..], false, Kind::Float)
-            .mean_dim(&[1i64][..], false, Kind::Float)
-            .sqrt();
-        assert_rel(&format!("{net} pl_lengths"), &lengths, &io["pl_lengths"], 1e-3);
-    }
-}
-
-#[test]
 fn truncation_cutoff_only_touches_first_layers() {
-    let n = load("tiny32");
+    let n = golden_nets("tiny32");
     let io = golden_io("tiny32");
     let z = &io["z"];
     let full = n.g.mapping(z, None, 1.0, None);

@@ -72,11 +72,8 @@ fn names_and_shapes_equal_the_official_state_dicts() {
 
 #[test]
 fn config_f_32_totals_as_published() {
-    let cfg: sg2::config::Config = sg2::config::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/config-f.toml"),
-        &["model.resolution=32".into()],
-    )
-    .unwrap();
+    let cfg: sg2::config::Config =
+        sg2::config::load(&root().join("configs/config-f.toml"), &["model.resolution=32".into()]).unwrap();
     let gvs = VarStore::new(Device::Cpu);
     let _g = Generator::new(&gvs.root(), &cfg.model);
     let dvs = VarStore::new(Device::Cpu);

@@ -1,16 +1,15 @@
 //! `RandomState(seed).randn(...)` against values recorded from numpy itself (tests/golden/numpy_randn.json).
 
-use serde_json::Value;
 mod common;
-
+use serde_json::Value;
 use sg2::rng::{randn_tensor, RandomState};
 
 fn golden() -> serde_json::Map<String, Value> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/numpy_randn.json");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let path = common::golden("numpy_randn.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     match serde_json::from_str(&text).unwrap() {
         Value::Object(m) => m,
-        other => panic!("{path}: expected an object, got {other}"),
+        other => panic!("{}: expected an object, got {other}", path.display()),
     }
 }
 

@@ -1,12 +1,12 @@
 //! ADA in training: p follows the official heuristic from the signs of D's real logits, rises when D overfits a
 //! tiny dataset, is exact across a resume, and a fixed p stays put.
 
-mod train_support;
+mod common;
+use common::training::*;
 use sg2::model::checkpoint::read_safetensors;
 use sg2::train::snapshot;
 use sg2::train::{train, Resume, TrainOptions, Trainer};
 use tch::{Device, Kind, Tensor};
-use train_support::*;
 
 fn opts(cfg: sg2::config::Config, data: &std::path::Path, out: &std::path::Path) -> TrainOptions {
     tch::set_num_threads(1);

@@ -1,9 +1,8 @@
 //! `sg2 train` on bad input: one clear line naming the path and the problem, exit status 1, nothing written.
 
 mod common;
-mod train_support;
+use common::training::*;
 use common::*;
-use train_support::*;
 
 fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
     let p = dir.join("tiny.toml");
@@ -86,9 +85,6 @@ fn a_cli_run_resumes_latest_in_its_folder() {
     assert!(ok && out.contains("nothing to do"), "{out}");
 }
 
-#[path = "fixtures/metrics_common.rs"]
-mod metrics_common;
-
 /// `logging.metrics` runs at each snapshot on the given detectors: the values reach log.txt, stats.jsonl,
 /// TensorBoard (`Metrics/<name>`) and `metric-<name>.jsonl` in the run folder, all the same number.
 #[test]
@@ -98,7 +94,7 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
     let data = tiny_dataset(dir.path(), 12);
     let runs = dir.path().join("runs");
     let det = dir.path().join("detectors");
-    metrics_common::make_detectors(&det);
+    common::metrics::make_detectors(&det);
     let base =
         ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
     let sets = [

@@ -1,14 +1,14 @@
 //! The training loop end to end through the library: files of a run, resume equivalence, rollback, retention with
 //! metrics, and the phase schedule.
 
-mod train_support;
+mod common;
+use common::training::*;
 use sg2::model::checkpoint::{load_generator, read_safetensors};
 use sg2::train::loss::Phase;
 use sg2::train::snapshot::{self, list_snapshots};
 use sg2::train::tensorboard::{read_events, SummaryValue};
 use sg2::train::{train, Resume, TrainOptions, Trainer};
 use std::path::Path;
-use train_support::*;
 
 fn one_thread() {
     tch::set_num_threads(1);

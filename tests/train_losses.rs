@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use sg2::model::checkpoint::copy_into;
-use sg2::model::{Discriminator, Generator, NoiseMode};
+use sg2::model::{Generator, NoiseMode};
 use sg2::train::loss::{path_lengths, pl_penalty, pl_term, r1_penalty};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
@@ -11,20 +11,13 @@ use tch::{Device, Kind, Tensor};
 #[test]
 fn r1_penalty_and_path_lengths_match_the_reference() {
     for net in ["tiny32", "tiny64"] {
-        let cfg = golden_config(net);
+        let nets = golden_nets(net);
+        let (g, d) = (&nets.g, &nets.d);
         let io = golden_io(net);
-        let mut dvs = VarStore::new(Device::Cpu);
-        let d = Discriminator::new(&dvs.root(), &cfg);
-        let (dt, _) = sg2::model::checkpoint::read_safetensors(&golden(&format!("{net}-D.safetensors"))).unwrap();
-        copy_into(&dt, "", &mut dvs, "D").unwrap();
         let reals = io["reals"].set_requires_grad(true);
         let logits = d.forward(&reals, None);
         assert_rel(&format!("{net} r1_penalty"), &r1_penalty(&reals, &logits), &io["r1_penalty"], 1e-3);
 
-        let mut gvs = VarStore::new(Device::Cpu);
-        let g = Generator::new(&gvs.root(), &cfg);
-        let (gt, _) = sg2::model::checkpoint::read_safetensors(&golden(&format!("{net}-G.safetensors"))).unwrap();
-        copy_into(&gt, "", &mut gvs, "G").unwrap();
         let ws = io["pl_ws"].set_requires_grad(true);
         let img = g.synthesis(&ws, NoiseMode::Const);
         let lengths = path_lengths(&img, &ws, &io["pl_noise"]);

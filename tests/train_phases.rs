@@ -1,11 +1,11 @@
 //! The official phase rules: no regularisation step when its weight is 0, and the non-lazy `Gboth` / `Dboth`
 //! phases (one step with both terms, unscaled learning rate).
 
-mod train_support;
+mod common;
+use common::training::*;
 use sg2::train::loss::{Phase, PhaseInputs};
 use sg2::train::Trainer;
 use tch::{Device, Kind, Tensor};
-use train_support::*;
 
 fn reals(cfg: &sg2::config::Config) -> Tensor {
     let r = cfg.model.resolution as i64;

@@ -3,13 +3,12 @@
 //! folder, and a snapshot is resumed only on its own dataset unless asked.
 
 mod common;
-mod train_support;
+use common::training::*;
 use sg2::metrics::MetricResult;
 use sg2::train::snapshot::{self, list_snapshots};
 use sg2::train::tensorboard::{read_run_events, SummaryValue};
 use sg2::train::{train, Resume, TrainOptions};
 use std::path::Path;
-use train_support::*;
 
 fn opts(cfg: sg2::config::Config, data: &Path, out: &Path) -> TrainOptions {
     tch::set_num_threads(1);

@@ -2,13 +2,12 @@
 //! official network) and refuses one that does not fit; Freeze-D keeps the first D layers untouched.
 
 mod common;
-mod train_support;
+use common::training::*;
 use common::*;
 use sg2::model::checkpoint;
 use sg2::model::NoiseMode;
 use sg2::train::{train, TrainOptions, Trainer};
 use tch::{Device, Kind, Tensor};
-use train_support::*;
 
 #[test]
 fn init_from_an_imported_official_network_reproduces_its_images() {

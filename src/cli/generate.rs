@@ -3,9 +3,10 @@
 use super::Global;
 use crate::generate::{class_tensor, generate_seeds, interpolation_frames, style_mix_grid, GenOptions, Noise};
 use crate::model::checkpoint::load_generator;
+use crate::model::{NoiseMode, Space};
 use crate::seeds::{parse_index_list, parse_seeds};
+use crate::util::{progress_bar, Progress};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -20,8 +21,8 @@ pub struct GenerateArgs {
     #[arg(long = "trunc", default_value_t = 1.0)]
     pub truncation_psi: f64,
     /// Noise: const (stored noise), random, none, or tf (drawn from the seed's RandomState after z, as the TF tool).
-    #[arg(long, default_value = "const")]
-    pub noise_mode: String,
+    #[arg(long, value_enum, default_value = "const")]
+    pub noise_mode: Noise,
     /// Class label for conditional networks.
     #[arg(long = "class")]
     pub class_idx: Option<usize>,
@@ -53,9 +54,9 @@ pub struct StyleMixArgs {
     /// Truncation psi.
     #[arg(long = "trunc", default_value_t = 1.0)]
     pub truncation_psi: f64,
-    /// Noise mode: const, random or none.
-    #[arg(long, default_value = "const")]
-    pub noise_mode: String,
+    /// Noise mode.
+    #[arg(long, value_enum, default_value = "const")]
+    pub noise_mode: NoiseMode,
     /// Class label for conditional networks.
     #[arg(long = "class")]
     pub class_idx: Option<usize>,
@@ -76,14 +77,14 @@ pub struct InterpolateArgs {
     #[arg(long, default_value_t = 60)]
     pub frames: usize,
     /// Interpolation space: w (lerp) or z (slerp).
-    #[arg(long, default_value = "w")]
-    pub space: String,
+    #[arg(long, value_enum, default_value = "w")]
+    pub space: Space,
     /// Truncation psi.
     #[arg(long = "trunc", default_value_t = 1.0)]
     pub truncation_psi: f64,
-    /// Noise mode: const or none.
-    #[arg(long, default_value = "const")]
-    pub noise_mode: String,
+    /// Noise mode (random draws new noise for every frame).
+    #[arg(long, value_enum, default_value = "const")]
+    pub noise_mode: NoiseMode,
     /// Class label for conditional networks.
     #[arg(long = "class")]
     pub class_idx: Option<usize>,
@@ -95,34 +96,25 @@ pub struct InterpolateArgs {
     pub out: PathBuf,
 }
 
-fn options(psi: f64, noise: &str, class_idx: Option<usize>, batch: usize) -> Result<GenOptions> {
+fn options(psi: f64, noise: Noise, class_idx: Option<usize>, batch: usize) -> Result<GenOptions> {
     if !psi.is_finite() {
         bail!("--trunc must be a finite number");
     }
     if batch == 0 {
         bail!("--batch must be >= 1");
     }
-    Ok(GenOptions { truncation_psi: psi, noise: noise.parse::<Noise>()?, class_idx, batch })
-}
-
-fn progress(len: u64) -> ProgressBar {
-    let pb = ProgressBar::new(len);
-    pb.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  eta {eta}")
-            .unwrap_or(ProgressStyle::default_bar()),
-    );
-    pb
+    Ok(GenOptions { truncation_psi: psi, noise, class_idx, batch })
 }
 
 pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     let device = g.setup()?;
     let seeds = parse_seeds(&a.seeds).context("--seeds")?;
-    let opts = options(a.truncation_psi, &a.noise_mode, a.class_idx, a.batch)?;
+    let opts = options(a.truncation_psi, a.noise_mode, a.class_idx, a.batch)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     // Checks the label before anything is written.
     class_tensor(&net, a.class_idx, 1, device)?;
     std::fs::create_dir_all(&a.outdir).with_context(|| format!("{}: cannot create folder", a.outdir.display()))?;
-    let pb = if seeds.len() >= 32 { progress(seeds.len() as u64) } else { ProgressBar::hidden() };
+    let pb = progress_bar(Progress::Count, seeds.len() as u64, "images", seeds.len() >= 32);
     let mut all = vec![];
     let total = seeds.len();
     let mut idx = 0;
@@ -151,7 +143,7 @@ pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
     let rows = parse_seeds(&a.rows).context("--rows")?;
     let cols = parse_seeds(&a.cols).context("--cols")?;
     let styles = parse_index_list(&a.styles).context("--styles")?;
-    let opts = options(a.truncation_psi, &a.noise_mode, a.class_idx, 1)?;
+    let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     println!("Generating style-mix grid: {} rows x {} columns, styles {:?} ...", rows.len(), cols.len(), styles);
     let grid = style_mix_grid(&net, &rows, &cols, &styles, &opts, device)?;
@@ -163,18 +155,13 @@ pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
 pub fn run_interpolate(a: InterpolateArgs, g: &Global) -> Result<()> {
     let device = g.setup()?;
     let seeds = parse_seeds(&a.seeds).context("--seeds")?;
-    let space_z = match a.space.as_str() {
-        "z" => true,
-        "w" => false,
-        other => bail!("--space {other}: expected w or z"),
-    };
     if a.fps == 0 || a.fps > 100 {
         bail!("--fps must be in 1..=100");
     }
-    let opts = options(a.truncation_psi, &a.noise_mode, a.class_idx, 1)?;
+    let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
-    let pb = progress((seeds.len() * a.frames) as u64);
-    let frames = interpolation_frames(&net, &seeds, a.frames, space_z, &opts, device, |_, _| pb.inc(1))?;
+    let pb = progress_bar(Progress::Count, (seeds.len() * a.frames) as u64, "frames", true);
+    let frames = interpolation_frames(&net, &seeds, a.frames, a.space, &opts, device, |_, _| pb.inc(1))?;
     pb.finish_and_clear();
     crate::image_io::save_gif(&a.out, &frames, a.fps)?;
     println!("Saved {} ({} frames)", a.out.display(), frames.len());

@@ -88,8 +88,3 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(a) => bench::run(a, &g),
     }
 }
-
-/// The error of a subcommand that is not built yet.
-pub fn not_implemented(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("{what}: not implemented yet")
-}

@@ -33,8 +33,8 @@ pub struct Args {
     pub detector_dir: Option<PathBuf>,
     /// Resume from a checkpoint path, or `latest` (the newest complete snapshot under --outdir for this config and
     /// dataset).
-    #[arg(long)]
-    pub resume: Option<String>,
+    #[arg(long, value_name = "latest|PATH", value_parser = parse_resume)]
+    pub resume: Option<Resume>,
     /// Transfer learning: start a new run from the G, D and G_ema weights of this network (any sg2 checkpoint, e.g.
     /// an imported official one) with fresh optimizers at kimg 0. Its shapes must match the config.
     #[arg(long, value_name = "NET", conflicts_with = "resume")]
@@ -43,6 +43,14 @@ pub struct Args {
     /// differs); the data order starts a new epoch.
     #[arg(long)]
     pub allow_dataset_change: bool,
+}
+
+fn parse_resume(s: &str) -> Result<Resume, String> {
+    match s {
+        "" => Err("expected latest or a snapshot path".into()),
+        "latest" => Ok(Resume::Latest),
+        path => Ok(Resume::Path(path.into())),
+    }
 }
 
 /// The config with the command line's overrides: --set, then --kimg, --seed and --resolution as `--set`s.
@@ -74,7 +82,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     opts.echo = true;
     opts.allow_dataset_change = args.allow_dataset_change;
     opts.init = args.init.clone();
-    opts.resume = args.resume.as_deref().map(|r| if r == "latest" { Resume::Latest } else { Resume::Path(r.into()) });
+    opts.resume = args.resume;
     if !opts.config.logging.metrics.is_empty() {
         opts.metrics = Some(snapshot_metrics(&opts.config, &args.data, args.detector_dir.clone(), device)?);
     }
@@ -115,4 +123,24 @@ fn snapshot_metrics(
         metrics::report::append_jsonl(dir, &file, &results)?;
         Ok(results)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn resume_is_latest_or_a_path() {
+        let parse = |v: &str| {
+            crate::cli::Cli::try_parse_from(["sg2", "train", "--config", "c.toml", "--data", "d", "--resume", v])
+        };
+        let resume = |v: &str| match parse(v).unwrap().command {
+            crate::cli::Command::Train(a) => a.resume,
+            _ => unreachable!(),
+        };
+        assert_eq!(resume("latest"), Some(Resume::Latest));
+        assert_eq!(resume("runs/x.safetensors"), Some(Resume::Path("runs/x.safetensors".into())));
+        assert!(parse("").is_err());
+    }
 }

@@ -4,7 +4,9 @@ use super::create::{create, CreateOptions};
 use super::loader::{Loader, LoaderOptions};
 use super::shards::{Dataset, ShardWriter};
 use super::sources::lsun::Lmdb;
-use super::transform::{levels_of_detail, Pixels};
+use super::transform::levels_of_detail;
+use crate::image_io::ImageU8;
+use crate::rng::splitmix64;
 use anyhow::{Context, Result};
 use image::ImageEncoder;
 use rayon::prelude::*;
@@ -32,9 +34,9 @@ impl Drop for Scratch {
 }
 
 /// A photo-like picture: smooth colour fields, edges and mild noise, so it compresses like a photograph.
-fn synthetic_photo(w: usize, h: usize, seed: u64) -> Pixels {
+fn synthetic_photo(w: usize, h: usize, seed: u64) -> ImageU8 {
     let mut s = seed;
-    let mut rnd = || super::splitmix64(&mut s);
+    let mut rnd = || splitmix64(&mut s);
     let (cx, cy, r) = ((rnd() % w as u64) as f32, (rnd() % h as u64) as f32, (rnd() % 100 + 40) as f32);
     let base = [(rnd() % 200) as f32, (rnd() % 200) as f32, (rnd() % 200) as f32];
     let mut data = Vec::with_capacity(w * h * 3);
@@ -51,7 +53,7 @@ fn synthetic_photo(w: usize, h: usize, seed: u64) -> Pixels {
             }
         }
     }
-    Pixels::new(w, h, 3, data)
+    ImageU8::new(w, h, 3, data)
 }
 
 /// Makes an LSUN-style LMDB of `n` WebP images with a short side of 256 and a long side of 256..400.
@@ -60,7 +62,7 @@ fn synthetic_lsun(dir: &std::path::Path, n: usize) -> Result<u64> {
         .into_par_iter()
         .map(|i| {
             let mut s = i as u64 * 7 + 1;
-            let long = 256 + (super::splitmix64(&mut s) % 145) as usize;
+            let long = 256 + (splitmix64(&mut s) % 145) as usize;
             let (w, h) = if i % 3 == 0 { (256, long) } else { (long, 256) };
             let p = synthetic_photo(w, h, i as u64);
             let mut out = vec![];
@@ -133,7 +135,7 @@ pub fn bench_loader(resolution: usize, batches: usize, batch: usize) -> Result<S
     let rec_bytes = 3 * resolution * resolution;
     for i in 0..count {
         let mut s = i as u64;
-        let rec: Vec<u8> = (0..rec_bytes).map(|_| super::splitmix64(&mut s) as u8).collect();
+        let rec: Vec<u8> = (0..rec_bytes).map(|_| splitmix64(&mut s) as u8).collect();
         w.push(&levels_of_detail(&rec, 3, resolution)?, None, i as u64 + 1)?;
     }
     w.finish(0, serde_json::json!({ "kind": "synthetic" }), String::new(), serde_json::json!({}))?;

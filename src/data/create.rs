@@ -4,9 +4,11 @@
 
 use super::shards::{records_per_shard, ShardWriter, JOURNAL, MANIFEST};
 use super::sources::{decode, is_grayscale, Item, Payload, Source};
-use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop, Pixels};
+use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop};
+use crate::image_io::ImageU8;
+use crate::rng::splitmix64;
+use crate::util::{progress_bar, Progress};
 use anyhow::{bail, ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -140,10 +142,10 @@ fn process(item: Item, spec: &Spec) -> Outcome {
             Err(e) => return Outcome::Skip(SKIP_UNDECODABLE, format!("{}: {e:#}", item.key)),
         },
     };
-    let square: Pixels = match spec.crop {
+    let square: ImageU8 = match spec.crop {
         Crop::Square => {
             let sq = center_crop_square(&img);
-            if sq.width < spec.min_size {
+            if (sq.width as usize) < spec.min_size {
                 return Outcome::Skip(SKIP_SMALL, format!("{}: {}x{}", item.key, img.width, img.height));
             }
             resize_lanczos(&sq, spec.resolution, spec.resolution)
@@ -165,7 +167,7 @@ pub fn permutation(n: u64, seed: u64) -> Vec<u64> {
     let mut v: Vec<u64> = (0..n).collect();
     let mut s = seed;
     for i in (1..n as usize).rev() {
-        let j = (super::splitmix64(&mut s) % (i as u64 + 1)) as usize;
+        let j = (splitmix64(&mut s) % (i as u64 + 1)) as usize;
         v.swap(i, j);
     }
     v
@@ -228,7 +230,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     let channels = match opts.channels {
         Some(c) => c,
         None => match source.get(at(0))?.payload {
-            Payload::Raw(p) => p.channels,
+            Payload::Raw(p) => p.channels as usize,
             Payload::Encoded(b) => {
                 if is_grayscale(&b).unwrap_or(false) {
                     1
@@ -275,12 +277,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     let workers =
         if opts.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.workers };
     let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build()?;
-    let pb = if opts.progress { ProgressBar::new(n.min(max)) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} images  {per_sec}  ETA {eta}  {msg}")
-            .unwrap()
-            .progress_chars("=> "),
-    );
+    let pb = progress_bar(Progress::Count, n.min(max), "images", opts.progress);
     pb.set_position(writer.written());
 
     let spec = Spec { resolution: opts.resolution, channels, crop: opts.crop, min_size: opts.min_size };

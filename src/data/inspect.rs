@@ -1,10 +1,10 @@
 //! `info`, `verify`, `extract` and `grid`: looking into a dataset.
 
 use super::shards::{sha256_file, Dataset};
-use super::transform::{from_chw, Pixels};
-use crate::util::write_bytes_atomic;
+use super::transform::from_chw;
+use crate::image_io::ImageU8;
+use crate::util::{progress_bar, Progress};
 use anyhow::{ensure, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -60,10 +60,7 @@ pub fn verify(path: &Path, progress: bool) -> Result<String> {
     let ds = Dataset::open(path)?;
     let m = &ds.manifest;
     let total: u64 = m.shards.iter().map(|s| s.bytes).sum::<u64>() + m.labels.as_ref().map_or(0, |l| l.bytes);
-    let pb = if progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("verifying {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}").unwrap(),
-    );
+    let pb = progress_bar(Progress::Bytes, total, "verifying", progress);
     let mut files = m.shards.iter().map(|s| (s.file.clone(), s.sha256.clone())).collect::<Vec<_>>();
     if let Some(l) = &m.labels {
         files.push((l.file.clone(), l.sha256.clone()));
@@ -91,15 +88,6 @@ pub fn verify(path: &Path, progress: bool) -> Result<String> {
     ))
 }
 
-/// Encodes an image as PNG.
-pub fn png_bytes(img: &Pixels) -> Result<Vec<u8>> {
-    use image::ImageEncoder;
-    let mut out = vec![];
-    let color = if img.channels == 1 { image::ExtendedColorType::L8 } else { image::ExtendedColorType::Rgb8 };
-    image::codecs::png::PngEncoder::new(&mut out).write_image(&img.data, img.width as u32, img.height as u32, color)?;
-    Ok(out)
-}
-
 fn pick_level(ds: &Dataset, resolution: Option<usize>) -> Result<usize> {
     let r = resolution.unwrap_or(ds.resolution);
     ensure!(ds.has_level(r), "{}: no level {r} (levels: {:?})", ds.path.display(), ds.levels);
@@ -117,10 +105,10 @@ pub fn extract(
     let r = pick_level(ds, resolution)?;
     let n = max_images.unwrap_or(ds.count).min(ds.count);
     std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create folder", dest.display()))?;
-    let pb = crate::util::progress_bar(n, "extracting", progress);
+    let pb = progress_bar(Progress::Count, n, "extracting", progress);
     for i in 0..n {
         let img = from_chw(ds.record(r, i), ds.channels, r, r);
-        write_bytes_atomic(&dest.join(format!("{i:08}.png")), &png_bytes(&img)?)?;
+        img.save_png(dest.join(format!("{i:08}.png")))?;
         pb.inc(1);
     }
     pb.finish_and_clear();
@@ -128,27 +116,14 @@ pub fn extract(
 }
 
 /// The first `count` records at level `resolution` in a near-square grid, as one image.
-pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result<Pixels> {
+pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result<ImageU8> {
     let r = pick_level(ds, resolution)?;
     let n = count.min(ds.count).max(1) as usize;
-    let cols = (n as f64).sqrt().ceil() as usize;
-    let rows = n.div_ceil(cols);
-    let c = ds.channels;
-    let (w, h) = (cols * r, rows * r);
-    let mut data = vec![0u8; w * h * c];
-    for i in 0..n {
-        let img = from_chw(ds.record(r, i as u64), c, r, r);
-        let (x0, y0) = ((i % cols) * r, (i / cols) * r);
-        for y in 0..r {
-            let dst = ((y0 + y) * w + x0) * c;
-            data[dst..dst + r * c].copy_from_slice(&img.data[y * r * c..(y + 1) * r * c]);
-        }
-    }
-    Ok(Pixels::new(w, h, c, data))
+    let tiles: Vec<ImageU8> = (0..n).map(|i| from_chw(ds.record(r, i as u64), ds.channels, r, r)).collect();
+    crate::image_io::grid(&tiles, (n as f64).sqrt().ceil() as usize)
 }
 
 /// Writes the contact sheet as a PNG.
 pub fn grid(ds: &Dataset, out: &Path, resolution: Option<usize>, count: u64) -> Result<()> {
-    let img = grid_image(ds, resolution, count)?;
-    write_bytes_atomic(out, &png_bytes(&img)?)
+    grid_image(ds, resolution, count)?.save_png(out)
 }

@@ -7,6 +7,7 @@
 
 use super::create::permutation;
 use super::shards::Dataset;
+use crate::rng::splitmix64;
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -48,13 +49,13 @@ pub struct LoaderState {
 /// Whether record `position` of `epoch` is mirrored.
 pub fn flips(seed: u64, epoch: u64, position: u64) -> bool {
     let mut s = seed ^ epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ position.wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    super::splitmix64(&mut s) & 1 == 1
+    splitmix64(&mut s) & 1 == 1
 }
 
 /// The record order of an epoch.
 pub fn epoch_order(count: u64, seed: u64, epoch: u64, shuffle: bool) -> Option<Vec<u64>> {
     let mut s = seed ^ 0x5851_f42d_4c95_7f2d ^ epoch.wrapping_mul(0x2545_f491_4f6c_dd1d);
-    shuffle.then(|| permutation(count, super::splitmix64(&mut s)))
+    shuffle.then(|| permutation(count, splitmix64(&mut s)))
 }
 
 struct Job {

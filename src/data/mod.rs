@@ -13,12 +13,3 @@ pub mod sources;
 pub mod transform;
 
 pub use shards::Dataset;
-
-/// SplitMix64: a small, well-mixed generator for shuffles and coin flips that must be reproducible from a seed.
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}

@@ -1,84 +1,37 @@
 //! Image transforms of the official dataset tool: center crop, the `wide` car crop, Pillow's Lanczos resize
 //! (`PIL.Image.ANTIALIAS`) reproduced bit for bit, and the 2x2 box-average levels of detail.
 //!
-//! Images here are interleaved HWC `u8` ([`Pixels`]); records are CHW (see [`to_chw`]).
+//! Images here are interleaved HWC [`ImageU8`]s; records are CHW (see [`to_chw`]).
 
+use crate::image_io::ImageU8;
 use anyhow::{bail, Result};
-
-/// An interleaved (HWC) 8-bit image with 1 or 3 channels.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pixels {
-    pub width: usize,
-    pub height: usize,
-    pub channels: usize,
-    pub data: Vec<u8>,
-}
-
-impl Pixels {
-    pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Pixels {
-        assert_eq!(data.len(), width * height * channels, "pixel buffer size");
-        Pixels { width, height, channels, data }
-    }
-
-    /// Rows `y0..y0+h`, columns `x0..x0+w`.
-    pub fn crop(&self, x0: usize, y0: usize, w: usize, h: usize) -> Pixels {
-        assert!(x0 + w <= self.width && y0 + h <= self.height, "crop out of bounds");
-        let c = self.channels;
-        let mut data = Vec::with_capacity(w * h * c);
-        for y in y0..y0 + h {
-            let row = (y * self.width + x0) * c;
-            data.extend_from_slice(&self.data[row..row + w * c]);
-        }
-        Pixels::new(w, h, c, data)
-    }
-
-    /// Grayscale to RGB by repeating the channel; RGB to grayscale with ITU-R 601-2 luma as Pillow's `convert('L')`.
-    pub fn with_channels(self, channels: usize) -> Pixels {
-        match (self.channels, channels) {
-            (a, b) if a == b => self,
-            (1, 3) => {
-                let data = self.data.iter().flat_map(|&v| [v, v, v]).collect();
-                Pixels::new(self.width, self.height, 3, data)
-            }
-            (3, 1) => {
-                // Pillow: L = (R*19595 + G*38470 + B*7471 + 0x8000) >> 16.
-                let data = self
-                    .data
-                    .chunks_exact(3)
-                    .map(|p| ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8)
-                    .collect();
-                Pixels::new(self.width, self.height, 1, data)
-            }
-            (a, b) => panic!("unsupported channel conversion {a} -> {b}"),
-        }
-    }
-}
 
 /// The official square crop: the centered `min(h, w)` square, offsets rounded down
 /// (`img[(h - crop) // 2 : (h + crop) // 2, (w - crop) // 2 : (w + crop) // 2]`).
-pub fn center_crop_square(img: &Pixels) -> Pixels {
-    let crop = img.width.min(img.height);
-    img.crop((img.width - crop) / 2, (img.height - crop) / 2, crop, crop)
+pub fn center_crop_square(img: &ImageU8) -> ImageU8 {
+    let (w, h, _) = img.dims();
+    let crop = w.min(h);
+    img.crop((w - crop) / 2, (h - crop) / 2, crop, crop)
 }
 
 /// The official `create_lsun_wide` transform: rows cropped to `ch = round(width * h / w)`, resized to
 /// `width x height` and centered vertically on a black `width x width` canvas. `None` when the image is narrower
 /// than `width` or `ch < height` (the official tool skips those).
-pub fn wide_crop(img: &Pixels, width: usize, height: usize) -> Option<Pixels> {
-    let ch = (width as f64 * img.height as f64 / img.width as f64).round_ties_even() as usize;
-    if img.width < width || ch < height {
+pub fn wide_crop(img: &ImageU8, width: usize, height: usize) -> Option<ImageU8> {
+    let (w, h, c) = img.dims();
+    let ch = (width as f64 * h as f64 / w as f64).round_ties_even() as usize;
+    if w < width || ch < height {
         return None;
     }
     // numpy slicing clamps to the array, so ch > h keeps every row.
-    let y0 = img.height.saturating_sub(ch) / 2;
-    let y1 = ((img.height + ch) / 2).min(img.height);
-    let cropped = img.crop(0, y0, img.width, y1 - y0);
+    let y0 = h.saturating_sub(ch) / 2;
+    let y1 = ((h + ch) / 2).min(h);
+    let cropped = img.crop(0, y0, w, y1 - y0);
     let resized = resize_lanczos(&cropped, width, height);
-    let c = img.channels;
     let mut canvas = vec![0u8; width * width * c];
     let top = (width - height) / 2;
     canvas[top * width * c..(top + height) * width * c].copy_from_slice(&resized.data);
-    Some(Pixels::new(width, width, c, canvas))
+    Some(ImageU8::new(width, width, c, canvas))
 }
 
 // Pillow's Resample.c: coefficients in double, normalised, then quantised to 22-bit fixed point.
@@ -155,9 +108,8 @@ fn clip8(v: i32) -> u8 {
 /// the official tools use: support 3 scaled by the reduction factor (so downsampling is antialiased), 8-bit
 /// fixed-point arithmetic, horizontal pass then vertical pass with an 8-bit intermediate. Output is identical to
 /// Pillow's for 1- and 3-channel images.
-pub fn resize_lanczos(img: &Pixels, out_w: usize, out_h: usize) -> Pixels {
-    let c = img.channels;
-    let (w, h) = (img.width, img.height);
+pub fn resize_lanczos(img: &ImageU8, out_w: usize, out_h: usize) -> ImageU8 {
+    let (w, h, c) = img.dims();
     if out_w == w && out_h == h {
         return img.clone();
     }
@@ -184,7 +136,7 @@ pub fn resize_lanczos(img: &Pixels, out_w: usize, out_h: usize) -> Pixels {
                 }
             }
         }
-        Pixels::new(out_w, rows, c, tmp)
+        ImageU8::new(out_w, rows, c, tmp)
     } else {
         img.crop(0, first, w, last - first)
     };
@@ -208,12 +160,13 @@ pub fn resize_lanczos(img: &Pixels, out_w: usize, out_h: usize) -> Pixels {
             *o = clip8(a);
         }
     }
-    Pixels::new(out_w, out_h, c, out)
+    ImageU8::new(out_w, out_h, c, out)
 }
 
 /// HWC to CHW.
-pub fn to_chw(img: &Pixels) -> Vec<u8> {
-    let (c, n) = (img.channels, img.width * img.height);
+pub fn to_chw(img: &ImageU8) -> Vec<u8> {
+    let (w, h, c) = img.dims();
+    let n = w * h;
     let mut out = vec![0u8; c * n];
     for (i, px) in img.data.chunks_exact(c).enumerate() {
         for (ch, &v) in px.iter().enumerate() {
@@ -224,7 +177,7 @@ pub fn to_chw(img: &Pixels) -> Vec<u8> {
 }
 
 /// CHW to HWC.
-pub fn from_chw(chw: &[u8], channels: usize, width: usize, height: usize) -> Pixels {
+pub fn from_chw(chw: &[u8], channels: usize, width: usize, height: usize) -> ImageU8 {
     let n = width * height;
     let mut data = vec![0u8; chw.len()];
     for ch in 0..channels {
@@ -232,7 +185,7 @@ pub fn from_chw(chw: &[u8], channels: usize, width: usize, height: usize) -> Pix
             data[i * channels + ch] = chw[ch * n + i];
         }
     }
-    Pixels::new(width, height, channels, data)
+    ImageU8::new(width, height, channels, data)
 }
 
 /// Every level of detail of a square CHW record, full resolution first, down to 4x4, exactly as the official
@@ -280,7 +233,7 @@ pub fn level_resolutions(resolution: usize) -> Vec<usize> {
 mod tests {
     use super::*;
 
-    fn pattern(w: usize, h: usize, c: usize) -> Pixels {
+    fn pattern(w: usize, h: usize, c: usize) -> ImageU8 {
         let mut d = vec![];
         for y in 0..h {
             for x in 0..w {
@@ -289,7 +242,7 @@ mod tests {
                 }
             }
         }
-        Pixels::new(w, h, c, d)
+        ImageU8::new(w, h, c, d)
     }
 
     fn unhex(s: &str) -> Vec<u8> {
@@ -307,7 +260,7 @@ mod tests {
         ];
         for (w, h, c, ow, oh, want) in cases {
             let got = resize_lanczos(&pattern(w, h, c), ow, oh);
-            assert_eq!((got.width, got.height, got.channels), (ow, oh, c));
+            assert_eq!(got.dims(), (ow, oh, c));
             assert_eq!(got.data, unhex(want), "{w}x{h}x{c} -> {ow}x{oh}");
         }
     }
@@ -315,12 +268,12 @@ mod tests {
     #[test]
     fn center_crop_takes_the_middle_square_rounding_down() {
         // 5 wide, 2 high: crop 2, x offset (5-2)//2 = 1.
-        let img = Pixels::new(5, 2, 1, (0..10).collect());
+        let img = ImageU8::new(5, 2, 1, (0..10).collect());
         let c = center_crop_square(&img);
         assert_eq!((c.width, c.height), (2, 2));
         assert_eq!(c.data, vec![1, 2, 6, 7]);
         // 2 wide, 5 high: y offset 1.
-        let img = Pixels::new(2, 5, 1, (0..10).collect());
+        let img = ImageU8::new(2, 5, 1, (0..10).collect());
         assert_eq!(center_crop_square(&img).data, vec![2, 3, 4, 5]);
     }
 
@@ -359,7 +312,7 @@ mod tests {
 
     #[test]
     fn chw_roundtrip() {
-        let img = Pixels::new(3, 2, 3, (0..18).collect());
+        let img = ImageU8::new(3, 2, 3, (0..18).collect());
         let chw = to_chw(&img);
         assert_eq!(&chw[..6], &[0, 3, 6, 9, 12, 15]);
         assert_eq!(from_chw(&chw, 3, 3, 2), img);
@@ -367,9 +320,9 @@ mod tests {
 
     #[test]
     fn resize_to_same_size_is_identity_and_constant_stays_constant() {
-        let img = Pixels::new(7, 5, 3, (0..105).map(|i| (i * 7 % 256) as u8).collect());
+        let img = ImageU8::new(7, 5, 3, (0..105).map(|i| (i * 7 % 256) as u8).collect());
         assert_eq!(resize_lanczos(&img, 7, 5), img);
-        let flat = Pixels::new(37, 23, 3, vec![77; 37 * 23 * 3]);
+        let flat = ImageU8::new(37, 23, 3, vec![77; 37 * 23 * 3]);
         for (w, h) in [(8, 8), (64, 64), (5, 30)] {
             let r = resize_lanczos(&flat, w, h);
             assert!(r.data.iter().all(|&v| v == 77), "{w}x{h}");

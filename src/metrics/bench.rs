@@ -4,7 +4,7 @@
 //! makes visible and the real Inception (about 6 GFLOPs per image) does not.
 
 use super::detector::Detector;
-use super::features::extract;
+use super::features::{extract, FeaturePass};
 use super::stats::Capture;
 use anyhow::{ensure, Result};
 use std::path::Path;
@@ -47,8 +47,8 @@ pub fn bench_metrics(detector: &Path, batch: usize, batches: usize, device: Devi
         raw.push(n as f64 / t0.elapsed().as_secs_f64());
         for (capture, out) in [(Capture::All, &mut all), (Capture::MeanCov, &mut cov)] {
             let t0 = Instant::now();
-            let pb = indicatif::ProgressBar::hidden();
-            let stats = extract(&det, n, batch, &kwargs, capture, &pb, |s, k| {
+            let pass = FeaturePass { det: &det, kwargs: &kwargs, capture, count: n, batch, show: false };
+            let stats = extract(&pass, "", |s, k| {
                 let bytes = &host[s * record..(s + k) * record];
                 Ok(Tensor::from_slice(bytes).reshape([k as i64, 3, res, res]))
             })?;

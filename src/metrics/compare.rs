@@ -4,7 +4,7 @@
 //! A set is an sg2 dataset folder (its statistics are cached like the training data's) or a folder / zip of images.
 
 use super::detector::{Detector, INCEPTION, VGG16};
-use super::features::{folder_features, ImageFolder};
+use super::features::{folder_features, FeaturePass, ImageFolder};
 use super::stats::{Capture, FeatureStats};
 use super::{fid, kid, pr, real_stats, Detectors, MetricOptions, MetricResult};
 use crate::data::Dataset;
@@ -61,7 +61,10 @@ impl ImageSet {
                 let reals = super::RealSet { ds: d, resolution: d.resolution, count, mirror: false };
                 real_stats(det, reals, kwargs, capture, opts)
             }
-            ImageSet::Folder(f) => folder_features(det, f, count, opts.batch, kwargs, capture, opts.progress),
+            ImageSet::Folder(f) => {
+                let pass = FeaturePass { det, kwargs, capture, count, batch: opts.batch, show: opts.progress };
+                folder_features(&pass, f)
+            }
         }
     }
 }

@@ -7,23 +7,34 @@ use super::stats::{Capture, FeatureStats};
 use super::RealSet;
 use crate::data::sources::{images::Images, Payload, Source};
 use crate::data::Dataset;
+use crate::image_io::to_uint8;
 use crate::model::{Generator, NoiseMode};
-use crate::util::progress_bar;
+use crate::util::{progress_bar, Progress};
 use anyhow::{bail, ensure, Context, Result};
-use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
-/// Runs `next_batch(start, n)` -> uint8 NCHW images over `count` images in batches of `batch`, through the detector.
+/// One pass of images through a detector: its keyword flags, what is kept of the features, how many images in
+/// batches of what size, and whether a progress bar shows.
+#[derive(Clone, Copy)]
+pub struct FeaturePass<'a> {
+    pub det: &'a Detector,
+    pub kwargs: &'a [(&'a str, bool)],
+    pub capture: Capture,
+    pub count: usize,
+    pub batch: usize,
+    pub show: bool,
+}
+
+/// Runs `next_batch(start, n)` -> uint8 NCHW images over the pass's images, through the detector; `what` labels
+/// the progress bar.
 pub fn extract(
-    det: &Detector,
-    count: usize,
-    batch: usize,
-    kwargs: &[(&str, bool)],
-    capture: Capture,
-    pb: &ProgressBar,
+    pass: &FeaturePass,
+    what: &str,
     mut next_batch: impl FnMut(usize, usize) -> Result<Tensor>,
 ) -> Result<FeatureStats> {
+    let FeaturePass { det, kwargs, capture, count, batch, show } = *pass;
     ensure!(batch >= 1, "batch size must be >= 1");
+    let pb = progress_bar(Progress::Count, count as u64, what, show);
     let mut stats = FeatureStats::new(capture, count);
     let mut start = 0;
     while start < count {
@@ -49,22 +60,11 @@ pub fn dataset_batch(ds: &Dataset, resolution: usize, start: usize, n: usize) ->
     Tensor::from_slice(&buf).reshape([n as i64, c, r, r])
 }
 
-/// Features of the first `count` images of a dataset (no shuffle, no mirror), as the official takes its reals.
-#[allow(clippy::too_many_arguments)]
-pub fn dataset_features(
-    det: &Detector,
-    ds: &Dataset,
-    resolution: usize,
-    count: usize,
-    batch: usize,
-    kwargs: &[(&str, bool)],
-    capture: Capture,
-    show: bool,
-) -> Result<FeatureStats> {
+/// Features of the first `pass.count` images of a dataset (no shuffle, no mirror), as the official takes its reals.
+pub fn dataset_features(pass: &FeaturePass, ds: &Dataset, resolution: usize) -> Result<FeatureStats> {
     ensure!(ds.has_level(resolution), "{}: no level {resolution}", ds.path.display());
-    let count = count.min(ds.count as usize);
-    let pb = progress_bar(count as u64, "dataset features", show);
-    extract(det, count, batch, kwargs, capture, &pb, |s, n| Ok(dataset_batch(ds, resolution, s, n)))
+    let pass = FeaturePass { count: pass.count.min(ds.count as usize), ..*pass };
+    extract(&pass, "dataset features", |s, n| Ok(dataset_batch(ds, resolution, s, n)))
 }
 
 /// Record `i` of the official x-flipped dataset of `ds` (length 2N: records 0..N, then 0..N mirrored) at
@@ -80,24 +80,17 @@ pub fn mirrored_record(ds: &Dataset, resolution: usize, i: usize) -> Tensor {
     }
 }
 
-/// Features of a [`RealSet`]: the dataset's first records, or the x-flipped dataset's (`count` up to twice the
-/// dataset's size).
-pub fn real_set_features(
-    det: &Detector,
-    reals: &RealSet,
-    batch: usize,
-    kwargs: &[(&str, bool)],
-    capture: Capture,
-    show: bool,
-) -> Result<FeatureStats> {
+/// Features of a [`RealSet`] (the pass's count is the set's): the dataset's first records, or the x-flipped
+/// dataset's (up to twice the dataset's size).
+pub fn real_set_features(pass: &FeaturePass, reals: &RealSet) -> Result<FeatureStats> {
     let RealSet { ds, resolution, count, mirror } = *reals;
+    let pass = FeaturePass { count, ..*pass };
     if !mirror {
-        return dataset_features(det, ds, resolution, count, batch, kwargs, capture, show);
+        return dataset_features(&pass, ds, resolution);
     }
     ensure!(ds.has_level(resolution), "{}: no level {resolution}", ds.path.display());
-    let count = count.min(2 * ds.count as usize);
-    let pb = progress_bar(count as u64, "dataset features (x-flipped)", show);
-    extract(det, count, batch, kwargs, capture, &pb, |s, n| {
+    let pass = FeaturePass { count: count.min(2 * ds.count as usize), ..pass };
+    extract(&pass, "dataset features (x-flipped)", |s, n| {
         Ok(Tensor::stack(&(s..s + n).map(|i| mirrored_record(ds, resolution, i)).collect::<Vec<_>>(), 0))
     })
 }
@@ -134,19 +127,12 @@ impl ImageFolder {
     }
 }
 
-/// Features of the first `count` images of a folder. Images of one batch must share a size (the detectors resize
-/// internally, but a batch is one tensor); a batch ends early where the size changes.
-pub fn folder_features(
-    det: &Detector,
-    folder: &mut ImageFolder,
-    count: usize,
-    batch: usize,
-    kwargs: &[(&str, bool)],
-    capture: Capture,
-    show: bool,
-) -> Result<FeatureStats> {
-    let count = count.min(folder.len());
-    let pb = progress_bar(count as u64, "image features", show);
+/// Features of the first `pass.count` images of a folder. Images of one batch must share a size (the detectors
+/// resize internally, but a batch is one tensor); a batch ends early where the size changes.
+pub fn folder_features(pass: &FeaturePass, folder: &mut ImageFolder) -> Result<FeatureStats> {
+    let FeaturePass { det, kwargs, capture, batch, show, .. } = *pass;
+    let count = pass.count.min(folder.len());
+    let pb = progress_bar(Progress::Count, count as u64, "image features", show);
     let mut stats = FeatureStats::new(capture, count);
     let mut pending: Vec<Tensor> = vec![];
     let flush = |pending: &mut Vec<Tensor>, stats: &mut FeatureStats| -> Result<()> {
@@ -192,31 +178,19 @@ pub fn random_labels(g: &Generator, ds: Option<&Dataset>, n: i64, device: Device
     Ok(Some(c))
 }
 
-/// `count` generated images as the official: z ~ N(0, I) from torch's generator, random noise, truncation `psi`,
-/// `(img * 127.5 + 128).clamp(0, 255)` to uint8, through the detector.
-#[allow(clippy::too_many_arguments)]
+/// `pass.count` generated images as the official: z ~ N(0, I) from torch's generator, random noise, truncation
+/// `psi`, `(img * 127.5 + 128).clamp(0, 255)` to uint8, through the detector; labels drawn from `labels`.
 pub fn generator_features(
-    det: &Detector,
+    pass: &FeaturePass,
     g: &Generator,
     labels: Option<&Dataset>,
     psi: f64,
-    count: usize,
-    batch: usize,
-    kwargs: &[(&str, bool)],
-    capture: Capture,
-    show: bool,
 ) -> Result<FeatureStats> {
-    let dev = g.synthesis.blocks[0].constant.as_ref().map(|c| c.device()).unwrap_or(det.device);
-    let pb = progress_bar(count as u64, "generator features", show);
-    extract(det, count, batch, kwargs, capture, &pb, |_, n| {
+    let dev = g.synthesis.blocks[0].constant.as_ref().map(|c| c.device()).unwrap_or(pass.det.device);
+    extract(pass, "generator features", |_, n| {
         let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, dev));
         let c = random_labels(g, labels, n as i64, dev)?;
         let img = tch::no_grad(|| g.forward(&z, c.as_ref(), psi, NoiseMode::Random));
-        Ok(to_u8_nchw(&img))
+        Ok(to_uint8(&img))
     })
-}
-
-/// The official float -> uint8 conversion, kept NCHW on the image's device.
-pub fn to_u8_nchw(img: &Tensor) -> Tensor {
-    (img.to_kind(Kind::Float) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
 }

@@ -18,10 +18,11 @@ pub mod report;
 pub mod stats;
 
 use crate::data::Dataset;
-use crate::model::Generator;
+use crate::model::{Generator, Space};
 use anyhow::{bail, ensure, Result};
 use detector::{Detector, INCEPTION, VGG16};
-use ppl::{PplSpec, Sampling, Space};
+use features::FeaturePass;
+use ppl::{PplSpec, Sampling};
 use stats::{CacheKey, Capture, FeatureStats};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -340,8 +341,8 @@ pub fn real_stats(
         kind: format!("{} {:?}{}", args.join(","), capture, if mirror { " xflip" } else { "" }),
     };
     let (s, hit) = stats::cached(opts.cache_dir.as_deref(), &key, capture, || {
-        let reals = RealSet { count, ..reals };
-        features::real_set_features(det, &reals, opts.batch, kwargs, capture, opts.progress)
+        let pass = FeaturePass { det, kwargs, capture, count, batch: opts.batch, show: opts.progress };
+        features::real_set_features(&pass, &RealSet { count, ..reals })
     })?;
     if hit && opts.progress {
         eprintln!("using cached real-image statistics {}", key.path(opts.cache_dir.as_deref().unwrap()).display());
@@ -383,8 +384,8 @@ pub fn evaluate_generator(
         let res = real_resolution(g, &ds);
         let reals = RealSet { ds: &ds, resolution: res, count: num_real, mirror: opts.mirror && m.keeps_mirror };
         let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
-            let (psi, batch) = (opts.truncation_psi, opts.batch);
-            features::generator_features(det, g, Some(&ds), psi, num_gen, batch, kw, capture, opts.progress)
+            let pass = FeaturePass { det, kwargs: kw, capture, count: num_gen, batch: opts.batch, show: opts.progress };
+            features::generator_features(&pass, g, Some(&ds), opts.truncation_psi)
         };
         let values: Vec<(String, f64)> = match m.kind {
             Kind::Fid => {

@@ -10,16 +10,10 @@
 use super::detector::Detector;
 use super::features::random_labels;
 use crate::data::Dataset;
-use crate::model::Generator;
-use crate::util::progress_bar;
+use crate::model::{Generator, Space};
+use crate::util::{progress_bar, Progress};
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Space {
-    Z,
-    W,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sampling {
@@ -133,7 +127,7 @@ pub fn ppl(
     show: bool,
 ) -> Result<f64> {
     ensure!(batch >= 1 && num_samples >= 1, "PPL needs a positive batch size and sample count");
-    let pb = progress_bar(num_samples as u64, "ppl sampling", show);
+    let pb = progress_bar(Progress::Count, num_samples as u64, "ppl sampling", show);
     let mut dist: Vec<f64> = Vec::with_capacity(num_samples);
     while dist.len() < num_samples {
         let n = batch.min(num_samples - dist.len());

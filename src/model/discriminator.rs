@@ -9,33 +9,20 @@ use std::f64::consts::FRAC_1_SQRT_2;
 use tch::nn::Path;
 use tch::{Kind, Tensor};
 
-/// A discriminator conv; `clamp` says whether the official passes `conv_clamp` to this layer.
-#[allow(clippy::too_many_arguments)]
-fn conv(
-    p: &Path,
-    in_ch: i64,
-    out_ch: i64,
-    kernel: i64,
-    act: Act,
-    down: i64,
-    bias: bool,
-    clamp: bool,
-    cfg: &ModelConfig,
-) -> Conv2dLayer {
-    Conv2dLayer::new(
-        p,
-        ConvSpec {
-            in_ch,
-            out_ch,
-            kernel,
-            bias,
-            act,
-            up: 1,
-            down,
-            resample_filter: &cfg.resample_filter,
-            conv_clamp: if clamp { cfg.conv_clamp } else { None },
-        },
-    )
+/// The usual D convolution: lrelu with bias, no resampling, the model's filter and `conv_clamp`. Layers that differ
+/// (downsampling, the linear skips, the 4x4 fromRGB that the official leaves unclamped) override fields.
+fn conv(cfg: &ModelConfig, in_ch: i64, out_ch: i64, kernel: i64) -> ConvSpec<'_> {
+    ConvSpec {
+        in_ch,
+        out_ch,
+        kernel,
+        bias: true,
+        act: Act::Lrelu,
+        up: 1,
+        down: 1,
+        resample_filter: &cfg.resample_filter,
+        conv_clamp: cfg.conv_clamp,
+    }
 }
 
 #[derive(Debug)]
@@ -141,11 +128,14 @@ impl Discriminator {
             let (tmp, out) = (ch(res), ch(res / 2));
             let bp = p / format!("b{res}");
             let fromrgb = (in_ch == 0 || arch == Architecture::Skip)
-                .then(|| conv(&(&bp / "fromrgb"), img_ch, tmp, 1, Act::Lrelu, 1, true, true, cfg));
-            let conv0 = conv(&(&bp / "conv0"), tmp, tmp, 3, Act::Lrelu, 1, true, true, cfg);
-            let conv1 = conv(&(&bp / "conv1"), tmp, out, 3, Act::Lrelu, 2, true, true, cfg);
-            let skip = (arch == Architecture::Resnet)
-                .then(|| conv(&(&bp / "skip"), tmp, out, 1, Act::Linear, 2, false, false, cfg));
+                .then(|| Conv2dLayer::new(&(&bp / "fromrgb"), conv(cfg, img_ch, tmp, 1)));
+            let conv0 = Conv2dLayer::new(&(&bp / "conv0"), conv(cfg, tmp, tmp, 3));
+            let conv1 = Conv2dLayer::new(&(&bp / "conv1"), ConvSpec { down: 2, ..conv(cfg, tmp, out, 3) });
+            let skip = (arch == Architecture::Resnet).then(|| {
+                let spec =
+                    ConvSpec { act: Act::Linear, down: 2, bias: false, conv_clamp: None, ..conv(cfg, tmp, out, 1) };
+                Conv2dLayer::new(&(&bp / "skip"), spec)
+            });
             let resample_filter = register_filter(&bp, &cfg.resample_filter);
             blocks.push(DiscriminatorBlock {
                 fromrgb,
@@ -176,11 +166,12 @@ impl Discriminator {
         let c4 = ch(4);
         let mbf = cfg.mbstd_features as i64;
         let b4 = Epilogue {
-            fromrgb: (arch == Architecture::Skip)
-                .then(|| conv(&(&ep / "fromrgb"), img_ch, c4, 1, Act::Lrelu, 1, true, false, cfg)),
+            fromrgb: (arch == Architecture::Skip).then(|| {
+                Conv2dLayer::new(&(&ep / "fromrgb"), ConvSpec { conv_clamp: None, ..conv(cfg, img_ch, c4, 1) })
+            }),
             mbstd_group: cfg.mbstd_group as i64,
             mbstd_features: mbf,
-            conv: conv(&(&ep / "conv"), c4 + mbf, c4, 3, Act::Lrelu, 1, true, true, cfg),
+            conv: Conv2dLayer::new(&(&ep / "conv"), conv(cfg, c4 + mbf, c4, 3)),
             fc: FullyConnected::new(&(&ep / "fc"), c4 * 16, c4, true, Act::Lrelu, 1.0, 0.0),
             out: FullyConnected::new(
                 &(&ep / "out"),

@@ -7,6 +7,13 @@ use tch::{Kind, Tensor};
 /// The official MappingNetwork's `lr_multiplier` default, which D's label mapping always uses.
 pub const DEFAULT_LR_MUL: f64 = 0.01;
 
+/// A latent space of the generator: z (the mapping network's input) or w (its output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Space {
+    Z,
+    W,
+}
+
 #[derive(Debug)]
 pub struct MappingNetwork {
     z_dim: i64,

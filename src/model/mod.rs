@@ -11,16 +11,5 @@ pub mod synthesis;
 
 pub use discriminator::Discriminator;
 pub use generator::Generator;
+pub use mapping::Space;
 pub use synthesis::NoiseMode;
-
-impl std::str::FromStr for NoiseMode {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "const" => Ok(NoiseMode::Const),
-            "random" => Ok(NoiseMode::Random),
-            "none" => Ok(NoiseMode::None),
-            other => anyhow::bail!("noise mode '{other}': expected const, random or none"),
-        }
-    }
-}

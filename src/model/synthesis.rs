@@ -3,13 +3,13 @@
 
 use crate::config::{Architecture, ModelConfig};
 use crate::nn::layers::{register_filter, ConvSpec};
-use crate::nn::ops::{bias_act, modulated_conv2d, upsample2d};
+use crate::nn::ops::{bias_act, modulated_conv2d, upsample2d, ModConvSpec};
 use crate::nn::{Act, Conv2dLayer, FullyConnected, ModConv};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
 
-/// The official `noise_mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The official `noise_mode` (`--noise-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NoiseMode {
     /// Each layer's stored `noise_const` buffer times its strength.
     Const,
@@ -17,6 +17,14 @@ pub enum NoiseMode {
     Random,
     /// No noise.
     None,
+}
+
+/// Where a synthesis layer sits: its channels, its output resolution and its upsampling factor.
+struct LayerShape {
+    in_ch: i64,
+    out_ch: i64,
+    resolution: i64,
+    up: i64,
 }
 
 /// One modulated 3x3 convolution (`SynthesisLayer`).
@@ -34,10 +42,10 @@ pub struct SynthesisLayer {
 }
 
 impl SynthesisLayer {
-    #[allow(clippy::too_many_arguments)]
-    fn new(p: &Path, in_ch: i64, out_ch: i64, w_dim: i64, res: i64, up: i64, f: &[f64], clamp: Option<f64>) -> Self {
-        let affine = FullyConnected::new(&(p / "affine"), w_dim, in_ch, true, Act::Linear, 1.0, 1.0);
-        let resample_filter = register_filter(p, f);
+    fn new(p: &Path, cfg: &ModelConfig, shape: LayerShape) -> Self {
+        let LayerShape { in_ch, out_ch, resolution: res, up } = shape;
+        let affine = FullyConnected::new(&(p / "affine"), cfg.w_dim as i64, in_ch, true, Act::Linear, 1.0, 1.0);
+        let resample_filter = register_filter(p, &cfg.resample_filter);
         let weight = p.var("weight", &[out_ch, in_ch, 3, 3], Init::Randn { mean: 0.0, stdev: 1.0 });
         let mut noise_const = p.zeros_no_train("noise_const", &[res, res]);
         tch::no_grad(|| noise_const.copy_(&Tensor::randn([res, res], (Kind::Float, noise_const.device()))));
@@ -52,7 +60,7 @@ impl SynthesisLayer {
             resample_filter,
             resolution: res,
             up,
-            conv_clamp: clamp,
+            conv_clamp: cfg.conv_clamp,
         }
     }
 
@@ -69,19 +77,15 @@ impl SynthesisLayer {
             LayerNoise::Mode(NoiseMode::None) => None,
             LayerNoise::Given(t) => Some(t * &self.noise_strength),
         };
-        let flip_weight = self.up == 1;
-        let x = modulated_conv2d(
-            x,
-            &self.weight,
-            &styles,
-            noise.as_ref(),
-            self.up,
-            1,
-            Some(&self.resample_filter),
-            true,
-            flip_weight,
+        let spec = ModConvSpec {
+            up: self.up,
+            padding: 1,
+            resample_filter: Some(&self.resample_filter),
+            demodulate: true,
+            flip_weight: self.up == 1,
             mode,
-        );
+        };
+        let x = modulated_conv2d(x, &self.weight, &styles, noise.as_ref(), &spec);
         let b = self.bias.to_kind(x.kind());
         bias_act(&x, Some(&b), Act::Lrelu, Act::Lrelu.def_gain() * gain, self.conv_clamp.map(|c| c * gain))
     }
@@ -113,7 +117,8 @@ impl ToRgbLayer {
 
     fn forward(&self, x: &Tensor, w: &Tensor, mode: ModConv) -> Tensor {
         let styles = self.affine.forward(w) * self.weight_gain;
-        let x = modulated_conv2d(x, &self.weight, &styles, None, 1, 0, None, false, true, mode);
+        let spec = ModConvSpec { up: 1, padding: 0, resample_filter: None, demodulate: false, flip_weight: true, mode };
+        let x = modulated_conv2d(x, &self.weight, &styles, None, &spec);
         let b = self.bias.to_kind(x.kind());
         bias_act(&x, Some(&b), Act::Linear, 1.0, self.conv_clamp)
     }
@@ -218,9 +223,11 @@ impl SynthesisNetwork {
             let bp = p / format!("b{res}");
             let constant =
                 (in_ch == 0).then(|| bp.var("const", &[out_ch, res, res], Init::Randn { mean: 0.0, stdev: 1.0 }));
-            let conv0 =
-                (in_ch != 0).then(|| SynthesisLayer::new(&(&bp / "conv0"), in_ch, out_ch, w_dim, res, 2, f, clamp));
-            let conv1 = SynthesisLayer::new(&(&bp / "conv1"), out_ch, out_ch, w_dim, res, 1, f, clamp);
+            let conv0 = (in_ch != 0).then(|| {
+                SynthesisLayer::new(&(&bp / "conv0"), cfg, LayerShape { in_ch, out_ch, resolution: res, up: 2 })
+            });
+            let shape = LayerShape { in_ch: out_ch, out_ch, resolution: res, up: 1 };
+            let conv1 = SynthesisLayer::new(&(&bp / "conv1"), cfg, shape);
             let torgb = (is_last || cfg.g_architecture == Architecture::Skip)
                 .then(|| ToRgbLayer::new(&(&bp / "torgb"), out_ch, cfg.channels as i64, w_dim, clamp));
             let skip = (in_ch != 0 && cfg.g_architecture == Architecture::Resnet).then(|| {

@@ -1,6 +1,6 @@
 //! Equalized-learning-rate layers: weights are stored unscaled and multiplied by 1/sqrt(fan_in) at run time.
 
-use super::ops::{bias_act, conv2d_resample, setup_filter, Act};
+use super::ops::{bias_act, conv2d_resample, setup_filter, Act, Conv2dResampleSpec};
 use tch::nn::{Init, Path};
 use tch::Tensor;
 
@@ -49,6 +49,8 @@ pub struct Conv2dLayer {
     conv_clamp: Option<f64>,
 }
 
+/// The official `Conv2dLayer` arguments.
+#[derive(Debug, Clone, Copy)]
 pub struct ConvSpec<'a> {
     pub in_ch: i64,
     pub out_ch: i64,
@@ -81,8 +83,15 @@ impl Conv2dLayer {
 
     pub fn forward(&self, x: &Tensor, gain: f64) -> Tensor {
         let w = (&self.weight * self.weight_gain).to_kind(x.kind());
-        let flip_weight = self.up == 1;
-        let x = conv2d_resample(x, &w, Some(&self.resample_filter), self.up, self.down, self.padding, 1, flip_weight);
+        let spec = Conv2dResampleSpec {
+            filter: Some(&self.resample_filter),
+            up: self.up,
+            down: self.down,
+            padding: self.padding,
+            groups: 1,
+            flip_weight: self.up == 1,
+        };
+        let x = conv2d_resample(x, &w, &spec);
         let b = self.bias.as_ref().map(|b| b.to_kind(x.kind()));
         bias_act(&x, b.as_ref(), self.act, self.act.def_gain() * gain, self.conv_clamp.map(|c| c * gain))
     }

@@ -113,19 +113,23 @@ fn conv(x: &Tensor, w: &Tensor, stride: i64, padding: [i64; 2], groups: i64, tra
     }
 }
 
+/// The official `conv2d_resample` keywords.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dResampleSpec<'a> {
+    /// The FIR filter (`setup_filter`); needed when `up` or `down` > 1.
+    pub filter: Option<&'a Tensor>,
+    pub up: i64,
+    pub down: i64,
+    pub padding: i64,
+    pub groups: i64,
+    /// As the official flag: true runs a plain correlation.
+    pub flip_weight: bool,
+}
+
 /// `conv2d_resample`: a convolution with optional FIR up/downsampling, taking the same fast paths as the official
 /// op (transposed convolution for up, strided for down), which fixes the exact sampling grid.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_resample(
-    x: &Tensor,
-    w: &Tensor,
-    f: Option<&Tensor>,
-    up: i64,
-    down: i64,
-    padding: i64,
-    groups: i64,
-    flip_weight: bool,
-) -> Tensor {
+pub fn conv2d_resample(x: &Tensor, w: &Tensor, spec: &Conv2dResampleSpec) -> Tensor {
+    let Conv2dResampleSpec { filter: f, up, down, padding, groups, flip_weight } = *spec;
     let ws = w.size();
     let (out_ch, in_per_group, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
     let (fw, fh) = f.map(filter_size).unwrap_or((1, 1));
@@ -198,20 +202,28 @@ pub enum ModConv {
     Unfused,
 }
 
+/// The official `modulated_conv2d` keywords, and the form that runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ModConvSpec<'a> {
+    pub up: i64,
+    pub padding: i64,
+    /// The FIR filter (`setup_filter`); needed when `up` > 1.
+    pub resample_filter: Option<&'a Tensor>,
+    pub demodulate: bool,
+    /// As the official flag: true runs a plain correlation.
+    pub flip_weight: bool,
+    pub mode: ModConv,
+}
+
 /// `modulated_conv2d`: weight modulated by per-sample styles, optionally demodulated, plus noise.
-#[allow(clippy::too_many_arguments)]
 pub fn modulated_conv2d(
     x: &Tensor,
     weight: &Tensor,
     styles: &Tensor,
     noise: Option<&Tensor>,
-    up: i64,
-    padding: i64,
-    f: Option<&Tensor>,
-    demodulate: bool,
-    flip_weight: bool,
-    mode: ModConv,
+    spec: &ModConvSpec,
 ) -> Tensor {
+    let ModConvSpec { up, padding, resample_filter: f, demodulate, flip_weight, mode } = *spec;
     let batch = x.size()[0];
     let ws = weight.size();
     let (out_ch, in_ch, kh, kw) = (ws[0], ws[1], ws[2], ws[3]);
@@ -232,7 +244,8 @@ pub fn modulated_conv2d(
     };
     if mode == ModConv::Unfused {
         let x = x * styles.to_kind(x.kind()).reshape([batch, -1, 1, 1]);
-        let x = conv2d_resample(&x, &weight.to_kind(x.kind()), f, up, 1, padding, 1, flip_weight);
+        let spec = Conv2dResampleSpec { filter: f, up, down: 1, padding, groups: 1, flip_weight };
+        let x = conv2d_resample(&x, &weight.to_kind(x.kind()), &spec);
         let k = x.kind();
         return match (&dcoefs, noise) {
             (Some(d), Some(n)) => x * d.to_kind(k).reshape([batch, -1, 1, 1]) + n.to_kind(k),
@@ -247,7 +260,8 @@ pub fn modulated_conv2d(
     let w = w.unwrap().reshape([-1, in_ch, kh, kw]).to_kind(x.kind());
     let sz = x.size();
     let x = x.reshape([1, -1, sz[2], sz[3]]);
-    let x = conv2d_resample(&x, &w, f, up, 1, padding, batch, flip_weight);
+    let spec = Conv2dResampleSpec { filter: f, up, down: 1, padding, groups: batch, flip_weight };
+    let x = conv2d_resample(&x, &w, &spec);
     let sz = x.size();
     let x = x.reshape([batch, out_ch, sz[2], sz[3]]);
     match noise {
@@ -319,8 +333,16 @@ mod tests {
         let w = Tensor::randn([5, 4, 3, 3], opts);
         let s = Tensor::randn([3, 4], opts);
         for (up, flip) in [(1, true), (2, false)] {
-            let a = modulated_conv2d(&x, &w, &s, None, up, 1, Some(&f), true, flip, ModConv::Fused);
-            let b = modulated_conv2d(&x, &w, &s, None, up, 1, Some(&f), true, flip, ModConv::Unfused);
+            let spec = |mode| ModConvSpec {
+                up,
+                padding: 1,
+                resample_filter: Some(&f),
+                demodulate: true,
+                flip_weight: flip,
+                mode,
+            };
+            let a = modulated_conv2d(&x, &w, &s, None, &spec(ModConv::Fused));
+            let b = modulated_conv2d(&x, &w, &s, None, &spec(ModConv::Unfused));
             assert_eq!(a.size(), vec![3, 5, 8 * up, 8 * up]);
             let d = (&a - &b).abs().max().double_value(&[]);
             assert!(d < 1e-4, "up={up}: {d}");

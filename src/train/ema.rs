@@ -12,7 +12,8 @@ pub fn ema_beta(batch: u32, ema_kimg: f64, ema_rampup: Option<f64>, cur_nimg: u6
     0.5f64.powf(batch as f64 / ema_nimg.max(1e-8))
 }
 
-/// ema = lerp(p, ema, beta) for parameters; buffers (w_avg, noise, filters) are copied.
+/// ema = lerp(p, ema, beta) for `params`; the tensors in `buffers` are copied (the trainer passes only `w_avg`, the
+/// one buffer of G that training changes).
 pub fn update(params: &[(Tensor, Tensor)], buffers: &[(Tensor, Tensor)], beta: f64) {
     tch::no_grad(|| {
         for (ema, p) in params {

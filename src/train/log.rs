@@ -3,7 +3,7 @@
 
 use super::tensorboard::EventWriter;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -133,10 +133,7 @@ impl RunLog {
     pub fn open(run_dir: &Path, total_nimg: u64, echo: bool) -> Result<RunLog> {
         let bar = if echo && std::io::stderr().is_terminal() {
             let b = ProgressBar::with_draw_target(Some(total_nimg), ProgressDrawTarget::stderr());
-            b.set_style(
-                ProgressStyle::with_template("{bar:30} {msg} kimg, ETA {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
+            b.set_style(crate::util::progress_style(crate::util::Progress::Kimg));
             b
         } else {
             ProgressBar::hidden()

@@ -10,7 +10,7 @@ use super::log::StatSums;
 use super::loss::{Phase, PhaseInputs, PhaseOut, StyleGan2Loss};
 use super::snapshot::{self, Parts, TrainState};
 use super::{ema, Clock};
-use crate::config::{schedule_value, AugmentMode, Config, NanPolicy};
+use crate::config::{schedule_value, AugmentMode, Config, ModConvSetting, NanPolicy};
 use crate::data::loader::LoaderState;
 use crate::image_io::{to_uint8_nhwc, ImageU8};
 use crate::model::checkpoint::{copy_into, Checkpoint};
@@ -66,7 +66,7 @@ pub fn augment_pipe(cfg: &Config) -> Result<Option<AugmentPipe>> {
 /// resumed run continues exactly.
 pub fn step_seed(seed: u64, batch_idx: u64) -> i64 {
     let mut s = seed ^ batch_idx.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (crate::data::splitmix64(&mut s) >> 1) as i64
+    (crate::rng::splitmix64(&mut s) >> 1) as i64
 }
 
 pub struct Trainer {
@@ -106,10 +106,10 @@ pub struct Trainer {
 
 /// The modulated-convolution form for training on `device` (measured: see BENCHMARKS.md).
 pub fn modconv_for(cfg: &Config, device: Device) -> ModConv {
-    match cfg.training.modconv.as_str() {
-        "fused" => ModConv::Fused,
-        "unfused" => ModConv::Unfused,
-        _ => {
+    match cfg.training.modconv {
+        ModConvSetting::Fused => ModConv::Fused,
+        ModConvSetting::Unfused => ModConv::Unfused,
+        ModConvSetting::Auto => {
             if device.is_cuda() {
                 ModConv::Fused
             } else {

@@ -1,14 +1,32 @@
-//! Shared helpers for the integration tests: golden files and the reference tolerances.
+//! Shared by the integration tests: the repository, the sg2 binary, Python, the golden networks and the reference
+//! tolerances; `data`, `training` and `metrics` hold the fixtures of those tests.
 #![allow(dead_code)]
 
+pub mod data;
+pub mod metrics;
+pub mod training;
+
 use sg2::config::ModelConfig;
-use sg2::model::checkpoint::read_safetensors;
+use sg2::model::checkpoint::{copy_into, read_safetensors};
+use sg2::model::{Discriminator, Generator};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use tch::{Kind, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
 
 pub fn golden(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+    root().join("tests/golden").join(name)
+}
+
+/// A path as the &str that command lines take.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
 }
 
 pub fn golden_config(net: &str) -> ModelConfig {
@@ -18,6 +36,35 @@ pub fn golden_config(net: &str) -> ModelConfig {
 
 pub fn golden_io(net: &str) -> BTreeMap<String, Tensor> {
     read_safetensors(&golden(&format!("{net}-io.safetensors"))).unwrap().0
+}
+
+/// A golden network's G and D on the CPU with the reference weights (the VarStores own the tensors).
+pub struct GoldenNets {
+    pub g: Generator,
+    pub d: Discriminator,
+    pub g_vs: VarStore,
+    pub d_vs: VarStore,
+}
+
+pub fn golden_nets(net: &str) -> GoldenNets {
+    let cfg = golden_config(net);
+    let weights = |which: &str| read_safetensors(&golden(&format!("{net}-{which}.safetensors"))).unwrap().0;
+    let mut g_vs = VarStore::new(Device::Cpu);
+    let g = Generator::new(&g_vs.root(), &cfg);
+    copy_into(&weights("G"), "", &mut g_vs, "G").unwrap();
+    let mut d_vs = VarStore::new(Device::Cpu);
+    let d = Discriminator::new(&d_vs.root(), &cfg);
+    copy_into(&weights("D"), "", &mut d_vs, "D").unwrap();
+    GoldenNets { g, d, g_vs, d_vs }
+}
+
+/// A golden network as an sg2 checkpoint, `dir/NET.safetensors`.
+pub fn import_golden(net: &str, dir: &Path) -> PathBuf {
+    let out = dir.join(format!("{net}.safetensors"));
+    let file = |which: &str| golden(&format!("{net}-{which}"));
+    let (g, d) = (file("G.safetensors"), file("D.safetensors"));
+    sg2::model::import::import(&g, Some(&d), &file("kwargs.json"), &out).unwrap();
+    out
 }
 
 /// The golden README's float tolerance: max |a - ref| <= 1e-4 * max(1, max |ref|).
@@ -49,38 +96,50 @@ pub fn assert_uint8_match(what: &str, a: &Tensor, reference: &Tensor) {
     assert!(off / n <= 0.001, "{what}: {off} of {n} values one level apart");
 }
 
-pub fn sg2_bin() -> std::process::Command {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sg2"))
+/// The sg2 binary under test.
+pub const SG2: &str = env!("CARGO_BIN_EXE_sg2");
+
+pub fn sg2_bin() -> Command {
+    Command::new(SG2)
 }
 
 /// Runs sg2 with args; returns (success, stdout, stderr).
 pub fn run_sg2(args: &[&str]) -> (bool, String, String) {
-    let out = sg2_bin().args(args).output().expect("run sg2");
+    run_sg2_env(args, &[])
+}
+
+/// Runs sg2 with args and extra environment variables.
+pub fn run_sg2_env(args: &[&str], env: &[(&str, &Path)]) -> (bool, String, String) {
+    let out = sg2_bin().args(args).envs(env.iter().copied()).output().expect("run sg2");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
-/// The Python with numpy that the setup script installs (SG2_PYTHON), else python3.
+/// The Python that scripts/setup.sh installs (SG2_PYTHON), else python3 from PATH.
 pub fn python() -> String {
-    std::env::var("SG2_PYTHON").unwrap_or_else(|_| "python3".into())
+    std::env::var("SG2_PYTHON").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".into())
 }
 
-/// Imports a golden network into an sg2 checkpoint in `dir`.
-pub fn import_golden(net: &str, dir: &std::path::Path) -> PathBuf {
-    let out = dir.join(format!("{net}.safetensors"));
-    let g = golden(&format!("{net}-G.safetensors"));
-    let d = golden(&format!("{net}-D.safetensors"));
-    let kw = golden(&format!("{net}-kwargs.json"));
-    let (ok, _, err) = run_sg2(&[
-        "import",
-        "--g",
-        g.to_str().unwrap(),
-        "--d",
-        d.to_str().unwrap(),
-        "--kwargs",
-        kw.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(ok, "import failed: {err}");
-    out
+/// `python()`, checked to run and import `modules`: a test that needs them fails here saying what to do, rather
+/// than passing without its check.
+pub fn require_python(modules: &[&str]) -> String {
+    let py = python();
+    let out = Command::new(&py)
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run Python '{py}' ({e}): run scripts/setup.sh, or set SG2_PYTHON"));
+    assert!(
+        out.status.success(),
+        "Python '{py}' cannot import {}: run scripts/setup.sh, or set SG2_PYTHON to a Python that has them\n{}",
+        modules.join(", "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    py
+}
+
+/// Runs `python()` with args; asserts it succeeds and returns its stdout.
+pub fn run_python(args: &[&str]) -> String {
+    let py = python();
+    let out = Command::new(&py).args(args).output().unwrap_or_else(|e| panic!("cannot run Python '{py}' ({e})"));
+    assert!(out.status.success(), "python {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -3,10 +3,10 @@
 //! (streamed, resumable, CRC-checked) to a folder next to the output.
 
 use super::{Item, Payload, Source};
+use crate::util::{progress_bar, Progress};
 use anyhow::{bail, ensure, Context, Result};
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -160,12 +160,7 @@ pub fn extract_lmdb(zip_path: &Path, dir: &Path, progress: bool) -> Result<()> {
             }
         }
     }
-    let pb = if progress { ProgressBar::new(size) } else { ProgressBar::hidden() };
-    pb.set_style(
-        ProgressStyle::with_template("extracting data.mdb {bar:40} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-            .unwrap()
-            .progress_chars("=> "),
-    );
+    let pb = progress_bar(Progress::Bytes, size, "extracting data.mdb", progress);
     pb.set_position(done);
     let mut w = std::fs::OpenOptions::new()
         .create(true)

@@ -2,7 +2,7 @@
 //! gzipped or raw), padded from 28x28 to 32x32 with 2 black pixels on each side as the official tool does.
 
 use super::{Item, Payload, Source};
-use crate::data::transform::Pixels;
+use crate::image_io::ImageU8;
 use anyhow::{bail, ensure, Context, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -94,7 +94,7 @@ impl Source for Mnist {
         }
         Ok(Item {
             key: format!("train[{i}]"),
-            payload: Payload::Raw(Pixels::new(w, h, 1, data)),
+            payload: Payload::Raw(ImageU8::new(w, h, 1, data)),
             label: Some(self.labels[i] as u32),
         })
     }

@@ -1,7 +1,7 @@
 //! Where images come from. Every source has a fixed, deterministic order and random access by position, so a run
 //! can be shuffled with a seed and resumed after `consumed` items.
 
-use super::transform::Pixels;
+use crate::image_io::ImageU8;
 use anyhow::{Context, Result};
 
 pub mod cifar;
@@ -13,7 +13,7 @@ pub mod pickle;
 /// An image as the source holds it: encoded bytes (decoded in parallel later) or raw pixels.
 pub enum Payload {
     Encoded(Vec<u8>),
-    Raw(Pixels),
+    Raw(ImageU8),
 }
 
 /// One source item.
@@ -61,10 +61,10 @@ pub fn sniff(bytes: &[u8]) -> Option<image::ImageFormat> {
 
 /// Decodes PNG, JPEG, WebP or GIF bytes to 1 or 3 channels. With `channels` = 1, colour images are converted with
 /// Pillow's luma weights; grayscale images are kept as they are.
-pub fn decode(bytes: &[u8], channels: usize) -> Result<Pixels> {
+pub fn decode(bytes: &[u8], channels: usize) -> Result<ImageU8> {
     let fmt = sniff(bytes).context("not a PNG, JPEG, WebP or GIF image")?;
     let img = image::load_from_memory_with_format(bytes, fmt).context("undecodable image")?;
-    Ok(dynamic_to_pixels(img, channels))
+    Ok(from_dynamic(img, channels))
 }
 
 /// Whether the decoded image is grayscale (decides 1 or 3 channels for image folders).
@@ -74,11 +74,12 @@ pub fn is_grayscale(bytes: &[u8]) -> Result<bool> {
     Ok(!img.color().has_color())
 }
 
-pub fn dynamic_to_pixels(img: image::DynamicImage, channels: usize) -> Pixels {
+/// A decoded image as 1 or 3 channels (see [`decode`]).
+pub fn from_dynamic(img: image::DynamicImage, channels: usize) -> ImageU8 {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if channels == 1 && !img.color().has_color() {
-        Pixels::new(w, h, 1, img.into_luma8().into_raw())
+        ImageU8::new(w, h, 1, img.into_luma8().into_raw())
     } else {
-        Pixels::new(w, h, 3, img.into_rgb8().into_raw()).with_channels(channels)
+        ImageU8::new(w, h, 3, img.into_rgb8().into_raw()).with_channels(channels)
     }
 }

@@ -1,24 +1,17 @@
-//! Shared by the training tests: a tiny dataset and a tiny config.
-#![allow(dead_code)]
+//! Fixtures of the training tests: a tiny dataset and a tiny config.
 
+use super::{data, run_sg2, s};
 use sg2::config::Config;
 use std::path::{Path, PathBuf};
-
-#[path = "../dataset_support/mod.rs"]
-pub mod dataset_support;
 
 /// A 32x32 grayscale dataset of `n` IDX images (levels 32..4) in `dir/data`.
 pub fn tiny_dataset(dir: &Path, n: usize) -> PathBuf {
     let src = dir.join("idx");
-    dataset_support::make_idx(&src, n, false);
+    data::make_idx(&src, n, false);
     let dest = dir.join("data");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sg2"))
-        .args(["dataset-tool", "create_mnist", "--source", src.to_str().unwrap(), "--dest"])
-        .arg(&dest)
-        .args(["--resolution", "32"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, _, err) =
+        run_sg2(&["dataset-tool", "create_mnist", "--source", s(&src), "--dest", s(&dest), "--resolution", "32"]);
+    assert!(ok, "{err}");
     dest
 }
 

@@ -1,14 +1,13 @@
 //! Fixtures for the dataset tests, all made here: images with known pixels, LSUN-style LMDBs, zips, IDX files and
 //! a CIFAR-style tarball whose pickles follow the layout of the real (Python 2) files.
-#![allow(dead_code)]
 
 use image::ImageEncoder;
-use sg2::data::transform::Pixels;
+use sg2::image_io::ImageU8;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A smooth, deterministic picture (JPEG-friendly) with some texture.
-pub fn picture(w: usize, h: usize, c: usize, salt: usize) -> Pixels {
+pub fn picture(w: usize, h: usize, c: usize, salt: usize) -> ImageU8 {
     let mut d = Vec::with_capacity(w * h * c);
     for y in 0..h {
         for x in 0..w {
@@ -19,10 +18,10 @@ pub fn picture(w: usize, h: usize, c: usize, salt: usize) -> Pixels {
             }
         }
     }
-    Pixels::new(w, h, c, d)
+    ImageU8::new(w, h, c, d)
 }
 
-fn color(c: usize) -> image::ExtendedColorType {
+fn color(c: u32) -> image::ExtendedColorType {
     if c == 1 {
         image::ExtendedColorType::L8
     } else {
@@ -30,28 +29,24 @@ fn color(c: usize) -> image::ExtendedColorType {
     }
 }
 
-pub fn webp(p: &Pixels) -> Vec<u8> {
+pub fn webp(p: &ImageU8) -> Vec<u8> {
     let mut out = vec![];
     image::codecs::webp::WebPEncoder::new_lossless(&mut out)
-        .write_image(&p.data, p.width as u32, p.height as u32, color(p.channels))
+        .write_image(&p.data, p.width, p.height, color(p.channels))
         .unwrap();
     out
 }
 
-pub fn jpeg(p: &Pixels, quality: u8) -> Vec<u8> {
+pub fn jpeg(p: &ImageU8, quality: u8) -> Vec<u8> {
     let mut out = vec![];
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
-        .write_image(&p.data, p.width as u32, p.height as u32, color(p.channels))
+        .write_image(&p.data, p.width, p.height, color(p.channels))
         .unwrap();
     out
 }
 
-pub fn png(p: &Pixels) -> Vec<u8> {
-    let mut out = vec![];
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(&p.data, p.width as u32, p.height as u32, color(p.channels))
-        .unwrap();
-    out
+pub fn png(p: &ImageU8) -> Vec<u8> {
+    p.encode_png().unwrap()
 }
 
 /// An LMDB in LSUN's layout: the unnamed database, hex keys, encoded images as values.
@@ -101,7 +96,7 @@ pub fn lsun_key(i: usize) -> String {
 
 /// A small LSUN-like LMDB: WebP and JPEG values of varied sizes plus one corrupt and one truncated value.
 /// Returns the folder and the source pictures in key order (`None` for the bad values).
-pub fn lsun_fixture(root: &Path) -> (PathBuf, Vec<Option<(Pixels, bool)>>) {
+pub fn lsun_fixture(root: &Path) -> (PathBuf, Vec<Option<(ImageU8, bool)>>) {
     let sizes = [(40, 30), (30, 50), (64, 64), (48, 36), (33, 47), (20, 20), (50, 40)];
     let mut entries = vec![];
     let mut pics = vec![];
@@ -215,16 +210,6 @@ pub fn make_cifar_tar(path: &Path, batches: usize, per: usize) -> (Vec<u8>, Vec<
     add(&mut t, "test_batch", &vec![0u8; 3072], &[0]);
     t.into_inner().unwrap().finish().unwrap();
     (all, all_labels)
-}
-
-/// Runs the sg2 binary; returns (success, stdout, stderr).
-pub fn sg2(args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sg2")).args(args).output().expect("run sg2");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-pub fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// SHA-256 of every shard, in manifest order: equal datasets have equal lists.
