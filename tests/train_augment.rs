@@ -2,9 +2,13 @@
 //! second derivatives against finite differences.
 
 mod common;
+mod dataset_support;
 
-use common::{assert_close, golden};
+use common::{assert_close, golden, run_sg2};
+use sg2::data::Dataset;
+use sg2::image_io::ImageU8;
 use sg2::model::checkpoint::read_safetensors;
+use sg2::train::augment::preview::augment_dataset;
 use sg2::train::augment::{preset, AugmentPipe, AugmentSpec};
 use tch::{Device, Kind, Tensor};
 
@@ -134,5 +138,71 @@ fn r1_double_backward_matches_finite_differences() {
             let err = (analytic - numeric).abs() / numeric.abs().max(1.0);
             assert!(err < 1e-8, "{name}: autograd {analytic} vs finite differences {numeric}");
         }
+    }
+}
+
+/// A 32x32 RGB dataset of `n` pictures in `dir/data`.
+fn rgb_dataset(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let src = dir.join("pictures");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..n {
+        let png = dataset_support::png(&dataset_support::picture(40, 36, 3, i));
+        std::fs::write(src.join(format!("{i:03}.png")), png).unwrap();
+    }
+    let dest = dir.join("data");
+    let (ok, _, err) = run_sg2(&[
+        "dataset-tool",
+        "create_from_images",
+        "--source",
+        src.to_str().unwrap(),
+        "--dest",
+        dest.to_str().unwrap(),
+        "--resolution",
+        "32",
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    dest
+}
+
+#[test]
+fn dataset_tool_augment_writes_the_pipe_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = rgb_dataset(tmp.path(), 6);
+    let (png, st) = (tmp.path().join("grid.png"), tmp.path().join("batch.safetensors"));
+    let args = |extra: &[&str]| {
+        let mut a = vec!["dataset-tool", "augment", data.to_str().unwrap(), "--out", png.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        run_sg2(&a)
+    };
+    let (ok, out, err) =
+        args(&["--pipe", "bgcfnc", "--p", "0.8", "--seed", "5", "--count", "5", "--tensor-out", st.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("grid.png") && out.contains("batch.safetensors"), "{out}");
+
+    let written = read_safetensors(&st).unwrap().0;
+    let ds = Dataset::open(&data).unwrap();
+    let pipe = AugmentPipe::new(preset("bgcfnc").unwrap(), 0.8);
+    let want = augment_dataset(&ds, &pipe, 5, 5).unwrap();
+    assert_eq!(written["images"].kind(), Kind::Float);
+    assert_eq!(written["images"].size(), [5, 3, 32, 32]);
+    let d = max_abs(&(&written["images"] - &want));
+    assert!(d < 1e-5, "CLI batch differs from the library pipe by {d:e}");
+    // It is augmented: not the plain images.
+    let plain = sg2::train::augment::preview::dataset_images(&ds, 5).unwrap();
+    assert!(max_abs(&(&want - &plain)) > 0.1);
+
+    // 5 images in a 3x2 grid of 32x32 tiles.
+    let img = ImageU8::load_png(&png).unwrap();
+    assert_eq!((img.width, img.height, img.channels), (96, 64, 3));
+
+    for (bad, msg) in [
+        (&["--count", "0"][..], "--count"),
+        (&["--p", "1.5"][..], "--p"),
+        (&["--pipe", "nope"][..], "bgcfnc"),
+        (&["--count", "7"][..], "has 6"),
+    ] {
+        let (ok, _, err) = args(bad);
+        assert!(!ok && err.contains(msg), "{bad:?}: {err}");
     }
 }

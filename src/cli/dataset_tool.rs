@@ -5,6 +5,7 @@ use crate::data::create::{check_dest, create, CreateOptions, Crop};
 use crate::data::inspect;
 use crate::data::sources::{cifar::Cifar10, images::Images, lsun, mnist::Mnist, Source};
 use crate::data::Dataset;
+use crate::train::augment::preview;
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -160,6 +161,32 @@ pub enum DatasetCommand {
         #[arg(long, default_value_t = 64)]
         count: u64,
     },
+    /// The ADA augmentation pipeline applied once to the first records (full resolution, dataset order), as a PNG
+    /// grid: what the discriminator sees in training. Runs on the CPU with libtorch's generator seeded with --seed
+    /// right before the pipe, so a seed always gives the same pictures.
+    Augment {
+        /// Dataset folder.
+        dataset: PathBuf,
+        /// Augmentation preset: blit, geom, color, filter, noise, cutout, bg, bgc, bgcf, bgcfn or bgcfnc.
+        #[arg(long, default_value = "bgc")]
+        pipe: String,
+        /// Overall augmentation probability in [0, 1]: each kind of the preset is applied to an image with
+        /// probability p.
+        #[arg(long, default_value_t = 1.0)]
+        p: f64,
+        /// Seed of the random augmentation parameters.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Number of images (the first ones of the dataset).
+        #[arg(long, default_value_t = 16)]
+        count: u64,
+        /// Output PNG: the augmented images in a near-square grid.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also save the augmented batch as safetensors: key `images`, NCHW float32 (values may leave [-1, 1]).
+        #[arg(long)]
+        tensor_out: Option<PathBuf>,
+    },
 }
 
 fn options(c: &CreateArgs, resolution: usize) -> CreateOptions {
@@ -253,6 +280,18 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             let ds = Dataset::open(&dataset)?;
             inspect::grid(&ds, &out, resolution, count)?;
             println!("wrote {}", out.display());
+            Ok(())
+        }
+        DatasetCommand::Augment { dataset, pipe, p, seed, count, out, tensor_out } => {
+            if let Some(n) = g.threads {
+                tch::set_num_threads(n as i32);
+            }
+            let opts = preview::PreviewOptions { pipe, p, seed, count };
+            opts.pipe()?;
+            let written = preview::write_preview(&Dataset::open(&dataset)?, &opts, &out, tensor_out.as_deref())?;
+            for path in written {
+                println!("wrote {}", path.display());
+            }
             Ok(())
         }
     }

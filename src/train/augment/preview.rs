@@ -1,8 +1,12 @@
 //! The pipe on real images, as `sg2 dataset-tool augment` shows it.
 
-use super::AugmentPipe;
+use super::{preset, AugmentPipe};
 use crate::data::Dataset;
+use crate::image_io::{grid, to_uint8_nhwc, ImageU8};
+use crate::model::checkpoint::write_safetensors;
 use anyhow::{ensure, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 /// The first `count` images of a dataset in dataset order, full resolution, as NCHW float32 in [-1, 1] on the
@@ -26,4 +30,48 @@ pub fn augment_dataset(ds: &Dataset, pipe: &AugmentPipe, count: u64, seed: u64) 
     // The generator takes the seed's 64 bits as they are.
     tch::manual_seed(seed as i64);
     Ok(pipe.forward(&images))
+}
+
+/// What `sg2 dataset-tool augment` shows.
+#[derive(Debug, Clone)]
+pub struct PreviewOptions {
+    /// A preset name (see [`super::PRESETS`]).
+    pub pipe: String,
+    pub p: f64,
+    pub seed: u64,
+    pub count: u64,
+}
+
+impl PreviewOptions {
+    /// Checks the options and builds the pipe.
+    pub fn pipe(&self) -> Result<AugmentPipe> {
+        ensure!(self.count >= 1, "--count must be >= 1");
+        ensure!((0.0..=1.0).contains(&self.p), "--p must be in [0, 1], got {}", self.p);
+        Ok(AugmentPipe::new(preset(&self.pipe)?, self.p))
+    }
+}
+
+/// Augments the first images and writes them as a PNG grid (and, with `tensor_out`, as a safetensors batch under
+/// key `images`). Returns the files written.
+pub fn write_preview(ds: &Dataset, o: &PreviewOptions, out: &Path, tensor_out: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let pipe = o.pipe()?;
+    let images = augment_dataset(ds, &pipe, o.count, o.seed)?;
+
+    let u8s = to_uint8_nhwc(&images);
+    let tiles: Vec<ImageU8> = (0..o.count as i64).map(|i| ImageU8::from_nhwc(&u8s, i)).collect();
+    let cols = (o.count as f64).sqrt().ceil() as usize;
+    grid(&tiles, cols)?.save_png(out)?;
+    let mut written = vec![out.to_path_buf()];
+
+    if let Some(path) = tensor_out {
+        let meta = BTreeMap::from([
+            ("dataset".to_string(), ds.path.display().to_string()),
+            ("pipe".to_string(), o.pipe.clone()),
+            ("p".to_string(), o.p.to_string()),
+            ("seed".to_string(), o.seed.to_string()),
+        ]);
+        write_safetensors(path, &[("images".to_string(), images)], &meta)?;
+        written.push(path.to_path_buf());
+    }
+    Ok(written)
 }
