@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 pub mod cifar;
 pub mod images;
+pub mod lmdb_file;
 pub mod lsun;
 pub mod mnist;
 pub mod pickle;
