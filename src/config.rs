@@ -316,6 +316,14 @@ impl Config {
 
         let t = &self.training;
         check(t.batch >= 1, "training.batch", t.batch, "must be >= 1")?;
+        // D's minibatch-std splits the batch into groups of min(mbstd_group, batch), as the official.
+        let group = m.mbstd_group.min(t.batch);
+        check(
+            m.mbstd_features == 0 || t.batch.is_multiple_of(group),
+            "training.batch",
+            t.batch,
+            &format!("must be a multiple of model.mbstd_group = {} (D's minibatch-std groups)", m.mbstd_group),
+        )?;
         check(t.total_kimg > 0.0, "training.total_kimg", t.total_kimg, "must be > 0")?;
         check(t.g_lr > 0.0, "training.g_lr", t.g_lr, "must be > 0")?;
         check(t.d_lr > 0.0, "training.d_lr", t.d_lr, "must be > 0")?;
