@@ -76,6 +76,28 @@ pub fn format_time(seconds: f64) -> String {
     }
 }
 
+/// "156 MB", "8.0 MB", "40.0 KB", "512 bytes" (decimal units, as file managers show sizes).
+pub fn human_bytes(n: u64) -> String {
+    let f = n as f64;
+    if n >= 1_000_000_000 {
+        format!("{:.1} GB", f / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} MB", f / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} KB", f / 1e3)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// libtorch's message without the C++ part: its errors carry "Exception raised from ..." and a stack of frames
+/// after the first line, which say nothing to a user.
+pub fn torch_message(e: &tch::TchError) -> String {
+    let text = e.to_string();
+    let text = text.strip_prefix("Internal torch error: ").unwrap_or(&text);
+    text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

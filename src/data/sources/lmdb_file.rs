@@ -6,6 +6,7 @@
 //! at open (about 60 MB per million entries), so a truncated or damaged file is refused with the page at fault
 //! before any output exists. Values are read on demand; their page ranges were checked during the walk.
 
+use crate::util::human_bytes;
 use anyhow::{bail, ensure, Context, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -43,20 +44,6 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
-}
-
-/// "156 MB", "8.0 MB", "40 KB", "0 bytes".
-pub fn human_bytes(n: u64) -> String {
-    let f = n as f64;
-    if n >= 1_000_000_000 {
-        format!("{:.1} GB", f / 1e9)
-    } else if n >= 1_000_000 {
-        format!("{:.1} MB", f / 1e6)
-    } else if n >= 1_000 {
-        format!("{:.1} KB", f / 1e3)
-    } else {
-        format!("{n} bytes")
-    }
 }
 
 struct Meta {
