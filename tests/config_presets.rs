@@ -49,7 +49,7 @@ fn each_kind_of_bad_config_names_file_key_and_reason() {
     assert_eq!(bad("", &["training.r1_gamma=-1"]), "configs/x.toml: training.r1_gamma = -1: must be >= 0");
     assert_eq!(
         bad("[model]\nresolution = 48\n", &[]),
-        "configs/x.toml: model.resolution = 48: must be a power of two >= 8"
+        "configs/x.toml: model.resolution = 48: must be a power of two from 8 to 8192"
     );
     assert!(bad("[model]\nfmap_bas = 1\n", &[]).contains("fmap_bas"));
     assert!(bad("[trainin]\n", &[]).contains("trainin"));
