@@ -115,6 +115,7 @@ pub fn extract(
     progress: bool,
 ) -> Result<u64> {
     let r = pick_level(ds, resolution)?;
+    ensure!(max_images != Some(0), "--max-images 0: must be >= 1");
     let n = max_images.unwrap_or(ds.count).min(ds.count);
     std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create folder", dest.display()))?;
     let pb = crate::util::progress_bar(n, "extracting", progress);
@@ -130,10 +131,12 @@ pub fn extract(
 /// The first `count` records at level `resolution` in a near-square grid, as one image.
 pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result<Pixels> {
     let r = pick_level(ds, resolution)?;
-    let n = count.min(ds.count).max(1) as usize;
+    ensure!(count >= 1, "--count 0: must be >= 1");
+    let n = count.min(ds.count) as usize;
     let cols = (n as f64).sqrt().ceil() as usize;
     let rows = n.div_ceil(cols);
     let c = ds.channels;
+    crate::image_io::ensure_fits("--count", 1, (cols * r) as u64, (rows * r) as u64, c as u64)?;
     let (w, h) = (cols * r, rows * r);
     let mut data = vec![0u8; w * h * c];
     for i in 0..n {
