@@ -231,14 +231,26 @@ pub fn real_stats(
     Ok(s)
 }
 
-/// The dataset level compared with the generator: the generator's resolution when the dataset has it, else full.
-pub fn real_resolution(g: &Generator, ds: &Dataset) -> usize {
-    let r = g.img_resolution() as usize;
-    if ds.has_level(r) {
-        r
-    } else {
-        ds.resolution
-    }
+/// The dataset level compared with the generator: the network's resolution, which the dataset must hold (its full
+/// resolution or a level of detail), with the network's channels. Scoring unlike images gives a number that means
+/// nothing, so the official tool refuses too.
+pub fn real_resolution(g: &Generator, ds: &Dataset) -> Result<usize> {
+    let (r, c) = (g.img_resolution() as usize, g.img_channels() as usize);
+    ensure!(
+        ds.channels == c,
+        "{}: {}-channel images, the network makes {c}-channel images; metrics compare like with like",
+        ds.path.display(),
+        ds.channels
+    );
+    ensure!(
+        ds.has_level(r),
+        "{}: {}x{} images (levels {:?}), the network makes {r}x{r}; metrics need the network's resolution",
+        ds.path.display(),
+        ds.resolution,
+        ds.resolution,
+        ds.levels
+    );
+    Ok(r)
 }
 
 /// Evaluates `names` for generator `g` against the dataset folder `data`; each result: (printed name, value,
@@ -252,6 +264,14 @@ pub fn evaluate_generator(
     ensure!(!names.is_empty(), "no metrics given");
     let specs: Vec<&MetricSpec> = names.iter().map(|n| spec(n.trim())).collect::<Result<_>>()?;
     let ds = Dataset::open(data)?;
+    let res = real_resolution(g, &ds)?;
+    // More reals than the dataset holds: all of them, and the printed name says how many.
+    let given_real = opts.num_real.map(|n| n.min(ds.count as usize));
+    if let (Some(asked), Some(used)) = (opts.num_real, given_real) {
+        if asked > used {
+            eprintln!("warning: {asked} real images asked, {} holds {used}: using {used}", ds.path.display());
+        }
+    }
     let mut dets = Detectors::new(opts);
     let mut out = vec![];
     for m in specs {
@@ -259,10 +279,9 @@ pub fn evaluate_generator(
             tch::manual_seed(seed);
         }
         let t0 = Instant::now();
-        let name = printed_name(m, opts.num_gen, opts.num_real);
+        let name = printed_name(m, opts.num_gen, given_real);
         let num_gen = opts.num_gen.unwrap_or(m.num_gen);
-        let num_real = opts.num_real.or(m.max_real).unwrap_or(usize::MAX);
-        let res = real_resolution(g, &ds);
+        let num_real = given_real.or(m.max_real).unwrap_or(usize::MAX);
         let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
             let (psi, batch) = (opts.truncation_psi, opts.batch);
             features::generator_features(det, g, Some(&ds), psi, num_gen, batch, kw, capture, opts.progress)
