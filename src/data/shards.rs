@@ -441,6 +441,9 @@ impl Dataset {
         if dir.file_name().is_some_and(|n| n == MANIFEST) {
             dir.pop();
         }
+        for msg in super::dest::recover_swap(&dir)? {
+            eprintln!("{msg}");
+        }
         ensure!(dir.exists(), "{}: no such dataset", dir.display());
         let mp = dir.join(MANIFEST);
         if !mp.exists() {
