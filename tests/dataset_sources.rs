@@ -190,3 +190,39 @@ fn grayscale_folder_keeps_one_channel_unless_rgb() {
     assert_eq!(ds.channels, 3);
     assert_eq!(&ds.record(8, 0)[64..128], &g.data[..]);
 }
+
+/// Links are followed once: a cycle back to the folder, a second link to a folder and a link to a file add nothing
+/// and are counted; a link to a folder elsewhere is followed. A cycle used to turn 1 image into 41 records.
+#[test]
+fn links_are_followed_once_and_what_they_repeat_is_counted() {
+    use std::os::unix::fs::symlink;
+    let t = tempfile::tempdir().unwrap();
+    let pics = t.path().join("pics");
+    std::fs::create_dir_all(pics.join("sub")).unwrap();
+    std::fs::create_dir_all(t.path().join("extra")).unwrap();
+    for (i, p) in ["pics/a.png", "pics/sub/b.png", "extra/d.png"].iter().enumerate() {
+        std::fs::write(t.path().join(p), png(&picture(8, 8, 3, i))).unwrap();
+    }
+    symlink(&pics, pics.join("loop")).unwrap();
+    symlink(pics.join("sub"), pics.join("again")).unwrap();
+    symlink(pics.join("sub/b.png"), pics.join("c.png")).unwrap();
+    symlink(t.path().join("extra"), pics.join("outside")).unwrap();
+    let src = Images::open(&pics).unwrap();
+    assert_eq!(src.names(), ["a.png", "outside/d.png", "sub/b.png"]);
+    assert_eq!(src.listing_skips(), [("reached twice through links", 3)]);
+
+    let dest = t.path().join("ds");
+    let (ok, out, err) = sg2(&[
+        "dataset-tool",
+        "create_from_images",
+        "--source",
+        s(&pics),
+        "--dest",
+        s(&dest),
+        "--resolution",
+        "8",
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("wrote 3 images") && out.contains("skipped 3: reached twice through links 3"), "{out}");
+}

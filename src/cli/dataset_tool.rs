@@ -89,8 +89,9 @@ pub enum DatasetCommand {
         #[arg(long, default_value_t = 384)]
         height: usize,
     },
-    /// A folder (recursive) or a .zip of PNG, JPEG, WebP or GIF images, in sorted path order. Grayscale when the
-    /// first image is grayscale, unless --rgb.
+    /// A folder (recursive) or a .zip of PNG, JPEG, WebP or GIF images, in sorted path order. Links are followed
+    /// once: a file or folder reached twice (a link cycle) is skipped and counted. Grayscale when the first image is
+    /// grayscale, unless --rgb.
     #[command(name = "create_from_images")]
     CreateFromImages {
         #[command(flatten)]

@@ -264,7 +264,11 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
             check_ours(&partial)?;
             std::fs::remove_dir_all(&partial).with_context(|| format!("{}: cannot remove", partial.display()))?;
         }
-        ShardWriter::create(&partial, channels, opts.resolution, per_shard, plan)?
+        let mut w = ShardWriter::create(&partial, channels, opts.resolution, per_shard, plan)?;
+        for (reason, n) in source.listing_skips() {
+            *w.journal.skipped.entry(reason.to_string()).or_default() += n;
+        }
+        w
     };
     let resumed_from = writer.journal.consumed;
     let max = opts.max_images.unwrap_or(u64::MAX);

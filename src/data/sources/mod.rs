@@ -41,6 +41,10 @@ pub trait Source: Send {
     fn num_classes(&self) -> u32 {
         0
     }
+    /// Entries left out while listing the source, by reason (counted in the summary's skips).
+    fn listing_skips(&self) -> Vec<(&'static str, u64)> {
+        vec![]
+    }
     /// A description for the manifest (kind, path).
     fn describe(&self) -> serde_json::Value;
 }
