@@ -32,7 +32,7 @@ pub struct CreateArgs {
     /// Seed of --shuffle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Make an undecodable image a fatal error instead of skipping and counting it.
+    /// Make an undecodable (or too large) image a fatal error instead of skipping and counting it.
     #[arg(long)]
     pub strict: bool,
     /// Replace an existing dataset at --dest (only once the new one is complete), or discard an interrupted run.

@@ -5,7 +5,7 @@
 pub use super::dest::{check_dest, partial_path};
 use super::dest::{check_ours, install};
 use super::shards::{records_per_shard, ShardWriter, JOURNAL, MAX_RESOLUTION};
-use super::sources::{decode, is_grayscale, Item, Payload, Source};
+use super::sources::{decode, is_grayscale, Item, Payload, Source, TooLarge};
 use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop, Pixels};
 use anyhow::{bail, ensure, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -152,6 +152,7 @@ impl std::fmt::Display for Summary {
 
 /// Skip reasons, as counted in the summary.
 pub const SKIP_UNDECODABLE: &str = "undecodable";
+pub const SKIP_TOO_LARGE: &str = "too large to decode";
 pub const SKIP_SMALL: &str = "smaller than --min-size";
 pub const SKIP_NARROW: &str = "too narrow for the wide crop";
 
@@ -172,7 +173,10 @@ fn process(item: Item, spec: &Spec) -> Outcome {
         Payload::Raw(p) => p.with_channels(spec.channels),
         Payload::Encoded(bytes) => match decode(&bytes, spec.channels) {
             Ok(p) => p,
-            Err(e) => return Outcome::Skip(SKIP_UNDECODABLE, format!("{}: {e:#}", item.key)),
+            Err(e) => {
+                let reason = if e.is::<TooLarge>() { SKIP_TOO_LARGE } else { SKIP_UNDECODABLE };
+                return Outcome::Skip(reason, format!("{}: {e:#}", item.key));
+            }
         },
     };
     let square: Pixels = match spec.crop {
@@ -337,7 +341,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
                     msgs.push(Msg::Record(l, label, pos + j as u64 + 1));
                 }
                 Outcome::Skip(reason, detail) => {
-                    if reason == SKIP_UNDECODABLE && opts.strict {
+                    if (reason == SKIP_UNDECODABLE || reason == SKIP_TOO_LARGE) && opts.strict {
                         failure = Some(anyhow::anyhow!("{detail} (--strict)"));
                         break;
                     }
