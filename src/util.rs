@@ -98,6 +98,17 @@ pub fn torch_message(e: &tch::TchError) -> String {
     text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error").to_string()
 }
 
+/// One line for a panic's message: a libtorch error unwrapped by tch (`... Torch("<message>\nException raised
+/// from ...")`, newlines escaped) becomes `libtorch: <message>`; anything else keeps its first line.
+pub fn panic_line(msg: &str) -> String {
+    if let Some(at) = msg.find("Torch(\"") {
+        let rest = &msg[at + "Torch(\"".len()..];
+        let end = [rest.find("\\n"), rest.find("\")")].into_iter().flatten().min().unwrap_or(rest.len());
+        return format!("libtorch: {}", rest[..end].replace("\\\"", "\"").trim());
+    }
+    msg.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("panic").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +124,18 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(std::fs::read(&p).unwrap(), b"second");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn panics_become_one_line() {
+        let torch = "called `Result::unwrap()` on an `Err` value: Torch(\"DefaultCPUAllocator: can't allocate memory: \
+                     you tried to allocate 137438953472 bytes.\\nException raised from allocate at alloc.cpp:9 \
+                     (most recent call first):\\nframe #0: c10::Error::Error()\")";
+        assert_eq!(
+            panic_line(torch),
+            "libtorch: DefaultCPUAllocator: can't allocate memory: you tried to allocate 137438953472 bytes."
+        );
+        assert_eq!(panic_line("index out of bounds\nmore"), "index out of bounds");
     }
 
     #[test]
