@@ -405,20 +405,55 @@ fn check(ok: bool, key: &str, value: impl std::fmt::Display, reason: &str) -> Re
 
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
-        let m = &self.model;
+        let (m, t, l) = (&self.model, &self.training, &self.logging);
+        // NaN passes every `>` test and infinity most: refuse both first.
+        let floats = [
+            ("model.mapping_lr_mul", m.mapping_lr_mul),
+            ("model.conv_clamp", m.conv_clamp.unwrap_or(0.0)),
+            ("training.total_kimg", t.total_kimg),
+            ("training.g_lr", t.g_lr),
+            ("training.d_lr", t.d_lr),
+            ("training.adam_eps", t.adam_eps),
+            ("training.r1_gamma", t.r1_gamma),
+            ("training.pl_weight", t.pl_weight),
+            ("training.ema_kimg", t.ema_kimg),
+            ("training.ema_rampup", t.ema_rampup.unwrap_or(0.0)),
+            ("logging.tick_kimg", l.tick_kimg),
+            ("logging.collapse_factor", l.collapse_factor),
+        ];
+        for (key, v) in floats {
+            check(v.is_finite(), key, v, "must be a finite number")?;
+        }
+        for (key, sched) in [
+            ("training.g_lr_schedule", &t.g_lr_schedule),
+            ("training.d_lr_schedule", &t.d_lr_schedule),
+            ("training.r1_gamma_schedule", &t.r1_gamma_schedule),
+        ] {
+            let finite = sched.iter().flatten().all(|v| v.is_finite());
+            check(finite, key, format!("{sched:?}"), "must hold finite numbers")?;
+        }
         check(
-            m.resolution >= 8 && m.resolution.is_power_of_two(),
+            m.resample_filter.iter().all(|v| v.is_finite()) && m.resample_filter.len() <= 16,
+            "model.resample_filter",
+            format!("{:?}", m.resample_filter),
+            "must hold at most 16 finite numbers",
+        )?;
+        // Upper bounds keep a typo from asking for terabytes (sizes grow with these).
+        let max_res = crate::data::shards::MAX_RESOLUTION as u32;
+        check(
+            m.resolution >= 8 && m.resolution <= max_res && m.resolution.is_power_of_two(),
             "model.resolution",
             m.resolution,
-            "must be a power of two >= 8",
+            &format!("must be a power of two from 8 to {max_res}"),
         )?;
-        check(m.channels >= 1, "model.channels", m.channels, "must be >= 1")?;
-        check(m.z_dim >= 1, "model.z_dim", m.z_dim, "must be >= 1")?;
-        check(m.w_dim >= 1, "model.w_dim", m.w_dim, "must be >= 1")?;
-        check(m.mapping_layers >= 1, "model.mapping_layers", m.mapping_layers, "must be >= 1")?;
+        check(m.channels == 1 || m.channels == 3, "model.channels", m.channels, "must be 1 or 3 (grayscale or RGB)")?;
+        check(m.c_dim <= crate::data::shards::MAX_CLASSES, "model.c_dim", m.c_dim, "must be at most 1048576")?;
+        check((1..=8192).contains(&m.z_dim), "model.z_dim", m.z_dim, "must be from 1 to 8192")?;
+        check((1..=8192).contains(&m.w_dim), "model.w_dim", m.w_dim, "must be from 1 to 8192")?;
+        check((1..=64).contains(&m.mapping_layers), "model.mapping_layers", m.mapping_layers, "must be from 1 to 64")?;
         check(m.mapping_lr_mul > 0.0, "model.mapping_lr_mul", m.mapping_lr_mul, "must be > 0")?;
-        check(m.fmap_base >= 1, "model.fmap_base", m.fmap_base, "must be >= 1")?;
-        check(m.fmap_max >= 1, "model.fmap_max", m.fmap_max, "must be >= 1")?;
+        check((1..=1 << 24).contains(&m.fmap_base), "model.fmap_base", m.fmap_base, "must be from 1 to 16777216")?;
+        check((1..=8192).contains(&m.fmap_max), "model.fmap_max", m.fmap_max, "must be from 1 to 8192")?;
         check(m.mbstd_group >= 1, "model.mbstd_group", m.mbstd_group, "must be >= 1")?;
         let c4 = m.channels_at(4) as u32;
         check(
@@ -443,8 +478,15 @@ impl Config {
             check(c > 0.0, "model.conv_clamp", c, "must be > 0 (omit the key for no clamping)")?;
         }
 
-        let t = &self.training;
-        check(t.batch >= 1, "training.batch", t.batch, "must be >= 1")?;
+        check((1..=65536).contains(&t.batch), "training.batch", t.batch, "must be from 1 to 65536")?;
+        // D's minibatch-std splits the batch into groups of min(mbstd_group, batch), as the official.
+        let group = m.mbstd_group.min(t.batch);
+        check(
+            m.mbstd_features == 0 || t.batch.is_multiple_of(group),
+            "training.batch",
+            t.batch,
+            &format!("must be a multiple of model.mbstd_group = {} (D's minibatch-std groups)", m.mbstd_group),
+        )?;
         check(t.total_kimg > 0.0, "training.total_kimg", t.total_kimg, "must be > 0")?;
         check(t.g_lr > 0.0, "training.g_lr", t.g_lr, "must be > 0")?;
         check(t.d_lr > 0.0, "training.d_lr", t.d_lr, "must be > 0")?;
@@ -518,17 +560,18 @@ impl Config {
             check(a.p > 0.0, "augment.p", a.p, "mode = \"fixed\" needs p > 0")?;
         }
 
-        let l = &self.logging;
         check(l.tick_kimg > 0.0, "logging.tick_kimg", l.tick_kimg, "must be > 0")?;
         check(l.collapse_factor >= 0.0, "logging.collapse_factor", l.collapse_factor, "must be >= 0 (0 = off)")?;
         for (key, n) in
             [("logging.metrics_num_gen", l.metrics_num_gen), ("logging.metrics_num_real", l.metrics_num_real)]
         {
             if let Some(n) = n {
-                check(n >= 1, key, n, "must be >= 1")?;
+                check((1..=10_000_000).contains(&n), key, n, "must be from 1 to 10000000")?;
             }
         }
-        check(l.grid_w >= 1 && l.grid_h >= 1, "logging.grid_w", l.grid_w, "grid_w and grid_h must be >= 1")?;
+        for (key, n) in [("logging.grid_w", l.grid_w), ("logging.grid_h", l.grid_h)] {
+            check((1..=32).contains(&n), key, n, "must be from 1 to 32")?;
+        }
         Ok(())
     }
 

@@ -139,9 +139,15 @@ pub fn style_mix_grid(
     let Noise::Mode(mode) = opts.noise else { bail!("style mixing takes --noise-mode const, random or none") };
     let row_ws = ws_for_seeds(g, rows, opts.truncation_psi, opts.class_idx, device)?;
     let col_ws = ws_for_seeds(g, cols, opts.truncation_psi, opts.class_idx, device)?;
+    // A few images per pass: a whole row or column of a large figure at once would need far more memory than the
+    // figure itself.
     let synth = |ws: &Tensor| -> Vec<ImageU8> {
-        let u8s = to_uint8_nhwc(&tch::no_grad(|| g.synthesis(ws, mode)));
-        (0..ws.size()[0]).map(|i| ImageU8::from_nhwc(&u8s, i)).collect()
+        let mut out = vec![];
+        for chunk in ws.split(8, 0) {
+            let u8s = to_uint8_nhwc(&tch::no_grad(|| g.synthesis(&chunk, mode)));
+            out.extend((0..chunk.size()[0]).map(|i| ImageU8::from_nhwc(&u8s, i)));
+        }
+        out
     };
     let row_imgs = synth(&row_ws);
     let col_imgs = synth(&col_ws);

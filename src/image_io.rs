@@ -221,6 +221,23 @@ pub fn save_gif(path: impl AsRef<Path>, frames: &[ImageU8], fps: u32) -> Result<
     Ok(())
 }
 
+/// Largest image assembled in memory (a grid, a style-mix figure, a GIF's frames together): 1 GiB of pixels.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
+/// Refuses an output of `images` images of `width x height x channels` above [`MAX_IMAGE_BYTES`], saying its size
+/// and the limit (`what` names the options that set it).
+pub fn ensure_fits(what: &str, images: u64, width: u64, height: u64, channels: u64) -> Result<()> {
+    let bytes = width.saturating_mul(height).saturating_mul(channels).saturating_mul(images);
+    let count = if images == 1 { String::new() } else { format!("{images} images of ") };
+    ensure!(
+        bytes <= MAX_IMAGE_BYTES,
+        "{what}: the output would be {count}{width}x{height} pixels x {channels} channels = {}, above the limit of {}",
+        crate::util::human_bytes(bytes),
+        crate::util::human_bytes(MAX_IMAGE_BYTES)
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,39 @@ pub fn format_time(seconds: f64) -> String {
     }
 }
 
+/// "156 MB", "8.0 MB", "40.0 KB", "512 bytes" (decimal units, as file managers show sizes).
+pub fn human_bytes(n: u64) -> String {
+    let f = n as f64;
+    if n >= 1_000_000_000 {
+        format!("{:.1} GB", f / 1e9)
+    } else if n >= 1_000_000 {
+        format!("{:.1} MB", f / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1} KB", f / 1e3)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// libtorch's message without the C++ part: its errors carry "Exception raised from ..." and a stack of frames
+/// after the first line, which say nothing to a user.
+pub fn torch_message(e: &tch::TchError) -> String {
+    let text = e.to_string();
+    let text = text.strip_prefix("Internal torch error: ").unwrap_or(&text);
+    text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error").to_string()
+}
+
+/// One line for a panic's message: a libtorch error unwrapped by tch (`... Torch("<message>\nException raised
+/// from ...")`, newlines escaped) becomes `libtorch: <message>`; anything else keeps its first line.
+pub fn panic_line(msg: &str) -> String {
+    if let Some(at) = msg.find("Torch(\"") {
+        let rest = &msg[at + "Torch(\"".len()..];
+        let end = [rest.find("\\n"), rest.find("\")")].into_iter().flatten().min().unwrap_or(rest.len());
+        return format!("libtorch: {}", rest[..end].replace("\\\"", "\"").trim());
+    }
+    msg.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("panic").to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +157,18 @@ mod tests {
             pb.inc(3);
             assert_eq!((pb.position(), pb.length()), (3, Some(10)));
         }
+    }
+
+    #[test]
+    fn panics_become_one_line() {
+        let torch = "called `Result::unwrap()` on an `Err` value: Torch(\"DefaultCPUAllocator: can't allocate memory: \
+                     you tried to allocate 137438953472 bytes.\\nException raised from allocate at alloc.cpp:9 \
+                     (most recent call first):\\nframe #0: c10::Error::Error()\")";
+        assert_eq!(
+            panic_line(torch),
+            "libtorch: DefaultCPUAllocator: can't allocate memory: you tried to allocate 137438953472 bytes."
+        );
+        assert_eq!(panic_line("index out of bounds\nmore"), "index out of bounds");
     }
 
     #[test]

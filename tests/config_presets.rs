@@ -56,7 +56,7 @@ fn each_kind_of_bad_config_names_file_key_and_reason() {
     assert_eq!(bad("", &["training.r1_gamma=-1"]), "configs/x.toml: training.r1_gamma = -1: must be >= 0");
     assert_eq!(
         bad("[model]\nresolution = 48\n", &[]),
-        "configs/x.toml: model.resolution = 48: must be a power of two >= 8"
+        "configs/x.toml: model.resolution = 48: must be a power of two from 8 to 8192"
     );
     assert!(bad("[model]\nfmap_bas = 1\n", &[]).contains("fmap_bas"));
     assert!(bad("[trainin]\n", &[]).contains("trainin"));
@@ -106,4 +106,50 @@ fn libtorch_runs_a_convolution_on_cpu() {
     assert_eq!(y.size(), vec![1, 3, 5, 5]);
     assert_eq!(y.double_value(&[0, 0, 2, 2]), 18.0); // 2 channels x 9 taps
     assert_eq!(y.double_value(&[0, 0, 0, 0]), 8.0); // corner: 2 x 4 taps
+}
+
+/// D's minibatch-std needs the batch split into groups of min(mbstd_group, batch); a batch that does not split
+/// would fail deep in libtorch after the run folder exists.
+#[test]
+fn batch_must_split_into_minibatch_std_groups() {
+    assert_eq!(
+        bad("", &["training.batch=6"]),
+        "configs/x.toml: training.batch = 6: must be a multiple of model.mbstd_group = 4 (D's minibatch-std groups)"
+    );
+    for ok in [["training.batch=8", "model.mbstd_group=4"], ["training.batch=3", "model.mbstd_group=4"]] {
+        let ov: Vec<String> = ok.iter().map(|s| s.to_string()).collect();
+        sg2::config::parse("", "x.toml", &ov).unwrap();
+    }
+    // Without minibatch-std any batch works.
+    sg2::config::parse("", "x", &["training.batch=6".into(), "model.mbstd_features=0".into()]).unwrap();
+
+    let cfg = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/fmnist32.toml");
+    let (ok, _, err) = run_sg2(&["info", "--config", cfg.to_str().unwrap(), "--set", "training.batch=10"]);
+    assert!(!ok && err.trim().lines().count() == 1, "{err}");
+    assert!(err.contains("fmnist32.toml: training.batch = 10: must be a multiple of model.mbstd_group = 4"), "{err}");
+    let t = tempfile::tempdir().unwrap();
+    let runs = t.path().join("runs");
+    let (ok, _, err) = run_sg2(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--set",
+        "training.batch=10",
+        "--data",
+        t.path().to_str().unwrap(),
+        "--outdir",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("training.batch = 10"), "{err}");
+    assert!(!runs.exists(), "a run folder was created");
+
+    // Official kwargs with groups of 3: the imported config gets a batch that splits.
+    let kw = serde_json::json!({"G": {"z_dim": 8, "w_dim": 8, "img_resolution": 8, "img_channels": 3},
+        "D": {"epilogue_kwargs": {"mbstd_group_size": 3}}});
+    let m = sg2::model::import::config_from_kwargs(&kw).unwrap();
+    assert_eq!(m.mbstd_group, 3);
+    let kw = serde_json::json!({"G": {"z_dim": 8, "w_dim": 8, "img_resolution": 8, "img_channels": 3},
+        "D": {"epilogue_kwargs": {"mbstd_group_size": 0}}});
+    let err = sg2::model::import::config_from_kwargs(&kw).unwrap_err().to_string();
+    assert!(err.contains("model.mbstd_group = 0: must be >= 1"), "{err}");
 }

@@ -3,6 +3,7 @@
 mod common;
 use anyhow::{bail, Result};
 use common::data::*;
+use common::s;
 use sg2::data::create::{create, partial_path, CreateOptions};
 use sg2::data::shards::{ShardWriter, JOURNAL, MANIFEST};
 use sg2::data::sources::{mnist::Mnist, Item, Source};
@@ -177,4 +178,62 @@ fn full_disk_is_a_clear_error_and_leaves_no_trusted_shard() {
     assert!(!dir.join("r4/00000.bin").exists() && !dir.join(MANIFEST).exists());
     let journal = sg2::data::shards::Journal::load(&dir).unwrap().unwrap();
     assert!(journal.shards.is_empty());
+}
+
+/// A kill inside `--force`'s swap leaves DEST moved aside to DEST.old-<pid> with the new dataset still in
+/// DEST.partial, or the new one in place beside DEST.old-<pid>. The next command finishes the swap and says so.
+#[test]
+fn an_interrupted_replacement_is_finished_by_the_next_command() {
+    let t = tempfile::tempdir().unwrap();
+    make_idx(&t.path().join("mnist"), 9, false);
+    let build = |dest: &Path, n: u64| {
+        let mut o = opts(dest);
+        o.max_images = Some(n);
+        create(&mut Mnist::open(&t.path().join("mnist")).unwrap(), &o).unwrap();
+    };
+    let (old_ds, new_ds) = (t.path().join("old_ds"), t.path().join("new_ds"));
+    build(&old_ds, 3);
+    build(&new_ds, 5);
+    let copy = |from: &Path, to: &Path| {
+        let ok = std::process::Command::new("cp").args(["-r", s(from), s(to)]).status().unwrap().success();
+        assert!(ok);
+    };
+    // A process that has exited: its swap is not in progress.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    child.wait().unwrap();
+    let dest = t.path().join("ds");
+    let old = t.path().join(format!("ds.old-{}", child.id()));
+    let info = || sg2(&["dataset-tool", "info", s(&dest)]);
+
+    // Killed between the renames: no DEST, the complete new dataset in DEST.partial.
+    copy(&old_ds, &old);
+    copy(&new_ds, &partial_path(&dest));
+    let (ok, out, err) = info();
+    assert!(ok, "{err}");
+    assert!(err.contains("completed an interrupted replacement: the new dataset is in place"), "{err}");
+    assert!(out.contains("images       5"), "{out}");
+    assert!(!old.exists() && !partial_path(&dest).exists());
+
+    // Killed between the renames with no complete new dataset: the old one comes back.
+    std::fs::remove_dir_all(&dest).unwrap();
+    copy(&old_ds, &old);
+    let (ok, out, err) = info();
+    assert!(ok, "{err}");
+    assert!(err.contains("rolled back an interrupted replacement: the previous dataset is restored"), "{err}");
+    assert!(out.contains("images       3") && !old.exists(), "{out}");
+
+    // Killed while removing the replaced dataset: the create command removes the rest and goes on.
+    copy(&new_ds, &old);
+    std::fs::remove_file(old.join(MANIFEST)).unwrap();
+    let (ok, _, err) =
+        sg2(&["dataset-tool", "create_mnist", "--source", s(&t.path().join("mnist")), "--dest", s(&dest)]);
+    assert!(!ok && err.contains("removed the replaced dataset") && err.contains("already exists"), "{err}");
+    assert!(!old.exists() && Dataset::open(&dest).unwrap().count == 3);
+
+    // A swap whose process still runs is left alone.
+    let live = t.path().join(format!("ds.old-{}", std::process::id()));
+    copy(&old_ds, &live);
+    let (ok, _, err) = info();
+    assert!(ok && !err.contains("interrupted"), "{err}");
+    assert!(live.exists());
 }

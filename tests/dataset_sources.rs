@@ -187,3 +187,69 @@ fn grayscale_folder_keeps_one_channel_unless_rgb() {
     assert_eq!(ds.channels, 3);
     assert_eq!(&ds.record(8, 0)[64..128], &g.data[..]);
 }
+
+/// Links are followed once: a cycle back to the folder, a second link to a folder and a link to a file add nothing
+/// and are counted; a link to a folder elsewhere is followed. A cycle used to turn 1 image into 41 records.
+#[test]
+fn links_are_followed_once_and_what_they_repeat_is_counted() {
+    use std::os::unix::fs::symlink;
+    let t = tempfile::tempdir().unwrap();
+    let pics = t.path().join("pics");
+    std::fs::create_dir_all(pics.join("sub")).unwrap();
+    std::fs::create_dir_all(t.path().join("extra")).unwrap();
+    for (i, p) in ["pics/a.png", "pics/sub/b.png", "extra/d.png"].iter().enumerate() {
+        std::fs::write(t.path().join(p), png(&picture(8, 8, 3, i))).unwrap();
+    }
+    symlink(&pics, pics.join("loop")).unwrap();
+    symlink(pics.join("sub"), pics.join("again")).unwrap();
+    symlink(pics.join("sub/b.png"), pics.join("c.png")).unwrap();
+    symlink(t.path().join("extra"), pics.join("outside")).unwrap();
+    let src = Images::open(&pics).unwrap();
+    assert_eq!(src.names(), ["a.png", "outside/d.png", "sub/b.png"]);
+    assert_eq!(src.listing_skips(), [("reached twice through links", 3)]);
+
+    let dest = t.path().join("ds");
+    let (ok, out, err) = sg2(&[
+        "dataset-tool",
+        "create_from_images",
+        "--source",
+        s(&pics),
+        "--dest",
+        s(&dest),
+        "--resolution",
+        "8",
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("wrote 3 images") && out.contains("skipped 3: reached twice through links 3"), "{out}");
+}
+
+/// A PNG header announcing 60000x60000 pixels is refused by the decoder's memory limit before any allocation:
+/// counted as too large, not as a damaged file.
+#[test]
+fn decompression_bombs_count_as_too_large() {
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&crc.to_be_bytes());
+    }
+    let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = [60000u32.to_be_bytes(), 60000u32.to_be_bytes()].concat();
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut bomb, b"IHDR", &ihdr);
+    chunk(&mut bomb, b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(&mut bomb, b"IEND", &[]);
+    let t = tempfile::tempdir().unwrap();
+    let pics = t.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    std::fs::write(pics.join("a.png"), png(&picture(8, 8, 3, 0))).unwrap();
+    std::fs::write(pics.join("bomb.png"), &bomb).unwrap();
+    std::fs::write(pics.join("junk.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let summary = create(&mut Images::open(&pics).unwrap(), &opts(&t.path().join("ds"), 8, Some(3))).unwrap();
+    assert_eq!(summary.written, 1);
+    let skipped: Vec<(&str, u64)> = summary.skipped.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(skipped, [("too large to decode", 1), ("undecodable", 1)]);
+}

@@ -330,3 +330,44 @@ fn tf_era_metrics_read_the_reals_x_flipped_when_the_network_was_trained_mirrored
     assert!((plain - flipped).abs() > 1e-3, "mirroring changed nothing: {plain}");
     assert_eq!(run(&ds, "fid50k_full", "true"), run(&ds, "fid50k_full", "false"));
 }
+
+/// A dataset at `resolution` with `channels` from 32x32 test images.
+fn dataset_at(root: &Path, n: u32, resolution: usize, channels: usize) -> std::path::PathBuf {
+    let src = image_folder(&root.join("src"), 0, n, 32, false);
+    let dest = root.join("ds");
+    let mut o = sg2::data::create::CreateOptions::new(&dest, resolution);
+    (o.progress, o.min_size, o.channels) = (false, 0, Some(channels));
+    sg2::data::create::create(&mut sg2::data::sources::images::Images::open(&src).unwrap(), &o).unwrap();
+    dest
+}
+
+/// The official tool refuses to score a network against unlike images; a larger dataset is compared through its
+/// level at the network's resolution, and --num-real beyond the dataset is clamped, warned and named by the count.
+#[test]
+fn mismatched_datasets_are_refused_and_real_counts_are_what_was_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let det = dir.path().join("det");
+    make_detectors(&det);
+    let home = dir.path().join("home");
+    let net = import_golden("tiny32", dir.path());
+    let run = |ds: &Path, real: &str| {
+        let args = ["--device", "cpu", "metrics", "--network", s(&net), "--data", s(ds), "--num-gen", "8"];
+        let more = ["--num-real", real, "--batch", "8", "--detector-dir", s(&det)];
+        run_sg2_env(&[&args[..], &more].concat(), &[("SG2_HOME", &home)])
+    };
+    for (name, res, ch, want) in [
+        ("small", 16, 3, "16x16 images (levels [16, 8, 4]), the network makes 32x32"),
+        ("gray", 32, 1, "1-channel images, the network makes 3-channel images"),
+    ] {
+        let ds = dataset_at(&dir.path().join(name), 4, res, ch);
+        let (ok, out, err) = run(&ds, "4");
+        assert!(!ok && out.is_empty() && err.trim().lines().count() == 1, "{err}");
+        assert!(err.contains(&format!("{}: {want}", ds.display())), "{err}");
+    }
+    let big = dataset_at(&dir.path().join("big"), 6, 64, 3);
+    let (ok, out, err) = run(&big, "5000");
+    assert!(ok, "{err}");
+    assert!(err.contains("is 64x64; comparing with its 32x32 level"), "{err}");
+    assert!(err.contains("warning: 5000 real images asked") && err.contains("holds 6: using 6"), "{err}");
+    assert_eq!(parse_lines("tiny32", &out)[0].0, "fid8_r6");
+}

@@ -2,7 +2,6 @@
 //! second derivatives against finite differences.
 
 mod common;
-mod dataset_support;
 
 use common::{assert_close, golden, run_sg2};
 use sg2::data::Dataset;
@@ -146,7 +145,7 @@ fn rgb_dataset(dir: &std::path::Path, n: usize) -> std::path::PathBuf {
     let src = dir.join("pictures");
     std::fs::create_dir_all(&src).unwrap();
     for i in 0..n {
-        let png = dataset_support::png(&dataset_support::picture(40, 36, 3, i));
+        let png = common::data::png(&common::data::picture(40, 36, 3, i));
         std::fs::write(src.join(format!("{i:03}.png")), png).unwrap();
     }
     let dest = dir.join("data");

@@ -1,7 +1,7 @@
 //! `sg2 bench`.
 
 use super::Global;
-use anyhow::Result;
+use anyhow::{ensure, Result};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -22,28 +22,28 @@ pub enum BenchCommand {
         /// Minibatch size (default: the config's).
         #[arg(long)]
         batch: Option<u32>,
-        /// Number of timed steps.
+        /// Number of timed steps (>= 1).
         #[arg(long, default_value_t = 16)]
         steps: u32,
     },
     /// Dataset tool throughput on a synthetic LSUN-style LMDB.
     Dataset {
-        /// Number of synthetic images.
+        /// Number of synthetic images (>= 1).
         #[arg(long, default_value_t = 2000)]
         images: usize,
-        /// Output resolution.
+        /// Output resolution (a power of two from 4 to 8192).
         #[arg(long, default_value_t = 256)]
         resolution: u32,
     },
     /// Loader throughput (images/s) at a resolution.
     Loader {
-        /// Resolution of the synthetic dataset.
+        /// Resolution of the synthetic dataset (a power of two from 4 to 8192).
         #[arg(long, default_value_t = 256)]
         resolution: u32,
-        /// Number of batches timed.
+        /// Number of batches timed (>= 1).
         #[arg(long, default_value_t = 200)]
         batches: usize,
-        /// Batch size.
+        /// Batch size (1 to 1024).
         #[arg(long, default_value_t = 32)]
         batch: usize,
     },
@@ -52,16 +52,49 @@ pub enum BenchCommand {
         /// Detector TorchScript file.
         #[arg(long)]
         detector: std::path::PathBuf,
-        /// Batch size.
+        /// Batch size (1 to 1024).
         #[arg(long, default_value_t = 64)]
         batch: usize,
-        /// Batches per timed run.
+        /// Batches per timed run (>= 1).
         #[arg(long, default_value_t = 8)]
         batches: usize,
     },
 }
 
+/// Checks the options' ranges before the (slow) set-up of a benchmark.
+fn check(what: &BenchCommand) -> Result<()> {
+    let max = crate::data::shards::MAX_RESOLUTION as u32;
+    let resolution = |r: u32| -> Result<()> {
+        ensure!(
+            r.is_power_of_two() && (4..=max).contains(&r),
+            "--resolution {r}: must be a power of two from 4 to {max}"
+        );
+        Ok(())
+    };
+    let at_least_one = |opt: &str, n: usize| -> Result<()> {
+        ensure!(n >= 1, "{opt} {n}: must be >= 1");
+        Ok(())
+    };
+    match *what {
+        BenchCommand::Train { steps, .. } => at_least_one("--steps", steps as usize),
+        BenchCommand::Dataset { images, resolution: r } => {
+            resolution(r)?;
+            at_least_one("--images", images)
+        }
+        BenchCommand::Loader { resolution: r, batches, batch } => {
+            resolution(r)?;
+            at_least_one("--batches", batches)?;
+            super::check_batch(batch)
+        }
+        BenchCommand::Metrics { batch, batches, .. } => {
+            at_least_one("--batches", batches)?;
+            super::check_batch(batch)
+        }
+    }
+}
+
 pub fn run(args: Args, g: &Global) -> Result<()> {
+    check(&args.what)?;
     let device = g.setup()?;
     let report = match args.what {
         BenchCommand::Dataset { images, resolution } => crate::data::bench::bench_dataset(images, resolution as usize)?,

@@ -24,7 +24,7 @@ pub struct CreateArgs {
     /// Output dataset folder; built in DEST.partial and renamed when complete.
     #[arg(long)]
     pub dest: PathBuf,
-    /// Stop after writing this many images.
+    /// Stop after writing this many images (>= 1).
     #[arg(long)]
     pub max_images: Option<u64>,
     /// Visit the source in a random order (from --seed) instead of its own order.
@@ -33,7 +33,7 @@ pub struct CreateArgs {
     /// Seed of --shuffle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Make an undecodable image a fatal error instead of skipping and counting it.
+    /// Make an undecodable (or too large) image a fatal error instead of skipping and counting it.
     #[arg(long)]
     pub strict: bool,
     /// Replace an existing dataset at --dest (only once the new one is complete), or discard an interrupted run.
@@ -42,10 +42,10 @@ pub struct CreateArgs {
     /// Continue an interrupted run in DEST.partial (same options) instead of refusing.
     #[arg(long)]
     pub resume: bool,
-    /// Decode threads (default: all cores).
+    /// Decode threads (default: --threads, else all cores; at most 4 per core and one per image).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
-    /// Upper bound of one full-resolution shard file in MiB.
+    /// Upper bound of one full-resolution shard file in MiB (1 to 65536).
     #[arg(long, default_value_t = 1024)]
     pub shard_size_mb: u64,
     /// No progress bar.
@@ -56,7 +56,8 @@ pub struct CreateArgs {
 /// Options of the commands that take photographs (crop and resize).
 #[derive(clap::Args, Debug, Clone)]
 pub struct PhotoArgs {
-    /// Output resolution (a power of two); images are center-cropped to a square and resized with Lanczos.
+    /// Output resolution (a power of two from 4 to 8192); images are center-cropped to a square and resized with
+    /// Lanczos.
     #[arg(long, default_value_t = 256)]
     pub resolution: usize,
     /// Skip (and count) images whose square crop is smaller than this; those between it and --resolution are
@@ -89,8 +90,9 @@ pub enum DatasetCommand {
         #[arg(long, default_value_t = 384)]
         height: usize,
     },
-    /// A folder (recursive) or a .zip of PNG, JPEG, WebP or GIF images, in sorted path order. Grayscale when the
-    /// first image is grayscale, unless --rgb.
+    /// A folder (recursive) or a .zip of PNG, JPEG, WebP or GIF images, in sorted path order. Links are followed
+    /// once: a file or folder reached twice (a link cycle) is skipped and counted. Grayscale when the first image is
+    /// grayscale, unless --rgb.
     #[command(name = "create_from_images")]
     CreateFromImages {
         #[command(flatten)]
@@ -143,7 +145,7 @@ pub enum DatasetCommand {
         /// Level to extract (default: full resolution).
         #[arg(long)]
         resolution: Option<usize>,
-        /// Only the first N records.
+        /// Only the first N records (>= 1).
         #[arg(long)]
         max_images: Option<u64>,
     },
@@ -157,7 +159,7 @@ pub enum DatasetCommand {
         /// Level to show (default: full resolution).
         #[arg(long)]
         resolution: Option<usize>,
-        /// Number of images.
+        /// Number of images (>= 1; the sheet may hold at most 1 GiB of pixels).
         #[arg(long, default_value_t = 64)]
         count: u64,
     },
@@ -211,15 +213,15 @@ fn run_create(source: &mut dyn Source, o: &CreateOptions) -> Result<()> {
 }
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
-    if let Some(n) = g.threads {
-        anyhow::ensure!(n >= 1, "--threads must be >= 1");
+    let threads = g.threads()?;
+    if let Some(n) = threads {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
     let default_workers = |c: &CreateArgs| {
         if c.workers == 0 {
-            g.threads.unwrap_or(0)
+            threads.unwrap_or(0)
         } else {
-            c.workers
+            super::bounded_threads("--workers", c.workers)
         }
     };
     match args.command {
@@ -228,6 +230,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             o.workers = default_workers(&common);
             o.channels = Some(3);
             o.min_size = photo.min_size.unwrap_or(photo.resolution);
+            o.validate()?;
             check_dest(&common.dest, common.force)?;
             let mut src = lsun::open_source(&common.source, &common.dest, o.progress)?;
             run_create(&mut src, &o)
@@ -237,6 +240,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             o.workers = default_workers(&common);
             o.channels = Some(3);
             o.crop = Crop::Wide { width, height };
+            o.validate()?;
             check_dest(&common.dest, common.force)?;
             let mut src = lsun::open_source(&common.source, &common.dest, o.progress)?;
             run_create(&mut src, &o)

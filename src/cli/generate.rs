@@ -17,7 +17,7 @@ pub struct GenerateArgs {
     /// Seeds: "6600-6605", "1,5,10-12".
     #[arg(long)]
     pub seeds: String,
-    /// Truncation psi (1 = none).
+    /// Truncation psi (1 = none; a warning beyond +-2).
     #[arg(long = "trunc", default_value_t = 1.0)]
     pub truncation_psi: f64,
     /// Noise: const (stored noise), random, none, or tf (drawn from the seed's RandomState after z, as the TF tool).
@@ -29,10 +29,10 @@ pub struct GenerateArgs {
     /// Output folder for seedNNNN.png (seeds below 1000 are zero-padded to four digits, as the official).
     #[arg(long, default_value = "out")]
     pub outdir: PathBuf,
-    /// Images per forward pass.
+    /// Images per forward pass (1 to 1024).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Also write all images as one grid PNG.
+    /// Also write all images as one grid PNG (at most 1 GiB of pixels).
     #[arg(long)]
     pub grid: Option<PathBuf>,
 }
@@ -51,7 +51,7 @@ pub struct StyleMixArgs {
     /// Layers (w indices) taken from the column seed, e.g. 0-6.
     #[arg(long, default_value = "0-6")]
     pub styles: String,
-    /// Truncation psi.
+    /// Truncation psi (1 = none; a warning beyond +-2).
     #[arg(long = "trunc", default_value_t = 1.0)]
     pub truncation_psi: f64,
     /// Noise mode.
@@ -60,7 +60,7 @@ pub struct StyleMixArgs {
     /// Class label for conditional networks.
     #[arg(long = "class")]
     pub class_idx: Option<usize>,
-    /// Output PNG.
+    /// Output PNG (the figure may hold at most 1 GiB of pixels).
     #[arg(long, default_value = "out/stylemix.png")]
     pub out: PathBuf,
 }
@@ -73,13 +73,13 @@ pub struct InterpolateArgs {
     /// Key seeds visited in order (the walk loops back to the first).
     #[arg(long)]
     pub seeds: String,
-    /// Frames between consecutive key seeds.
+    /// Frames between consecutive key seeds (all frames together may hold at most 1 GiB of pixels).
     #[arg(long, default_value_t = 60)]
     pub frames: usize,
     /// Interpolation space: w (lerp) or z (slerp).
     #[arg(long, value_enum, default_value = "w")]
     pub space: Space,
-    /// Truncation psi.
+    /// Truncation psi (1 = none; a warning beyond +-2).
     #[arg(long = "trunc", default_value_t = 1.0)]
     pub truncation_psi: f64,
     /// Noise mode (random draws new noise for every frame).
@@ -97,13 +97,15 @@ pub struct InterpolateArgs {
 }
 
 fn options(psi: f64, noise: Noise, class_idx: Option<usize>, batch: usize) -> Result<GenOptions> {
-    if !psi.is_finite() {
-        bail!("--trunc must be a finite number");
-    }
-    if batch == 0 {
-        bail!("--batch must be >= 1");
-    }
+    super::check_psi(psi)?;
+    super::check_batch(batch)?;
     Ok(GenOptions { truncation_psi: psi, noise, class_idx, batch })
+}
+
+/// Refuses an output of `images` of the network's images in memory above the limit.
+fn ensure_fits(what: &str, net: &crate::model::Generator, images: u64, cols: u64, rows: u64) -> Result<()> {
+    let (r, c) = (net.img_resolution() as u64, net.img_channels() as u64);
+    crate::image_io::ensure_fits(what, images, cols.saturating_mul(r), rows.saturating_mul(r), c)
 }
 
 pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
@@ -111,8 +113,12 @@ pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     let seeds = parse_seeds(&a.seeds).context("--seeds")?;
     let opts = options(a.truncation_psi, a.noise_mode, a.class_idx, a.batch)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
-    // Checks the label before anything is written.
+    // Checks the label and the grid's size before anything is written.
     class_tensor(&net, a.class_idx, 1, device)?;
+    if a.grid.is_some() {
+        let cols = (seeds.len() as f64).sqrt().ceil() as u64;
+        ensure_fits("--seeds with --grid", &net, 1, cols, (seeds.len() as u64).div_ceil(cols.max(1)))?;
+    }
     std::fs::create_dir_all(&a.outdir).with_context(|| format!("{}: cannot create folder", a.outdir.display()))?;
     let pb = progress_bar(Progress::Count, seeds.len() as u64, "images", seeds.len() >= 32);
     let mut all = vec![];
@@ -145,6 +151,7 @@ pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
     let styles = parse_index_list(&a.styles).context("--styles")?;
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    ensure_fits("--rows/--cols", &net, 1, cols.len() as u64 + 1, rows.len() as u64 + 1)?;
     println!("Generating style-mix grid: {} rows x {} columns, styles {:?} ...", rows.len(), cols.len(), styles);
     let grid = style_mix_grid(&net, &rows, &cols, &styles, &opts, device)?;
     grid.save_png(&a.out)?;
@@ -159,7 +166,11 @@ pub fn run_interpolate(a: InterpolateArgs, g: &Global) -> Result<()> {
         bail!("--fps must be in 1..=100");
     }
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
+    if a.frames == 0 {
+        bail!("--frames 0: must be >= 1");
+    }
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    ensure_fits("--seeds/--frames", &net, (seeds.len() as u64).saturating_mul(a.frames as u64), 1, 1)?;
     let pb = progress_bar(Progress::Count, (seeds.len() * a.frames) as u64, "frames", true);
     let frames = interpolation_frames(&net, &seeds, a.frames, a.space, &opts, device, |_, _| pb.inc(1))?;
     pb.finish_and_clear();

@@ -4,7 +4,7 @@ use super::Global;
 use crate::config::Config;
 use crate::model::summary::{rows, table, Net};
 use crate::model::{Discriminator, Generator};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use tch::nn::VarStore;
 use tch::Device;
@@ -53,6 +53,8 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
                 bail!("--set applies to --config, not --network");
             }
             let ckpt = crate::model::checkpoint::load(path)?;
+            // The checks `generate` and `train --resume` make, so a checkpoint they refuse is not reported as fine.
+            ckpt.verify().with_context(|| path.display().to_string())?;
             println!("# {}", path.display());
             for (k, v) in &ckpt.metadata {
                 if k != crate::model::checkpoint::KEY_CONFIG {

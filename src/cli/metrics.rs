@@ -28,23 +28,24 @@ pub struct Args {
     /// Folder with the detector TorchScript files (default: $SG2_HOME/detectors).
     #[arg(long)]
     pub detector_dir: Option<PathBuf>,
-    /// Number of generated images (overrides the metric's count; the printed name says so).
+    /// Number of generated images, 1 to 10 million (overrides the metric's count; the printed name says so).
     #[arg(long)]
     pub num_gen: Option<usize>,
-    /// Number of real images (overrides the metric's count).
+    /// Number of real images, 1 to 10 million (overrides the metric's count; at most the dataset's size, and the
+    /// printed name gives the count used).
     #[arg(long)]
     pub num_real: Option<usize>,
-    /// Truncation psi for generated images.
+    /// Truncation psi for generated images (a warning beyond +-2).
     #[arg(long, default_value_t = 1.0)]
     pub trunc: f64,
-    /// Batch size for generation and feature extraction.
+    /// Batch size for generation and feature extraction (1 to 1024).
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// With --real REF --fake CANDIDATES: write a TSV ranking each candidate by its distance (Inception features) to
     /// the k-th nearest reference image, nearest first, with whether it lies inside the reference manifold.
     #[arg(long, value_name = "OUT.tsv")]
     pub rank: Option<PathBuf>,
-    /// Neighbourhood size k for --rank.
+    /// Neighbourhood size k for --rank (>= 1, below the number of reference images).
     #[arg(long, default_value_t = 3)]
     pub k: i64,
     /// Seed of torch's generator for latents, noise and labels.
@@ -67,6 +68,9 @@ pub struct Args {
     pub allow_tf32: bool,
 }
 
+/// Largest --num-gen / --num-real: the official counts are 50k (1M reals for KID); 10M features take 80 GB.
+const MAX_IMAGES: usize = 10_000_000;
+
 pub fn run(args: Args, g: &Global) -> Result<()> {
     let device = g.setup()?;
     crate::ffi::set_allow_tf32(args.allow_tf32)?;
@@ -81,8 +85,14 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     if args.no_cache {
         opts.cache_dir = None;
     }
-    ensure!(args.batch >= 1, "--batch must be >= 1");
-    ensure!(args.num_gen != Some(0) && args.num_real != Some(0), "--num-gen and --num-real must be >= 1");
+    super::check_batch(args.batch)?;
+    super::check_psi(args.trunc)?;
+    for (opt, n) in [("--num-gen", args.num_gen), ("--num-real", args.num_real)] {
+        if let Some(n) = n {
+            ensure!((1..=MAX_IMAGES).contains(&n), "{opt} {n}: must be from 1 to {MAX_IMAGES}");
+        }
+    }
+    ensure!(args.k >= 1, "--k {}: must be >= 1", args.k);
     let names: Vec<String> = args.metrics.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     match (&args.network, &args.data, &args.real, &args.fake) {
         (Some(net), Some(data), None, None) => {
@@ -93,6 +103,11 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             }
             let (cfg, _vs, gen) = checkpoint::load_generator(net, device)?;
             opts.mirror = args.mirror.unwrap_or(cfg.training.mirror);
+            let ds = crate::data::Dataset::open(data)?;
+            let res = metrics::real_resolution(&gen, &ds)?;
+            if res != ds.resolution {
+                eprintln!("note: {} is {1}x{1}; comparing with its {res}x{res} level", data.display(), ds.resolution);
+            }
             let results = metrics::evaluate_generator(&gen, data, &names, &opts)?;
             let stem = net.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let file = net.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -32,7 +32,7 @@ pub struct Global {
     /// Compute device: auto (CUDA when libtorch sees a GPU, else CPU), cpu, cuda or cuda:N.
     #[arg(long, global = true, default_value = "auto")]
     pub device: String,
-    /// CPU threads for libtorch and data work (default: all cores).
+    /// CPU threads for libtorch and data work (default: all cores; at most 4 per core).
     #[arg(long, global = true)]
     pub threads: Option<usize>,
 }
@@ -61,12 +61,57 @@ pub enum Command {
     Bench(bench::Args),
 }
 
+/// At most this many threads per core: libtorch and rayon start every thread asked for, and 100,000 of them hang
+/// the process where a few per core already keep every core busy.
+pub const THREADS_PER_CORE: usize = 4;
+
+/// `n` bounded to `THREADS_PER_CORE` per core; says so on stderr when it lowers `n` (given as `option`).
+pub fn bounded_threads(option: &str, n: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let max = THREADS_PER_CORE * cores;
+    if n > max {
+        eprintln!("note: {option} {n}: using {max} (at most {THREADS_PER_CORE} per core, {cores} cores)");
+    }
+    n.min(max)
+}
+
+/// Largest images per forward pass: more only risks running out of memory mid-run.
+pub const MAX_BATCH: usize = 1024;
+
+/// `--batch`: 1 to [`MAX_BATCH`].
+pub fn check_batch(n: usize) -> Result<()> {
+    anyhow::ensure!((1..=MAX_BATCH).contains(&n), "--batch {n}: must be from 1 to {MAX_BATCH}");
+    Ok(())
+}
+
+/// Truncation psi beyond this magnitude extrapolates so far from the average that images fall apart.
+pub const PSI_WARN: f64 = 2.0;
+
+/// `--trunc`: a finite number; a warning when it is far outside the usual 0 to 1.
+pub fn check_psi(psi: f64) -> Result<()> {
+    anyhow::ensure!(psi.is_finite(), "--trunc {psi}: must be a finite number");
+    if psi.abs() > PSI_WARN {
+        eprintln!(
+            "warning: --trunc {psi}: far outside the usual 0 to 1 (|psi| > {PSI_WARN}); images will be distorted"
+        );
+    }
+    Ok(())
+}
+
 impl Global {
+    /// `--threads`, checked and bounded (None: all cores).
+    pub fn threads(&self) -> Result<Option<usize>> {
+        match self.threads {
+            None => Ok(None),
+            Some(0) => anyhow::bail!("--threads 0: must be >= 1"),
+            Some(n) => Ok(Some(bounded_threads("--threads", n))),
+        }
+    }
+
     /// Applies `--threads`, turns TF32 off (the official setting; a subcommand may allow it), resolves `--device`.
     pub fn setup(&self) -> Result<tch::Device> {
         crate::ffi::set_allow_tf32(false)?;
-        if let Some(n) = self.threads {
-            anyhow::ensure!(n >= 1, "--threads must be >= 1");
+        if let Some(n) = self.threads()? {
             tch::set_num_threads(n as i32);
             let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
         }

@@ -2,8 +2,10 @@
 //! shards. Memory stays bounded (one batch in flight per stage); the output appears under `--dest` only when
 //! complete, built meanwhile in `<dest>.partial`, which a re-run with `--resume` continues.
 
-use super::shards::{records_per_shard, ShardWriter, JOURNAL, MANIFEST};
-use super::sources::{decode, is_grayscale, Item, Payload, Source};
+pub use super::dest::{check_dest, partial_path};
+use super::dest::{check_ours, install};
+use super::shards::{records_per_shard, ShardWriter, JOURNAL, MAX_RESOLUTION};
+use super::sources::{decode, is_grayscale, Item, Payload, Source, TooLarge};
 use super::transform::{center_crop_square, levels_of_detail, resize_lanczos, to_chw, wide_crop};
 use crate::image_io::ImageU8;
 use crate::rng::splitmix64;
@@ -12,7 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -50,7 +52,40 @@ pub struct CreateOptions {
     pub progress: bool,
 }
 
+/// Largest `--shard-size-mb` (64 GiB files).
+pub const MAX_SHARD_MB: u64 = 1 << 16;
+
+/// Decode threads for `requested` (0: all cores) on `items` source items: at most 4 per core (more only adds memory
+/// and switching) and never more than the items.
+pub fn bounded_workers(requested: usize, items: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let w = if requested == 0 { cores } else { requested.min(4 * cores) };
+    w.min(usize::try_from(items).unwrap_or(usize::MAX)).max(1)
+}
+
 impl CreateOptions {
+    /// Checks every option's range before any work is done (an LSUN zip is extracted only after this).
+    pub fn validate(&self) -> Result<()> {
+        let r = self.resolution;
+        ensure!(
+            r.is_power_of_two() && (4..=MAX_RESOLUTION).contains(&r),
+            "--resolution {r}: must be a power of two from 4 to {MAX_RESOLUTION}"
+        );
+        if let Crop::Wide { width, height } = self.crop {
+            ensure!(width == r, "--width {width}: must equal the resolution {r}");
+            ensure!((1..=width).contains(&height), "--height {height}: must be from 1 to --width {width}");
+        }
+        ensure!(self.max_images != Some(0), "--max-images 0: must be >= 1");
+        ensure!(
+            (1..=MAX_SHARD_MB).contains(&self.shard_size_mb),
+            "--shard-size-mb {}: must be from 1 to {MAX_SHARD_MB}",
+            self.shard_size_mb
+        );
+        ensure!(self.records_per_shard != Some(0), "records per shard must be >= 1");
+        ensure!(matches!(self.channels, None | Some(1) | Some(3)), "channels must be 1 or 3");
+        Ok(())
+    }
+
     pub fn new(dest: impl Into<PathBuf>, resolution: usize) -> CreateOptions {
         CreateOptions {
             dest: dest.into(),
@@ -119,6 +154,7 @@ impl std::fmt::Display for Summary {
 
 /// Skip reasons, as counted in the summary.
 pub const SKIP_UNDECODABLE: &str = "undecodable";
+pub const SKIP_TOO_LARGE: &str = "too large to decode";
 pub const SKIP_SMALL: &str = "smaller than --min-size";
 pub const SKIP_NARROW: &str = "too narrow for the wide crop";
 
@@ -139,7 +175,10 @@ fn process(item: Item, spec: &Spec) -> Outcome {
         Payload::Raw(p) => p.with_channels(spec.channels),
         Payload::Encoded(bytes) => match decode(&bytes, spec.channels) {
             Ok(p) => p,
-            Err(e) => return Outcome::Skip(SKIP_UNDECODABLE, format!("{}: {e:#}", item.key)),
+            Err(e) => {
+                let reason = if e.is::<TooLarge>() { SKIP_TOO_LARGE } else { SKIP_UNDECODABLE };
+                return Outcome::Skip(reason, format!("{}: {e:#}", item.key));
+            }
         },
     };
     let square: ImageU8 = match spec.crop {
@@ -173,32 +212,6 @@ pub fn permutation(n: u64, seed: u64) -> Vec<u64> {
     v
 }
 
-/// Refuses to touch a folder that is not ours: only an sg2 dataset, an unfinished run or an empty folder.
-fn check_ours(dir: &Path) -> Result<()> {
-    ensure!(dir.is_dir(), "{}: exists and is not a folder; refusing to replace it", dir.display());
-    let ours = dir.join(MANIFEST).exists()
-        || dir.join(JOURNAL).exists()
-        || std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?.next().is_none();
-    ensure!(ours, "{}: not an sg2 dataset; refusing to replace it", dir.display());
-    Ok(())
-}
-
-/// Refuses an existing `dest` unless `force` and it is an sg2 dataset (or empty). Callers that do long work before
-/// `create` (extracting a zip) check this first.
-pub fn check_dest(dest: &Path, force: bool) -> Result<()> {
-    if dest.exists() {
-        ensure!(force, "{}: already exists (use --force to replace it)", dest.display());
-        check_ours(dest)?;
-    }
-    Ok(())
-}
-
-pub fn partial_path(dest: &Path) -> PathBuf {
-    let mut s = dest.as_os_str().to_owned();
-    s.push(".partial");
-    PathBuf::from(s)
-}
-
 enum Msg {
     Record(Vec<Vec<u8>>, Option<u32>, u64),
     Skip(&'static str),
@@ -208,19 +221,7 @@ enum Msg {
 pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> {
     let start = Instant::now();
     let dest = &opts.dest;
-    ensure!(
-        opts.resolution >= 4 && opts.resolution.is_power_of_two(),
-        "--resolution {} is not a power of two >= 4",
-        opts.resolution
-    );
-    if let Crop::Wide { width, height } = opts.crop {
-        ensure!(
-            width == opts.resolution && height <= width,
-            "wide crop {width}x{height} does not fit resolution {}",
-            opts.resolution
-        );
-    }
-    ensure!(opts.shard_size_mb >= 1, "--shard-size-mb must be >= 1");
+    opts.validate()?;
     check_dest(dest, opts.force)?;
     let n = source.len();
     ensure!(n > 0, "{}: the source holds no images", source.describe()["path"].as_str().unwrap_or("source"));
@@ -269,13 +270,16 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
             check_ours(&partial)?;
             std::fs::remove_dir_all(&partial).with_context(|| format!("{}: cannot remove", partial.display()))?;
         }
-        ShardWriter::create(&partial, channels, opts.resolution, per_shard, plan)?
+        let mut w = ShardWriter::create(&partial, channels, opts.resolution, per_shard, plan)?;
+        for (reason, n) in source.listing_skips() {
+            *w.journal.skipped.entry(reason.to_string()).or_default() += n;
+        }
+        w
     };
     let resumed_from = writer.journal.consumed;
     let max = opts.max_images.unwrap_or(u64::MAX);
 
-    let workers =
-        if opts.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.workers };
+    let workers = bounded_workers(opts.workers, n);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(workers).build()?;
     let pb = progress_bar(Progress::Count, n.min(max), "images", opts.progress);
     pb.set_position(writer.written());
@@ -334,7 +338,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
                     msgs.push(Msg::Record(l, label, pos + j as u64 + 1));
                 }
                 Outcome::Skip(reason, detail) => {
-                    if reason == SKIP_UNDECODABLE && opts.strict {
+                    if (reason == SKIP_UNDECODABLE || reason == SKIP_TOO_LARGE) && opts.strict {
                         failure = Some(anyhow::anyhow!("{detail} (--strict)"));
                         break;
                     }
@@ -370,6 +374,9 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     if written == 0 {
         let why: Vec<String> = skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = std::fs::remove_dir_all(&partial);
+        if why.is_empty() {
+            bail!("no image was written");
+        }
         bail!("no image was written (skipped: {})", why.join(", "));
     }
     let levels = super::transform::level_resolutions(opts.resolution).len();
@@ -395,20 +402,4 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     install(&partial, dest)?;
     summary.seconds = start.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-/// Moves the finished `partial` folder to `dest`, replacing an old dataset only once the new one is complete.
-fn install(partial: &Path, dest: &Path) -> Result<()> {
-    if dest.exists() {
-        let mut old = dest.as_os_str().to_owned();
-        old.push(format!(".old-{}", std::process::id()));
-        let old = PathBuf::from(old);
-        std::fs::rename(dest, &old).with_context(|| format!("{}: cannot move aside", dest.display()))?;
-        std::fs::rename(partial, dest).with_context(|| format!("{}: cannot rename into place", partial.display()))?;
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("{}: cannot remove the replaced dataset", old.display()))?;
-    } else {
-        std::fs::rename(partial, dest).with_context(|| format!("{}: cannot rename into place", partial.display()))?;
-    }
-    Ok(())
 }

@@ -103,6 +103,7 @@ pub fn extract(
     progress: bool,
 ) -> Result<u64> {
     let r = pick_level(ds, resolution)?;
+    ensure!(max_images != Some(0), "--max-images 0: must be >= 1");
     let n = max_images.unwrap_or(ds.count).min(ds.count);
     std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create folder", dest.display()))?;
     let pb = progress_bar(Progress::Count, n, "extracting", progress);
@@ -118,9 +119,13 @@ pub fn extract(
 /// The first `count` records at level `resolution` in a near-square grid, as one image.
 pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result<ImageU8> {
     let r = pick_level(ds, resolution)?;
-    let n = count.min(ds.count).max(1) as usize;
+    ensure!(count >= 1, "--count 0: must be >= 1");
+    let n = count.min(ds.count) as usize;
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    crate::image_io::ensure_fits("--count", 1, (cols * r) as u64, (rows * r) as u64, ds.channels as u64)?;
     let tiles: Vec<ImageU8> = (0..n).map(|i| from_chw(ds.record(r, i as u64), ds.channels, r, r)).collect();
-    crate::image_io::grid(&tiles, (n as f64).sqrt().ceil() as usize)
+    crate::image_io::grid(&tiles, cols)
 }
 
 /// Writes the contact sheet as a PNG.

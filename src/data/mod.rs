@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod create;
+pub mod dest;
 pub mod inspect;
 pub mod loader;
 pub mod shards;

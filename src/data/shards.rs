@@ -16,6 +16,10 @@ pub const JOURNAL: &str = "progress.json";
 pub const LABELS: &str = "labels.u32";
 pub const FORMAT: &str = "sg2-shards";
 pub const VERSION: u32 = 1;
+/// Largest resolution of a dataset: one 8192x8192 RGB record is 200 MB; above that a typo is likelier than intent.
+pub const MAX_RESOLUTION: usize = 8192;
+/// Largest number of label classes (ImageNet-21k has 21,841).
+pub const MAX_CLASSES: u32 = 1 << 20;
 
 /// One shard file: records `first .. first + count` of one level.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -62,6 +66,45 @@ pub struct Manifest {
 impl Manifest {
     pub fn record_bytes(&self, resolution: usize) -> usize {
         self.channels * resolution * resolution
+    }
+
+    /// Checks every field against its range, so readers can divide, index and allocate by them: one message naming
+    /// the field and the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let r = self.resolution;
+        if !(r.is_power_of_two() && (4..=MAX_RESOLUTION).contains(&r)) {
+            return Err(format!("resolution {r} is not a power of two from 4 to {MAX_RESOLUTION}"));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return Err(format!("channels {} is not 1 or 3", self.channels));
+        }
+        if self.count == 0 {
+            return Err("count is 0 (a dataset holds at least one record)".into());
+        }
+        if self.records_per_shard == 0 {
+            return Err("records_per_shard is 0 (must be >= 1)".into());
+        }
+        if self.num_classes > MAX_CLASSES {
+            return Err(format!("num_classes {} is above {MAX_CLASSES}", self.num_classes));
+        }
+        if self.labels.is_none() && self.num_classes != 0 {
+            return Err(format!("num_classes is {} but there is no labels file", self.num_classes));
+        }
+        for f in self.shards.iter().map(|s| &s.file).chain(self.labels.iter().map(|l| &l.file)) {
+            let p = Path::new(f);
+            if p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(format!("file {f:?} is not inside the dataset folder"));
+            }
+        }
+        for s in &self.shards {
+            if !self.levels.contains(&s.level) {
+                return Err(format!("shard {} has level {}, not one of {:?}", s.file, s.level, self.levels));
+            }
+            if s.count == 0 || s.count > self.records_per_shard {
+                return Err(format!("shard {} holds {} records (1 to records_per_shard allowed)", s.file, s.count));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -398,6 +441,9 @@ impl Dataset {
         if dir.file_name().is_some_and(|n| n == MANIFEST) {
             dir.pop();
         }
+        for msg in super::dest::recover_swap(&dir)? {
+            eprintln!("{msg}");
+        }
         ensure!(dir.exists(), "{}: no such dataset", dir.display());
         let mp = dir.join(MANIFEST);
         if !mp.exists() {
@@ -419,6 +465,7 @@ impl Dataset {
             mp.display(),
             manifest.version
         );
+        manifest.validate().map_err(|e| anyhow::anyhow!("{}: invalid manifest: {e}", mp.display()))?;
         ensure!(
             manifest.levels == super::transform::level_resolutions(manifest.resolution),
             "{}: levels {:?} do not go from the resolution down to 4",
@@ -442,7 +489,7 @@ impl Dataset {
                     manifest.records_per_shard
                 );
                 ensure!(
-                    s.bytes == s.count * manifest.record_bytes(r) as u64,
+                    s.bytes == s.count.saturating_mul(manifest.record_bytes(r) as u64),
                     "{}: shard {} size disagrees with its record count",
                     mp.display(),
                     s.file
@@ -459,7 +506,7 @@ impl Dataset {
                 // Safety: shard files are never modified in place (written once, renamed into place).
                 let m = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("{}: cannot map", p.display()))?;
                 v.push(m);
-                expect_first += s.count;
+                expect_first = expect_first.saturating_add(s.count);
             }
             ensure!(
                 expect_first == manifest.count,
@@ -475,11 +522,11 @@ impl Dataset {
                 let p = dir.join(&fi.file);
                 let bytes = std::fs::read(&p).with_context(|| format!("{}: cannot read labels", p.display()))?;
                 ensure!(
-                    bytes.len() as u64 == manifest.count * 4,
+                    bytes.len() as u64 == manifest.count.saturating_mul(4),
                     "{}: {} bytes, expected {}",
                     p.display(),
                     bytes.len(),
-                    manifest.count * 4
+                    manifest.count.saturating_mul(4)
                 );
                 let l: Vec<u32> = bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
                 ensure!(

@@ -127,6 +127,7 @@ pub struct Ranked {
 
 /// Ranks every candidate by its k-NN distance to the reference set (nearest first) and writes a TSV to `out`.
 pub fn rank(reference: &Path, candidates: &Path, out: &Path, k: i64, opts: &MetricOptions) -> Result<Vec<Ranked>> {
+    ensure!(k >= 1, "--k {k}: must be >= 1");
     let mut refs = ImageSet::open(reference)?;
     let mut cands = ImageSet::open(candidates)?;
     let mut dets = Detectors::new(opts);

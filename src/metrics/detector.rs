@@ -7,6 +7,7 @@
 //! declared default. The same call therefore works on the official files and on any module with those names, in
 //! whatever order it declares them.
 
+use crate::util::torch_message;
 use anyhow::{bail, ensure, Context, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -93,8 +94,9 @@ impl Detector {
     pub fn load(path: &Path, device: Device) -> Result<Detector> {
         ensure!(path.is_file(), "{}: detector file not found", path.display());
         let params = forward_signature(path)?;
-        let mut module = CModule::load_on_device(path, device)
-            .map_err(|e| anyhow::anyhow!("{}: not a loadable TorchScript detector ({e})", path.display()))?;
+        let mut module = CModule::load_on_device(path, device).map_err(|e| {
+            anyhow::anyhow!("{}: not a loadable TorchScript detector ({})", path.display(), torch_message(&e))
+        })?;
         module.set_eval();
         let hash = file_hash(path)?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -127,7 +129,7 @@ impl Detector {
             args.push(IValue::Bool(v));
         }
         let out = tch::no_grad(|| self.module.forward_is(&args))
-            .map_err(|e| anyhow::anyhow!("{}: forward failed: {e}", self.path.display()))?;
+            .map_err(|e| anyhow::anyhow!("{}: forward failed: {}", self.path.display(), torch_message(&e)))?;
         match out {
             IValue::Tensor(t) => Ok(t),
             other => bail!("{}: forward returned {other:?}, expected a tensor", self.path.display()),

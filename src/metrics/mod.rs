@@ -350,14 +350,26 @@ pub fn real_stats(
     Ok(s)
 }
 
-/// The dataset level compared with the generator: the generator's resolution when the dataset has it, else full.
-pub fn real_resolution(g: &Generator, ds: &Dataset) -> usize {
-    let r = g.img_resolution() as usize;
-    if ds.has_level(r) {
-        r
-    } else {
-        ds.resolution
-    }
+/// The dataset level compared with the generator: the network's resolution, which the dataset must hold (its full
+/// resolution or a level of detail), with the network's channels. Scoring unlike images gives a number that means
+/// nothing, so the official tool refuses too.
+pub fn real_resolution(g: &Generator, ds: &Dataset) -> Result<usize> {
+    let (r, c) = (g.img_resolution() as usize, g.img_channels() as usize);
+    ensure!(
+        ds.channels == c,
+        "{}: {}-channel images, the network makes {c}-channel images; metrics compare like with like",
+        ds.path.display(),
+        ds.channels
+    );
+    ensure!(
+        ds.has_level(r),
+        "{}: {}x{} images (levels {:?}), the network makes {r}x{r}; metrics need the network's resolution",
+        ds.path.display(),
+        ds.resolution,
+        ds.resolution,
+        ds.levels
+    );
+    Ok(r)
 }
 
 /// Evaluates `names` for generator `g` against the dataset folder `data`; each result: (printed name, value,
@@ -371,6 +383,7 @@ pub fn evaluate_generator(
     ensure!(!names.is_empty(), "no metrics given");
     let specs: Vec<&MetricSpec> = names.iter().map(|n| spec(n.trim())).collect::<Result<_>>()?;
     let ds = Dataset::open(data)?;
+    let res = real_resolution(g, &ds)?;
     let mut dets = Detectors::new(opts);
     let mut out = vec![];
     for m in specs {
@@ -378,11 +391,20 @@ pub fn evaluate_generator(
             tch::manual_seed(seed);
         }
         let t0 = Instant::now();
-        let name = printed_name(m, opts.num_gen, opts.num_real);
+        // The x-flipped dataset of the TF-era metrics holds every image twice.
+        let mirror = opts.mirror && m.keeps_mirror;
+        let available = ds.count as usize * if mirror { 2 } else { 1 };
+        // More reals than the dataset holds: all of them, and the printed name says how many.
+        let given_real = opts.num_real.map(|n| n.min(available));
+        if let (Some(asked), Some(used)) = (opts.num_real, given_real) {
+            if asked > used {
+                eprintln!("warning: {asked} real images asked, {} holds {used}: using {used}", ds.path.display());
+            }
+        }
+        let name = printed_name(m, opts.num_gen, given_real);
         let num_gen = opts.num_gen.unwrap_or(m.num_gen);
-        let num_real = opts.num_real.or(m.max_real).unwrap_or(usize::MAX);
-        let res = real_resolution(g, &ds);
-        let reals = RealSet { ds: &ds, resolution: res, count: num_real, mirror: opts.mirror && m.keeps_mirror };
+        let num_real = given_real.or(m.max_real).unwrap_or(usize::MAX);
+        let reals = RealSet { ds: &ds, resolution: res, count: num_real, mirror };
         let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
             let pass = FeaturePass { det, kwargs: kw, capture, count: num_gen, batch: opts.batch, show: opts.progress };
             features::generator_features(&pass, g, Some(&ds), opts.truncation_psi)

@@ -3,7 +3,7 @@
 
 use super::Generator;
 use crate::config::Config;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -75,7 +75,10 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: &B
 }
 
 fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    ensure!(!path.is_dir(), "{}: is a folder, not a checkpoint file", path.display());
     let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let len = file.metadata().with_context(|| format!("{}: cannot stat", path.display()))?.len();
+    ensure!(len > 0, "{}: empty file (0 bytes), not a checkpoint", path.display());
     // SAFETY: the file is only read; a concurrent writer replaces it by rename, never in place.
     unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))
 }
@@ -134,11 +137,13 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         bail!("{}: no such checkpoint", path.display());
     }
     let (tensors, metadata) = read_safetensors(path)?;
-    if metadata.get(KEY_FORMAT).map(String::as_str) != Some(FORMAT) {
-        bail!(
+    match metadata.get(KEY_FORMAT).map(String::as_str) {
+        Some(FORMAT) => {}
+        Some(other) => bail!("{}: checkpoint format '{other}', this sg2 reads '{FORMAT}'", path.display()),
+        None => bail!(
             "{}: not an sg2 checkpoint (no '{KEY_FORMAT}' metadata); official state dicts are converted with `sg2 import`",
             path.display()
-        );
+        ),
     }
     let text = metadata.get(KEY_CONFIG).with_context(|| format!("{}: checkpoint has no config", path.display()))?;
     let config = crate::config::parse(text, &format!("{} (stored config)", path.display()), &[])?;
@@ -149,6 +154,28 @@ impl Checkpoint {
     pub fn has(&self, prefix: &str) -> bool {
         let p = format!("{prefix}.");
         self.tensors.keys().any(|k| k.starts_with(&p))
+    }
+
+    /// The generator used for inference: G_ema, else G.
+    pub fn generator_prefix(&self) -> Option<&'static str> {
+        ["G_ema", "G"].into_iter().find(|p| self.has(p))
+    }
+
+    /// Checks what generating and resuming will need: a generator, and every network present loads into the
+    /// networks its config describes (names and shapes).
+    pub fn verify(&self) -> Result<()> {
+        ensure!(self.generator_prefix().is_some(), "checkpoint holds no generator");
+        for prefix in ["G", "G_ema"].into_iter().filter(|p| self.has(p)) {
+            let mut vs = VarStore::new(Device::Cpu);
+            let _g = Generator::new(&vs.root(), &self.config.model);
+            self.load_into(prefix, &mut vs)?;
+        }
+        if self.has("D") {
+            let mut vs = VarStore::new(Device::Cpu);
+            let _d = super::Discriminator::new(&vs.root(), &self.config.model);
+            self.load_into("D", &mut vs)?;
+        }
+        Ok(())
     }
 
     /// Copies the tensors under `prefix` into `vs`, checking that names and shapes match exactly.
@@ -195,11 +222,7 @@ pub fn copy_into(tensors: &BTreeMap<String, Tensor>, prefix: &str, vs: &mut VarS
 /// The generator for inference: G_ema (or G when the file has no G_ema), on `device`, with the checkpoint's config.
 pub fn load_generator(path: &Path, device: Device) -> Result<(Config, VarStore, Generator)> {
     let ckpt = load(path)?;
-    let prefix = if ckpt.has("G_ema") {
-        "G_ema"
-    } else if ckpt.has("G") {
-        "G"
-    } else {
+    let Some(prefix) = ckpt.generator_prefix() else {
         bail!("{}: checkpoint holds no generator", path.display());
     };
     let mut vs = VarStore::new(device);

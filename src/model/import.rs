@@ -78,9 +78,19 @@ pub fn config_from_kwargs(kw: &Value) -> Result<ModelConfig> {
             }
         }
     }
-    let cfg = Config { model: m, ..Config::default() };
+    let cfg = import_config(m);
     cfg.validate().map_err(|e| anyhow::anyhow!("kwargs describe an unsupported network: {e}"))?;
     Ok(cfg.model)
+}
+
+/// The config stored with an imported network: its model and default training settings, with the batch raised to a
+/// multiple of the network's minibatch-std group (an official network trained with groups of 3 gets batch 33), so
+/// the checkpoint validates and can be fine-tuned as it is.
+fn import_config(model: ModelConfig) -> Config {
+    let mut cfg = Config { model, ..Config::default() };
+    let group = cfg.model.mbstd_group.max(1);
+    cfg.training.batch = cfg.training.batch.next_multiple_of(group);
+    cfg
 }
 
 /// Builds an sg2 checkpoint from official state dicts: G (stored as both G and G_ema) and optionally D.
@@ -90,7 +100,7 @@ pub fn import(g_path: &Path, d_path: Option<&Path>, kwargs_path: &Path, out: &Pa
     let kw: Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", kwargs_path.display()))?;
     let model = config_from_kwargs(&kw).with_context(|| format!("{}", kwargs_path.display()))?;
-    let config = Config { model, ..Config::default() };
+    let config = import_config(model);
 
     let (g_tensors, _) = read_safetensors(g_path)?;
     let mut g_vs = VarStore::new(Device::Cpu);

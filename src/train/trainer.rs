@@ -487,7 +487,17 @@ impl Trainer {
     /// Restores networks, optimizers, `pl_mean` and the loop state from a loaded snapshot.
     pub fn restore(&mut self, ckpt: &Checkpoint, state: &TrainState) -> Result<()> {
         if ckpt.config.model != self.cfg.model {
-            bail!("the snapshot's [model] differs from the config's (resume with the config it was trained with)");
+            // Name the first key that differs (an absent optional key shows as "absent").
+            let table = |m: &crate::config::ModelConfig| toml::Table::try_from(m).unwrap_or_default();
+            let (snap, cfg) = (table(&ckpt.config.model), table(&self.cfg.model));
+            let shown = |t: &toml::Table, k: &str| t.get(k).map_or("absent".to_string(), |v| v.to_string());
+            let key = snap.keys().chain(cfg.keys()).find(|k| snap.get(*k) != cfg.get(*k)).cloned().unwrap_or_default();
+            bail!(
+                "the snapshot's model.{key} = {} differs from the config's {} (resume with the config it was trained \
+                 with)",
+                shown(&snap, &key),
+                shown(&cfg, &key)
+            );
         }
         ckpt.load_into("G", &mut self.g_vs)?;
         ckpt.load_into("G_ema", &mut self.g_ema_vs)?;

@@ -217,3 +217,8 @@ pub fn shard_hashes(dir: &Path) -> Vec<(String, String)> {
     let m = sg2::data::Dataset::open(dir).unwrap().manifest;
     m.shards.iter().map(|s| (s.file.clone(), s.sha256.clone())).collect()
 }
+
+/// Runs sg2 with `args`: (success, stdout, stderr).
+pub fn sg2(args: &[&str]) -> (bool, String, String) {
+    super::run_sg2(args)
+}

@@ -1,6 +1,9 @@
 //! A folder (searched recursively) or a zip of PNG, JPEG, WebP and GIF files, in sorted path order.
 
 use super::{Item, Payload, Source};
+
+/// Skip reason of files and folders reached twice (link cycles, several links to one place).
+pub const SKIP_DUPLICATE: &str = "reached twice through links";
 use anyhow::{ensure, Context, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,39 +24,95 @@ pub struct Images {
     store: Store,
     /// Relative paths (folder) or entry names (zip), sorted.
     names: Vec<String>,
+    /// Files and folders reached a second time through links (or hard links), left out.
+    duplicates: u64,
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
-        let e = e?;
-        let p = e.path();
-        let ft = e.file_type()?;
-        if ft.is_dir() || (ft.is_symlink() && p.is_dir()) {
-            walk(root, &p, out)?;
-        } else if is_image_name(&e.file_name().to_string_lossy()) {
-            out.push(p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
+/// A folder's files, following links to files and folders once: each file and folder is identified by (device,
+/// inode), so a link cycle or a second link to the same place adds nothing. Real files and folders are walked before
+/// links, so a file keeps its real path when it has one.
+#[derive(Default)]
+struct Walk {
+    seen: std::collections::HashSet<(u64, u64)>,
+    files: Vec<String>,
+    links: std::collections::VecDeque<PathBuf>,
+    duplicates: u64,
+}
+
+impl Walk {
+    fn id(p: &Path) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    fn run(root: &Path) -> Result<Walk> {
+        let mut w = Walk::default();
+        w.seen.extend(Self::id(root));
+        w.dir(root, root)?;
+        while let Some(link) = w.links.pop_front() {
+            if link.is_dir() {
+                if w.seen.insert(Self::id(&link).unwrap_or_default()) {
+                    w.dir(root, &link)?;
+                } else {
+                    w.duplicates += 1;
+                }
+            } else {
+                w.file(root, &link);
+            }
+        }
+        Ok(w)
+    }
+
+    fn file(&mut self, root: &Path, p: &Path) {
+        // A dangling link is listed and fails to read later, like any unreadable file.
+        if Self::id(p).is_none_or(|id| self.seen.insert(id)) {
+            self.files.push(p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
+        } else {
+            self.duplicates += 1;
         }
     }
-    Ok(())
+
+    fn dir(&mut self, root: &Path, dir: &Path) -> Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot list", dir.display()))?
+            .collect::<std::io::Result<_>>()
+            .with_context(|| format!("{}: cannot list", dir.display()))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                if self.seen.insert(Self::id(&p).unwrap_or_default()) {
+                    self.dir(root, &p)?;
+                } else {
+                    self.duplicates += 1;
+                }
+            } else if ft.is_symlink() && (p.is_dir() || is_image_name(&e.file_name().to_string_lossy())) {
+                self.links.push_back(p);
+            } else if is_image_name(&e.file_name().to_string_lossy()) {
+                self.file(root, &p);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Images {
     pub fn open(path: &Path) -> Result<Images> {
         ensure!(path.exists(), "{}: no such file or folder", path.display());
-        let (store, mut names) = if path.is_dir() {
-            let mut names = vec![];
-            walk(path, path, &mut names)?;
-            (Store::Dir(path.to_path_buf()), names)
+        let (store, mut names, duplicates) = if path.is_dir() {
+            let w = Walk::run(path)?;
+            (Store::Dir(path.to_path_buf()), w.files, w.duplicates)
         } else {
             let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
             let z = zip::ZipArchive::new(f)
                 .with_context(|| format!("{}: not a folder or a zip archive (or a truncated zip)", path.display()))?;
             let names = z.file_names().filter(|n| !n.ends_with('/') && is_image_name(n)).map(String::from).collect();
-            (Store::Zip(Box::new(z)), names)
+            (Store::Zip(Box::new(z)), names, 0)
         };
         names.sort();
         ensure!(!names.is_empty(), "{}: holds no PNG, JPEG, WebP or GIF files", path.display());
-        Ok(Images { path: path.to_path_buf(), store, names })
+        Ok(Images { path: path.to_path_buf(), store, names, duplicates })
     }
 
     pub fn names(&self) -> &[String] {
@@ -82,6 +141,14 @@ impl Source for Images {
             }
         };
         Ok(Item { key: name.clone(), payload: Payload::Encoded(bytes), label: None })
+    }
+
+    fn listing_skips(&self) -> Vec<(&'static str, u64)> {
+        if self.duplicates > 0 {
+            vec![(SKIP_DUPLICATE, self.duplicates)]
+        } else {
+            vec![]
+        }
     }
 
     fn describe(&self) -> serde_json::Value {

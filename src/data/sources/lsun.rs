@@ -2,104 +2,42 @@
 //! in key order as the official tool does; or the original `.zip`, from which only `data.mdb` is extracted
 //! (streamed, resumable, CRC-checked) to a folder next to the output.
 
+use super::lmdb_file::{Leaf, LmdbFile};
 use super::{Item, Payload, Source};
 use crate::util::{progress_bar, Progress};
 use anyhow::{bail, ensure, Context, Result};
-use heed::types::Bytes;
-use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 pub struct Lmdb {
     path: PathBuf,
-    env: Env<WithoutTls>,
-    db: Database<Bytes, Bytes>,
-    len: u64,
-    /// Every key, loaded on the first random access (shuffled order).
-    keys: Option<Vec<Vec<u8>>>,
-    /// Position and key of the last item read sequentially, to continue the walk without rescanning.
-    cursor: Option<(u64, Vec<u8>)>,
+    file: LmdbFile,
+    /// The leaf page read last: sequential reads take many entries from each.
+    leaf: Option<Leaf>,
 }
 
 impl Lmdb {
-    /// Opens an LMDB folder read-only without a lock file; the map size covers any file size (LMDB raises it to
-    /// the size recorded in the file, and mapping does not need RAM).
+    /// Opens an LMDB folder read-only (no lock file is needed or made), checking its structure first: a truncated,
+    /// empty or damaged `data.mdb` is refused with one line naming the problem.
     pub fn open(dir: &Path) -> Result<Lmdb> {
         ensure!(dir.exists(), "{}: no such file or folder", dir.display());
         ensure!(dir.is_dir(), "{}: not an LMDB folder or a .zip", dir.display());
-        ensure!(dir.join("data.mdb").is_file(), "{}: not an LMDB folder (no data.mdb)", dir.display());
-        let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-        opts.max_dbs(1);
-        // Safety: read-only and no lock: the caller must not write the database while it is read; the dataset tool
-        // only ever reads it.
-        unsafe { opts.flags(EnvFlags::READ_ONLY | EnvFlags::NO_LOCK) };
-        let env = unsafe { opts.open(dir) }.with_context(|| format!("{}: not a valid LMDB", dir.display()))?;
-        let rtxn = env.read_txn().with_context(|| format!("{}: cannot read LMDB", dir.display()))?;
-        let db: Database<Bytes, Bytes> = env
-            .open_database(&rtxn, None)
-            .with_context(|| format!("{}: cannot open the LMDB's main database", dir.display()))?
-            .with_context(|| format!("{}: LMDB has no main database", dir.display()))?;
-        let len = db.len(&rtxn).with_context(|| format!("{}: cannot read LMDB", dir.display()))?;
-        drop(rtxn);
-        Ok(Lmdb { path: dir.to_path_buf(), env, db, len, keys: None, cursor: None })
-    }
-
-    fn item(key: &[u8], value: &[u8]) -> Item {
-        Item { key: String::from_utf8_lossy(key).into_owned(), payload: Payload::Encoded(value.to_vec()), label: None }
+        let data = dir.join("data.mdb");
+        ensure!(data.is_file(), "{}: not an LMDB folder (no data.mdb)", dir.display());
+        Ok(Lmdb { path: dir.to_path_buf(), file: LmdbFile::open(&data)?, leaf: None })
     }
 }
 
 impl Source for Lmdb {
     fn len(&self) -> u64 {
-        self.len
+        self.file.len()
     }
 
     fn get(&mut self, index: u64) -> Result<Item> {
-        let ctx = || format!("{}: LMDB read failed", self.path.display());
-        let rtxn = self.env.read_txn().with_context(ctx)?;
-        if self.keys.is_none() {
-            let mut keys = Vec::with_capacity(self.len as usize);
-            for kv in self.db.iter(&rtxn).with_context(ctx)? {
-                keys.push(kv.with_context(ctx)?.0.to_vec());
-            }
-            self.keys = Some(keys);
-        }
-        let key = &self.keys.as_ref().unwrap()[index as usize];
-        let value = self.db.get(&rtxn, key).with_context(ctx)?.with_context(ctx)?;
-        Ok(Self::item(key, value))
-    }
-
-    fn read_range(&mut self, start: u64, n: u64) -> Result<Vec<Item>> {
-        let ctx = || format!("{}: LMDB read failed", self.path.display());
-        let rtxn = self.env.read_txn().with_context(ctx)?;
-        let mut out = Vec::with_capacity(n as usize);
-        let mut push = |kv: heed::Result<(&[u8], &[u8])>| -> Result<bool> {
-            let (k, v) = kv.with_context(ctx)?;
-            out.push(Self::item(k, v));
-            Ok(out.len() as u64 == n)
-        };
-        match &self.cursor {
-            Some((pos, key)) if *pos + 1 == start => {
-                let range = (Bound::Excluded(key.as_slice()), Bound::Unbounded);
-                for kv in self.db.range(&rtxn, &range).with_context(ctx)? {
-                    if push(kv)? {
-                        break;
-                    }
-                }
-            }
-            _ => {
-                for kv in self.db.iter(&rtxn).with_context(ctx)?.skip(start as usize) {
-                    if push(kv)? {
-                        break;
-                    }
-                }
-            }
-        }
-        if let Some(last) = out.last() {
-            self.cursor = Some((start + out.len() as u64 - 1, last.key.clone().into_bytes()));
-        }
-        Ok(out)
+        let (leaf, i) = self.file.leaf_for(index, self.leaf.take())?;
+        let (key, value) = self.file.entry(&leaf, i)?;
+        self.leaf = Some(leaf);
+        Ok(Item { key: String::from_utf8_lossy(&key).into_owned(), payload: Payload::Encoded(value), label: None })
     }
 
     fn describe(&self) -> serde_json::Value {

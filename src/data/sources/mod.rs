@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 pub mod cifar;
 pub mod images;
+pub mod lmdb_file;
 pub mod lsun;
 pub mod mnist;
 pub mod pickle;
@@ -40,6 +41,10 @@ pub trait Source: Send {
     fn num_classes(&self) -> u32 {
         0
     }
+    /// Entries left out while listing the source, by reason (counted in the summary's skips).
+    fn listing_skips(&self) -> Vec<(&'static str, u64)> {
+        vec![]
+    }
     /// A description for the manifest (kind, path).
     fn describe(&self) -> serde_json::Value;
 }
@@ -59,12 +64,25 @@ pub fn sniff(bytes: &[u8]) -> Option<image::ImageFormat> {
     }
 }
 
+/// An image whose pixels would exceed the decoder's memory limit (512 MiB): a decompression bomb or a huge scan,
+/// told apart from damaged files in the summary.
+#[derive(Debug, thiserror::Error)]
+#[error("too large to decode: {0}")]
+pub struct TooLarge(pub String);
+
 /// Decodes PNG, JPEG, WebP or GIF bytes to 1 or 3 channels. With `channels` = 1, colour images are converted with
-/// Pillow's luma weights; grayscale images are kept as they are.
+/// Pillow's luma weights; grayscale images are kept as they are. An image over the memory limit is a [`TooLarge`].
 pub fn decode(bytes: &[u8], channels: usize) -> Result<ImageU8> {
     let fmt = sniff(bytes).context("not a PNG, JPEG, WebP or GIF image")?;
-    let img = image::load_from_memory_with_format(bytes, fmt).context("undecodable image")?;
-    Ok(from_dynamic(img, channels))
+    match image::load_from_memory_with_format(bytes, fmt) {
+        Ok(img) => Ok(from_dynamic(img, channels)),
+        Err(image::ImageError::Limits(e)) => {
+            let dims = image::ImageReader::with_format(std::io::Cursor::new(bytes), fmt).into_dimensions();
+            let size = dims.map_or(e.to_string(), |(w, h)| format!("{w}x{h} pixels"));
+            Err(TooLarge(size).into())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("undecodable image")),
+    }
 }
 
 /// Whether the decoded image is grayscale (decides 1 or 3 channels for image folders).
