@@ -16,6 +16,9 @@ pub struct TrainBench {
     /// The phases that ran in the timed steps, in the official order.
     pub phases: Vec<Phase>,
     pub total_secs: f64,
+    /// Peak resident memory of the process (GiB), and this process's GPU memory on CUDA (GiB, nvidia-smi).
+    pub peak_rss_gib: f64,
+    pub gpu_mem_gib: Option<f64>,
 }
 
 impl std::fmt::Display for TrainBench {
@@ -26,7 +29,12 @@ impl std::fmt::Display for TrainBench {
         for p in &self.phases {
             write!(f, "{} {:.1}%  ", p.name(), 100.0 * self.phase_secs[p.index()] / self.total_secs)?;
         }
-        write!(f, "other {:.1}%", 100.0 * other / self.total_secs)
+        writeln!(f, "other {:.1}%", 100.0 * other / self.total_secs)?;
+        write!(f, "peak RSS {:.2} GiB", self.peak_rss_gib)?;
+        if let Some(g) = self.gpu_mem_gib {
+            write!(f, "  GPU memory {g:.2} GiB")?;
+        }
+        Ok(())
     }
 }
 
@@ -70,6 +78,8 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32) -> Result<TrainBenc
         images_per_sec: images / total,
         phase_secs: tr.phase_secs,
         phases: ran,
+        peak_rss_gib: super::log::peak_cpu_mem_gib(),
+        gpu_mem_gib: super::log::gpu_mem_gib(device),
         total_secs: total,
     })
 }

@@ -84,6 +84,21 @@ pub fn cpu_mem_gib() -> f64 {
     pages * 4096.0 / (1u64 << 30) as f64
 }
 
+/// The peak resident memory of this process in GiB (`VmHWM`; Linux, 0 elsewhere).
+pub fn peak_cpu_mem_gib() -> f64 {
+    parse_vm_hwm(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+/// `VmHWM:  123456 kB` of /proc/<pid>/status, in GiB.
+pub fn parse_vm_hwm(status: &str) -> f64 {
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    kb / (1u64 << 20) as f64
+}
+
 /// This process's GPU memory in GiB as `nvidia-smi` reports it (what the caching allocator holds; libtorch's C API
 /// offers Rust no `max_memory_allocated`, the official figure). None off CUDA or without nvidia-smi. Called once a
 /// tick, so the subprocess costs nothing that matters.
@@ -259,6 +274,13 @@ mod tests {
         assert!(l.to_string().ends_with("cpumem 0.50  augment 0.123"), "{l}");
         l.gpumem = Some(2.0);
         assert!(l.to_string().ends_with("gpumem 2.00  augment 0.123"), "{l}");
+    }
+
+    #[test]
+    fn peak_memory_is_vm_hwm() {
+        assert_eq!(parse_vm_hwm("Name:\tsg2\nVmPeak:\t 9 kB\nVmHWM:\t 2097152 kB\nVmRSS:\t 1 kB\n"), 2.0);
+        assert_eq!(parse_vm_hwm(""), 0.0);
+        assert!(peak_cpu_mem_gib() >= cpu_mem_gib() * 0.99);
     }
 
     #[test]
