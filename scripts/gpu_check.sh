@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The GPU checks in one call of under 10 minutes, on a machine with an NVIDIA GPU, the built `sg2` binary and a
+# Python with torch (for the comparisons and the reference's bench):
+#   1. golden parity on CUDA (TF32 off): the imported tiny32/tiny64 networks generate the golden images;
+#   2. an fp16 training step (num_fp16_res, conv_clamp) that stays finite (nan_policy = stop fails otherwise);
+#   3. `sg2 bench train --device cuda` at config-f 256x256, batch 32: sec/kimg, images/s, GPU memory;
+#   4. the reference's training step on the same GPU and config (REF_DIR: stylegan2-ada-pytorch; its custom ops
+#      compile on first use);
+# and writes the figures to $OUT/gpu_report.txt (OUT defaults to out/gpu).
+#   SG2_BIN   the binary (default target/release/sg2)
+#   PY        a Python with torch (default python3)
+#   REF_DIR   stylegan2-ada-pytorch (default ../shared/reference/stylegan2-ada-pytorch; skipped when absent)
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${SG2_BIN:-$ROOT/target/release/sg2}
+PY=${PY:-python3}
+REF_DIR=${REF_DIR:-$ROOT/../shared/reference/stylegan2-ada-pytorch}
+OUT=${OUT:-$ROOT/out/gpu}
+mkdir -p "$OUT"
+REPORT=$OUT/gpu_report.txt
+: > "$REPORT"
+say() { echo "$*" | tee -a "$REPORT"; }
+WORK=$(mktemp -d)
+status=0
+
+say "== device"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$REPORT"
+
+say "== 1. golden parity on CUDA"
+for net in tiny32 tiny64; do
+  g=$ROOT/tests/golden
+  "$BIN" import --g "$g/$net-G.safetensors" --d "$g/$net-D.safetensors" --kwargs "$g/$net-kwargs.json" \
+    --out "$WORK/$net.safetensors" >/dev/null || { say "$net: import failed"; status=1; continue; }
+  "$BIN" --device cuda generate --network "$WORK/$net.safetensors" --seeds 0,1,6600-6605 --trunc 1 \
+    --noise-mode const --outdir "$WORK/$net" >/dev/null 2>&1 || { say "$net: generate failed"; status=1; continue; }
+  "$PY" - "$g/$net-io.safetensors" "$WORK/$net" <<'PYEOF' 2>&1 | tee -a "$REPORT" || status=1
+import json, sys, glob
+import numpy as np
+from PIL import Image
+b = open(sys.argv[1], 'rb').read(); n = int.from_bytes(b[:8], 'little'); h = json.loads(b[8:8 + n])
+v = h['uint8_const_psi1.0']; s, e = v['data_offsets']
+ref = np.frombuffer(b[8 + n + s:8 + n + e], dtype=np.uint8).reshape(v['shape'])
+seeds = [0, 1, 6600, 6601, 6602, 6603, 6604, 6605]
+got = np.stack([np.asarray(Image.open(f"{sys.argv[2]}/seed{s:04d}.png").convert('RGB')) for s in seeds])
+d = np.abs(got.astype(int) - ref.astype(int))
+ok = d.max() <= 1 and (d > 0).mean() <= 0.001
+print(f"{sys.argv[2].split('/')[-1]}: max |diff| {d.max()} levels, {(d > 0).mean():.5f} of values differ: {'ok' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PYEOF
+done
+
+say "== 2. fp16 training step (num_fp16_res 4, conv_clamp 256), must stay finite"
+"$BIN" --device cuda bench train --config "$ROOT/configs/config-f.toml" --set model.resolution=64 \
+  --set model.num_fp16_res=4 --set model.conv_clamp=256 --set training.nan_policy=stop --batch 16 --steps 16 \
+  2>&1 | tee -a "$REPORT" || { say "fp16 step: FAIL"; status=1; }
+
+say "== 3. sg2 bench train, config-f 256x256, batch 32"
+"$BIN" --device cuda bench train --config "$ROOT/configs/config-f.toml" --set model.resolution=256 --batch 32 \
+  --steps 32 2>&1 | tee -a "$REPORT" || status=1
+
+say "== 4. reference training step on the same GPU (config-f 256x256, batch 32)"
+if [ -d "$REF_DIR" ]; then
+  "$PY" "$ROOT/scripts/ref_bench_cuda.py" "$REF_DIR" --res 256 --batch 32 --steps 32 2>&1 | tail -n 3 | tee -a "$REPORT"
+else
+  say "skipped: no $REF_DIR (copy stylegan2-ada-pytorch into the repo and set REF_DIR)"
+fi
+rm -rf "$WORK"
+say "== done (status $status)"
+exit $status
