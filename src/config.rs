@@ -37,11 +37,11 @@ pub enum AugmentMode {
 }
 
 /// The official augmentation presets (`--augpipe`).
-pub const AUGMENT_PIPES: &[&str] =
-    &["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc"];
+pub const AUGMENT_PIPES: [&str; 11] =
+    ["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc"];
 
-/// The official augmentation kinds, the keys of `augment.multipliers`.
-pub const AUGMENT_KINDS: &[&str] = &[
+/// The official augmentation kinds in the order the pipe applies them, the keys of `augment.multipliers`.
+pub const AUGMENT_KINDS: [&str; 15] = [
     "xflip",
     "rotate90",
     "xint",

@@ -17,28 +17,9 @@ use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// The augmentation kinds in the order the pipe applies them.
-pub const KINDS: [&str; 15] = [
-    "xflip",
-    "rotate90",
-    "xint",
-    "scale",
-    "rotate",
-    "aniso",
-    "xfrac",
-    "brightness",
-    "contrast",
-    "lumaflip",
-    "hue",
-    "saturation",
-    "imgfilter",
-    "noise",
-    "cutout",
-];
-
-/// The official presets (`augpipe_specs` of stylegan2-ada-pytorch's train.py); `bgc` is the official default.
-pub const PRESETS: [&str; 11] =
-    ["blit", "geom", "color", "filter", "noise", "cutout", "bg", "bgc", "bgcf", "bgcfn", "bgcfnc"];
+/// The augmentation kinds in the order the pipe applies them, and the official presets (`augpipe_specs` of
+/// stylegan2-ada-pytorch's train.py; `bgc` is the official default). The config validates against the same lists.
+pub use crate::config::{AUGMENT_KINDS as KINDS, AUGMENT_PIPES as PRESETS};
 
 /// Which augmentations run and how strong they are. Field names are the official constructor kwargs.
 ///
