@@ -6,7 +6,7 @@ use sg2::model::checkpoint::copy_into;
 use sg2::model::{Discriminator, Generator, NoiseMode};
 use sg2::nn::ModConv;
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 struct Nets {
     _gvs: VarStore,
@@ -28,42 +28,10 @@ fn load(net: &str) -> Nets {
     Nets { _gvs: gvs, _dvs: dvs, g, d }
 }
 
-fn to_uint8(img: &Tensor) -> Tensor {
-    (img.permute([0, 2, 3, 1]) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
-}
-
 fn check_forward(net: &str, mode: ModConv) {
     let mut n = load(net);
     n.g.modconv = mode;
-    let io = golden_io(net);
-    let z = &io["z"];
-    tch::no_grad(|| {
-        for psi in ["1.0", "0.7", "0.5"] {
-            let ws = n.g.mapping(z, None, psi.parse().unwrap(), None);
-            assert_close(&format!("{net} ws_psi{psi}"), &ws, &io[&format!("ws_psi{psi}")]);
-        }
-        for psi in ["1.0", "0.5"] {
-            let img = n.g.forward(z, None, psi.parse().unwrap(), NoiseMode::Const);
-            assert_close(&format!("{net} img_const_psi{psi}"), &img, &io[&format!("img_const_psi{psi}")]);
-            assert_uint8_match(
-                &format!("{net} uint8_const_psi{psi}"),
-                &to_uint8(&img),
-                &io[&format!("uint8_const_psi{psi}")],
-            );
-        }
-        let img = n.g.forward(z, None, 1.0, NoiseMode::None);
-        assert_close(&format!("{net} img_none_psi1.0"), &img, &io["img_none_psi1.0"]);
-        let mix = n.g.synthesis(&io["mix_ws"], NoiseMode::Const);
-        assert_close(&format!("{net} mix_img"), &mix, &io["mix_img"]);
-        for (input, out) in [
-            ("img_const_psi1.0", "d_logits_fake"),
-            ("img_const_psi0.5", "d_logits_fake_psi0.5"),
-            ("reals", "d_logits_real"),
-        ] {
-            let logits = n.d.forward(&io[input], None);
-            assert_close(&format!("{net} {out}"), &logits, &io[out]);
-        }
-    });
+    check_forward_outputs(net, &n.g, &n.d);
 }
 
 #[test]
@@ -105,23 +73,7 @@ fn style_mixing_cutoff_matches_reference() {
 fn r1_and_path_length_ingredients_match_reference() {
     for net in ["tiny32", "tiny64"] {
         let n = load(net);
-        let io = golden_io(net);
-        let reals = io["reals"].set_requires_grad(true);
-        let logits = n.d.forward(&reals, None);
-        let grad = &Tensor::run_backward(&[logits.sum(Kind::Float)], &[&reals], false, false)[0];
-        let r1 = grad.square().sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
-        assert_rel(&format!("{net} r1_penalty"), &r1, &io["r1_penalty"], 1e-3);
-
-        let ws = io["pl_ws"].set_requires_grad(true);
-        let img = n.g.synthesis(&ws, NoiseMode::Const);
-        let out = (img * &io["pl_noise"]).sum(Kind::Float);
-        let grad = &Tensor::run_backward(&[out], &[&ws], false, false)[0];
-        let lengths = grad
-            .square()
-            .sum_dim_intlist(&[2i64][..], false, Kind::Float)
-            .mean_dim(&[1i64][..], false, Kind::Float)
-            .sqrt();
-        assert_rel(&format!("{net} pl_lengths"), &lengths, &io["pl_lengths"], 1e-3);
+        check_gradient_outputs(net, &n.g, &n.d);
     }
 }
 

@@ -53,7 +53,7 @@ pub enum Command {
     Interpolate(generate::InterpolateArgs),
     /// Compute quality metrics (FID, KID, precision/recall, IS, PPL).
     Metrics(metrics::Args),
-    /// Build an sg2 checkpoint from official-named state dicts and constructor kwargs.
+    /// Build an sg2 checkpoint from an official network pickle (TensorFlow or ada), or from state dicts + kwargs.
     Import(import::Args),
     /// Validate a config or inspect a checkpoint: resolved values and a per-layer table.
     Info(info::Args),
