@@ -195,7 +195,7 @@ fn image_provides_the_paths_the_manifests_use() {
             }
         }
     }
-    assert!(used.iter().any(|u| u.ends_with("convert_official.py")), "{used:?}");
+    assert!(used.iter().any(|u| u.ends_with("configs/config-f.toml")), "{used:?}");
     for u in &used {
         let from = copies.iter().find_map(|(src, dest)| {
             let dest = dest.trim_end_matches('/');
