@@ -80,7 +80,7 @@ fn every_sg2_command_in_the_manifests_parses() {
             }
             Command::Generate(a) => {
                 generates += 1;
-                assert_eq!(a.seeds, "6600-6605");
+                assert_eq!(a.seeds.as_deref(), Some("6600-6605"));
                 assert_eq!(a.truncation_psi, 0.5);
                 assert!(a.grid.is_some());
             }
