@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod npz;
+pub mod project;
 pub mod rng;
 pub mod seeds;
 pub mod train;
