@@ -182,6 +182,27 @@ fn pickles_of_every_protocol_import() {
     }
 }
 
+/// `{'G_ema': <persistent module whose synthesis has modules input and L0_36_512>}`, pickled by hand (protocol 2).
+fn stylegan3_like() -> Vec<u8> {
+    let text = |s: &str| [&b"X"[..], &(s.len() as u32).to_le_bytes(), s.as_bytes()].concat();
+    let dict = |items: &[(&str, Vec<u8>)]| {
+        let mut b = b"}".to_vec();
+        for (k, v) in items {
+            b.extend(text(k));
+            b.extend(v);
+            b.extend(b"s");
+        }
+        b
+    };
+    // _reconstruct_persistent_obj({'state': {'_modules': modules}}); the first use names the global (memo 0).
+    let module = |first: bool, modules: &[(&str, Vec<u8>)]| {
+        let f: &[u8] = if first { b"ctorch_utils.persistence\n_reconstruct_persistent_obj\nq\x00" } else { b"h\x00" };
+        [f, &dict(&[("state", dict(&[("_modules", dict(modules))]))]), b"\x85R"].concat()
+    };
+    let synthesis = module(false, &[("input", b"N".to_vec()), ("L0_36_512", b"N".to_vec())]);
+    [&b"\x80\x02"[..], &dict(&[("G_ema", module(true, &[("synthesis", synthesis)]))]), b"."].concat()
+}
+
 /// The one-line error for a file holding `bytes`.
 fn import_error(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let pkl = dir.join(name);
@@ -226,6 +247,12 @@ fn other_files_get_one_line_saying_what_they_hold() {
     truncated.truncate(5000);
     let e = import_error(d, "cut.pkl", &truncated);
     assert!(e.contains("cut.pkl: truncated pickle"), "{e}");
+    // A StyleGAN3 snapshot: G_ema.synthesis holds input, L0_36_512, ... layers.
+    let e = import_error(d, "sg3.pkl", &stylegan3_like());
+    assert!(
+        e.contains("sg3.pkl: a StyleGAN3 network (synthesis layers 'input', ...): sg2 implements StyleGAN2"),
+        "{e}"
+    );
     let (ok, _, err) = run_sg2(&["import", "/nonexistent/net.pkl", "--out", d.join("o").to_str().unwrap()]);
     assert!(!ok && err.contains("/nonexistent/net.pkl: cannot read"), "{err}");
 }

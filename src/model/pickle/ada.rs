@@ -93,6 +93,14 @@ pub fn convert(top: &Value) -> Result<Networks> {
     let g_ema = net(top, "G_ema")?.or_else(|| g.clone()).context("no 'G_ema' or 'G' network")?;
     let d = net(top, "D")?;
     let mut g_ema_state = StateDict::new();
+    // StyleGAN3 snapshots have the same layout; their synthesis layers are named L0_36_512, ... instead of b4, ...
+    let synthesis = module_state(&g_ema)?.get("_modules").and_then(|m| m.get("synthesis"));
+    if let Some(layers) = synthesis.and_then(|s| module_state(&s).ok()).and_then(|s| s.get("_modules")) {
+        let names = layers.keys();
+        if !names.is_empty() && names.iter().all(|n| n.starts_with("'L") || n.starts_with("'input")) {
+            bail!("a StyleGAN3 network (synthesis layers {}, ...): sg2 implements StyleGAN2", names[0]);
+        }
+    }
     state_dict(&g_ema, "", &mut g_ema_state).context("G_ema")?;
     let g_state = match &g {
         Some(g) => {
