@@ -1,6 +1,6 @@
 # sg2 end to end on one machine, as file targets:
 #   dataset -> train -> {generate, metrics}                      our network   (OUT/ours)
-#   PRETRAINED=net.pkl: convert -> import -> {generate, metrics}  an official one (OUT/pretrained)
+#   PRETRAINED=net.pkl: import -> {generate, metrics}            an official one (OUT/pretrained)
 # `make -j` runs independent steps in parallel; `make compare` prints both networks' metrics side by side.
 #
 #   make -j2                      Fashion-MNIST at 32x32 with configs/fmnist32.toml (a short CPU run)
@@ -10,7 +10,6 @@
 
 SG2          ?= target/release/sg2
 SG2_FLAGS    ?=
-PYTHON       ?= $(or $(SG2_PYTHON),python3)
 CREATE       ?= create_mnist
 SOURCE       ?= /usr/share/datasets/fashion-mnist
 RESOLUTION   ?= 32
@@ -39,7 +38,7 @@ RESUME := $(if $(wildcard $(RUNS)/*/network-snapshot-*.safetensors),--resume lat
 HAVE_DETECTORS := $(wildcard $(DETECTOR_DIR)/*)
 NETS := ours $(if $(PRETRAINED),pretrained)
 
-.PHONY: all ours pretrained dataset train convert import generate metrics compare clean help
+.PHONY: all ours pretrained dataset train import generate metrics compare clean help
 .DELETE_ON_ERROR:
 
 all: $(NETS)
@@ -52,7 +51,6 @@ ours: $(OURS)/grid.png $(if $(HAVE_DETECTORS),$(OURS)/metrics.txt)
 pretrained: $(PRE)/grid.png $(if $(HAVE_DETECTORS),$(PRE)/metrics.txt)
 dataset: $(DATA)/manifest.json
 train: $(OURS)/network-final.safetensors
-convert: $(PRE)/official-kwargs.json
 import: $(PRE)/network-final.safetensors
 generate: $(addprefix $(OUT)/,$(addsuffix /grid.png,$(NETS)))
 metrics: $(if $(HAVE_DETECTORS),$(addprefix $(OUT)/,$(addsuffix /metrics.txt,$(NETS))))
@@ -70,13 +68,9 @@ $(OURS)/network-final.safetensors: $(DATA)/manifest.json $(CONFIG) | $(SG2_DEP)
 	cp "$$(ls $(RUNS)/*/network-snapshot-*.safetensors | sort | tail -n 1)" $@.tmp
 	mv $@.tmp $@
 
-# convert_official.py writes the kwargs file last, after -G and -D.
-$(PRE)/official-kwargs.json: $(PRETRAINED)
-	@mkdir -p $(PRE)
-	$(PYTHON) scripts/convert_official.py $(PRETRAINED) $(PRE)/official
-
-$(PRE)/network-final.safetensors: $(PRE)/official-kwargs.json | $(SG2_DEP)
-	$(SG2) $(SG2_FLAGS) import --g $(PRE)/official-G.safetensors --d $(PRE)/official-D.safetensors --kwargs $< --out $@
+# sg2 reads the official pickle itself (TensorFlow or ada), no Python needed.
+$(PRE)/network-final.safetensors: $(PRETRAINED) | $(SG2_DEP)
+	$(SG2) $(SG2_FLAGS) import $(PRETRAINED) --out $@
 
 # The grid is written after the per-seed PNGs, so it marks a complete generation.
 $(OUT)/%/grid.png: $(OUT)/%/network-final.safetensors | $(SG2_DEP)
@@ -100,9 +94,9 @@ clean:
 	rm -rf $(OUT)
 
 help:
-	@echo "targets: all (default) ours pretrained dataset train convert import generate metrics compare clean"
+	@echo "targets: all (default) ours pretrained dataset train import generate metrics compare clean"
 	@echo "variables (now):"
-	@echo "  SG2=$(SG2)  SG2_FLAGS=$(SG2_FLAGS)  PYTHON=$(PYTHON)"
+	@echo "  SG2=$(SG2)  SG2_FLAGS=$(SG2_FLAGS)"
 	@echo "  CREATE=$(CREATE)  SOURCE=$(SOURCE)  RESOLUTION=$(RESOLUTION)  MAX_IMAGES=$(MAX_IMAGES)  DATA=$(DATA)"
 	@echo "  CONFIG=$(CONFIG)  KIMG=$(KIMG) (empty: the config's total_kimg)  SEED=$(SEED)  TRAIN_ARGS=$(TRAIN_ARGS)"
 	@echo "  SEEDS=$(SEEDS)  TRUNC=$(TRUNC)  METRICS=$(METRICS)  DETECTOR_DIR=$(DETECTOR_DIR)"

@@ -13,6 +13,8 @@ and random weights, so every code path of `sg2 metrics` runs, but their numbers 
   return_lpips: the LPIPS embedding [N, D] (channel-normalised activations of three stages scaled by
   sqrt(weight / (H*W)), so the summed squared difference of two embeddings is their LPIPS distance), else softmax
   probabilities [N, 1000]. resize_images resizes to 64x64 (the official: 224x224).
+Their weights do not require gradients, as in the official files: the official projector computes the target's
+features with autograd on and backpropagates through them every step, which works only then.
 """
 import argparse
 import os
@@ -98,7 +100,7 @@ def main():
     os.makedirs(a.outdir, exist_ok=True)
     torch.manual_seed(a.seed)
     for name, net in [("inception-2015-12-05.pt", InceptionV3()), ("vgg16.pt", VGG16())]:
-        m = torch.jit.script(net.eval())
+        m = torch.jit.script(net.eval().requires_grad_(False))
         tmp = os.path.join(a.outdir, "." + name + ".tmp")
         torch.jit.save(m, tmp)
         os.replace(tmp, os.path.join(a.outdir, name))

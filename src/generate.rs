@@ -107,6 +107,27 @@ pub fn generate_seeds(
     Ok(())
 }
 
+/// Images of projected ws (the official `generate.py --projected-w`): `ws` [N, num_ws, w_dim], one image per row,
+/// converted as generate.py converts; `emit` receives (row, image).
+pub fn generate_projected(
+    g: &Generator,
+    ws: &Tensor,
+    mode: NoiseMode,
+    device: Device,
+    mut emit: impl FnMut(usize, ImageU8) -> Result<()>,
+) -> Result<()> {
+    let want = [g.num_ws(), g.w_dim()];
+    if ws.dim() != 3 || ws.size()[1..] != want {
+        bail!("w has shape {:?}, the network takes [N, {}, {}]", ws.size(), want[0], want[1]);
+    }
+    for i in 0..ws.size()[0] {
+        let w = ws.narrow(0, i, 1).to_device(device);
+        let img = tch::no_grad(|| g.synthesis(&w, mode));
+        emit(i as usize, ImageU8::from_nhwc(&to_uint8_nhwc(&img), 0))?;
+    }
+    Ok(())
+}
+
 /// Truncated, broadcast ws for seeds, as the official figure scripts compute them:
 /// w_avg + (w - w_avg) * psi on every layer.
 pub fn ws_for_seeds(

@@ -1,11 +1,12 @@
 //! The program's one 8-bit image type, and how images leave the program: the official float -> uint8 conversion,
 //! PNG files, grids and animated GIFs.
 
-use crate::util::{progress_bar, write_bytes_atomic, Progress};
+use crate::util::{progress_bar, write_atomic, write_bytes_atomic, Progress};
 use anyhow::{bail, ensure, Context, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
 use image::codecs::png::PngEncoder;
 use image::{Delay, ExtendedColorType, Frame, ImageEncoder, ImageFormat, RgbaImage};
+use std::io::Write;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -185,38 +186,57 @@ pub fn grid(images: &[ImageU8], cols: usize) -> Result<ImageU8> {
 /// hundredths of a second, so rates that do not divide 100 play slightly faster.
 pub fn save_gif(path: impl AsRef<Path>, frames: &[ImageU8], fps: u32) -> Result<()> {
     let path = path.as_ref();
-    let context = || format!("{}: cannot write GIF", path.display());
-    ensure!(!frames.is_empty(), "{}: no frames", context());
-    ensure!(fps > 0, "{}: fps must be positive", context());
-    let (w, h) = (frames[0].width, frames[0].height);
-    ensure!(w <= 65535 && h <= 65535, "{}: {w}x{h} is larger than GIF allows (65535)", context());
+    ensure!(!frames.is_empty(), "{}: cannot write GIF: no frames", path.display());
     for (i, f) in frames.iter().enumerate() {
-        f.check().with_context(|| format!("{}: frame {i}", context()))?;
-        ensure!(
-            (f.width, f.height) == (w, h),
-            "{}: frame {i} is {}x{}, frame 0 is {w}x{h}",
-            context(),
-            f.width,
-            f.height
-        );
+        check_frame(path, f, i, (frames[0].width, frames[0].height))?;
     }
-    let bar = progress_bar(Progress::Frames, frames.len() as u64, &format!("writing {}", path.display()), true);
-    // Palette quantisation (for frames with more than 256 colours) dominates; speed 10 is gif's own default.
+    save_gif_with(path, frames.len(), fps, |i| Ok(frames[i].clone()))
+}
+
+fn check_frame(path: &Path, f: &ImageU8, i: usize, (w, h): (u32, u32)) -> Result<()> {
+    let context = || format!("{}: cannot write GIF", path.display());
+    f.check().with_context(|| format!("{}: frame {i}", context()))?;
+    ensure!((f.width, f.height) == (w, h), "{}: frame {i} is {}x{}, frame 0 is {w}x{h}", context(), f.width, f.height);
+    ensure!(w <= 65535 && h <= 65535, "{}: {w}x{h} is larger than GIF allows (65535)", context());
+    Ok(())
+}
+
+/// [`save_gif`] for `n` frames made one at a time by `frame(i)`, so a long animation never sits in memory: the
+/// file is encoded as the frames come (to a temp file, renamed into place at the end).
+pub fn save_gif_with(
+    path: impl AsRef<Path>,
+    n: usize,
+    fps: u32,
+    mut frame: impl FnMut(usize) -> Result<ImageU8>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let context = || format!("{}: cannot write GIF", path.display());
+    ensure!(n > 0, "{}: no frames", context());
+    ensure!(fps > 0, "{}: fps must be positive", context());
+    let bar = progress_bar(Progress::Frames, n as u64, &format!("writing {}", path.display()), true);
     let delay = Delay::from_numer_denom_ms(1000, fps);
-    // Encoded in memory: the encoder writes the GIF trailer only on drop, where a file error would be lost.
-    let mut bytes = Vec::new();
-    {
-        let mut enc = GifEncoder::new_with_speed(&mut bytes, 10);
-        enc.set_repeat(Repeat::Infinite).with_context(context)?;
-        for f in frames {
-            let rgba: Vec<u8> =
-                f.clone().with_channels(3).data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
-            let buf = RgbaImage::from_raw(w, h, rgba).expect("frame size checked above");
-            enc.encode_frame(Frame::from_parts(buf, 0, 0, delay)).with_context(context)?;
-            bar.inc(1);
+    write_atomic(path, |file| {
+        let mut out = std::io::BufWriter::new(file);
+        let mut size = None;
+        {
+            // Palette quantisation (for frames with more than 256 colours) dominates; speed 10 is gif's own default.
+            let mut enc = GifEncoder::new_with_speed(&mut out, 10);
+            enc.set_repeat(Repeat::Infinite).with_context(context)?;
+            for i in 0..n {
+                let f = frame(i)?;
+                let (w, h) = *size.get_or_insert((f.width, f.height));
+                check_frame(path, &f, i, (w, h))?;
+                let rgba: Vec<u8> =
+                    f.clone().with_channels(3).data.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]).collect();
+                let buf = RgbaImage::from_raw(w, h, rgba).expect("frame size checked above");
+                enc.encode_frame(Frame::from_parts(buf, 0, 0, delay)).with_context(context)?;
+                bar.inc(1);
+            }
+            // The encoder writes the GIF trailer when dropped, here, before the flush that reports write errors.
         }
-    }
-    write_bytes_atomic(path, &bytes)?;
+        out.flush().with_context(context)?;
+        Ok(())
+    })?;
     bar.finish_and_clear();
     Ok(())
 }

@@ -17,6 +17,8 @@ pub mod image_io;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod npz;
+pub mod project;
 pub mod rng;
 pub mod seeds;
 pub mod train;

@@ -210,32 +210,19 @@ fn z_for_seed_is_numpy_randn() {
 }
 
 #[test]
-fn converted_tf_pickle_generates_the_golden_images() {
+fn imported_pickles_generate_the_golden_images() {
     let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().join("cat");
-    let script = root().join("scripts/convert_official.py");
-    let out =
-        std::process::Command::new(python()).arg(&script).arg(golden("tiny32-tf.pkl")).arg(&prefix).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let p = |s: &str| dir.path().join(s).to_str().unwrap().to_string();
-    let ckpt = p("cat.safetensors");
-    let (ok, _, err) = run_sg2(&[
-        "import",
-        "--g",
-        &p("cat-G.safetensors"),
-        "--d",
-        &p("cat-D.safetensors"),
-        "--kwargs",
-        &p("cat-kwargs.json"),
-        "--out",
-        &ckpt,
-    ]);
-    assert!(ok, "{err}");
-    let io = golden_io("tiny32");
-    for (psi, noise, key) in [("0.5", "tf", "uint8_tfnoise_psi0.5"), ("1", "const", "uint8_const_psi1.0")] {
-        let outdir = dir.path().join(key);
-        let (ok, _, err) = generate(Path::new(&ckpt), &outdir, &["--trunc", psi, "--noise-mode", noise]);
+    for kind in ["tf", "ada"] {
+        let ckpt = dir.path().join(format!("{kind}.safetensors"));
+        let pkl = golden(&format!("tiny32-{kind}.pkl"));
+        let (ok, _, err) = run_sg2(&["import", pkl.to_str().unwrap(), "--out", ckpt.to_str().unwrap()]);
         assert!(ok, "{err}");
-        assert_uint8_match(key, &pngs_as_tensor(&outdir), &io[key]);
+        let io = golden_io("tiny32");
+        for (psi, noise, key) in [("0.5", "tf", "uint8_tfnoise_psi0.5"), ("1", "const", "uint8_const_psi1.0")] {
+            let outdir = dir.path().join(format!("{kind}-{key}"));
+            let (ok, _, err) = generate(&ckpt, &outdir, &["--trunc", psi, "--noise-mode", noise]);
+            assert!(ok, "{err}");
+            assert_uint8_match(key, &pngs_as_tensor(&outdir), &io[key]);
+        }
     }
 }

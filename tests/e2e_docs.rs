@@ -1,5 +1,6 @@
 //! The walkthroughs (docs/LSUN_CATS.md, docs/CUSTOM_DATA.md) use only real options: every `sg2` line parses, every
-//! `--set` and TOML snippet is a valid config, and every make variable and Argo parameter exists.
+//! `--set` and TOML snippet is a valid config, and every make variable and Argo parameter exists. The README's
+//! official-network commands run as written on the golden pickles.
 
 mod common;
 use clap::Parser;
@@ -148,4 +149,71 @@ fn the_word_splitter_follows_the_shell() {
     );
     assert_eq!(words("make -j A='x y' B= # note"), ["make", "-j", "A=x y", "B="]);
     assert_eq!(words("a && b"), ["a"]);
+}
+
+/// The README's official-network section runs as written, on the golden pickles in place of the cat network: the
+/// pickle download is replaced by a copy, every `sg2` line but the projection runs with the built binary, and the
+/// TF-noise pictures are the reference ones.
+#[test]
+fn readme_official_network_commands_run_on_the_golden_pickles() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = blocks(&readme, "bash").into_iter().find(|b| b.contains("sg2 import ")).expect("no sg2 import block");
+    let lines: Vec<Vec<String>> = block.lines().map(words).filter(|w| !w.is_empty()).collect();
+    let io = sg2::model::checkpoint::read_safetensors(&root().join("tests/golden/tiny32-io.safetensors")).unwrap().0;
+    for kind in ["tf", "ada"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ran = vec![];
+        for w in &lines {
+            match w[0].as_str() {
+                "export" => assert!(w[1].contains("target/release"), "{w:?}"),
+                // A download (tests/metrics_* cover the detectors).
+                s if s.starts_with("scripts/") => assert!(root().join(s).is_file(), "README runs a missing {s}"),
+                // 1000 projection steps are too slow for a test: these lines must parse; tests/cli_project.rs runs
+                // the projector and renders its w.
+                "sg2" if w[1] == "project" || w.iter().any(|a| a == "--projected-w") => {
+                    Cli::try_parse_from(w).unwrap_or_else(|e| panic!("sg2 rejects `{}`:\n{e}", w.join(" ")));
+                }
+                "curl" => {
+                    let url = w.iter().find(|a| a.starts_with("https://")).expect("curl without a URL");
+                    let name = url.rsplit('/').next().unwrap();
+                    let pkl = root().join(format!("tests/golden/tiny32-{kind}.pkl"));
+                    std::fs::copy(pkl, dir.path().join(name)).unwrap();
+                }
+                // The ada network is the TF one: the slow GIF and grid lines run once, on the TF pickle.
+                "sg2" if kind == "ada" && ["style-mix", "interpolate"].contains(&w[1].as_str()) => {}
+                "sg2" => {
+                    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sg2"))
+                        .args(&w[1..])
+                        .current_dir(dir.path())
+                        .output()
+                        .unwrap();
+                    let err = String::from_utf8_lossy(&out.stderr);
+                    assert!(out.status.success(), "{kind}: `{}` failed: {err}", w.join(" "));
+                    ran.push(w[1].clone());
+                }
+                other => panic!("README: unexpected command {other}"),
+            }
+        }
+        let expected: &[&str] = if kind == "tf" {
+            &["import", "info", "generate", "style-mix", "interpolate"]
+        } else {
+            &["import", "info", "generate"]
+        };
+        for s in expected {
+            assert!(ran.contains(&s.to_string()), "README does not run sg2 {s}");
+        }
+        // The generate line's pictures: seeds 6600-6605 with TF noise at psi 0.5.
+        let gen = lines.iter().find(|w| w.get(1).map(String::as_str) == Some("generate")).unwrap();
+        let outdir = dir.path().join(&gen[gen.iter().position(|a| a == "--outdir").unwrap() + 1]);
+        let imgs: Vec<tch::Tensor> = (6600..=6605)
+            .map(|s| {
+                let img = image::open(outdir.join(format!("seed{s:04}.png"))).unwrap().to_rgb8();
+                tch::Tensor::from_slice(img.as_raw()).reshape([1, 32, 32, 3])
+            })
+            .collect();
+        let got = tch::Tensor::cat(&imgs, 0).to_kind(tch::Kind::Int);
+        let want = io["uint8_tfnoise_psi0.5"].narrow(0, 2, 6).to_kind(tch::Kind::Int);
+        let off = (got - want).abs().gt(1).sum(tch::Kind::Int64).int64_value(&[]);
+        assert_eq!(off, 0, "{kind}: the README's generate line does not give the reference pictures");
+    }
 }

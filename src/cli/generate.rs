@@ -1,13 +1,15 @@
 //! `sg2 generate`, `sg2 style-mix`, `sg2 interpolate`.
 
 use super::Global;
-use crate::generate::{class_tensor, generate_seeds, interpolation_frames, style_mix_grid, GenOptions, Noise};
+use crate::generate::{
+    class_tensor, generate_projected, generate_seeds, interpolation_frames, style_mix_grid, GenOptions, Noise,
+};
 use crate::model::checkpoint::load_generator;
 use crate::model::{NoiseMode, Space};
 use crate::seeds::{parse_index_list, parse_seeds};
 use crate::util::{progress_bar, Progress};
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
@@ -15,8 +17,12 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub network: PathBuf,
     /// Seeds: "6600-6605", "1,5,10-12".
-    #[arg(long)]
-    pub seeds: String,
+    #[arg(long, required_unless_present = "projected_w")]
+    pub seeds: Option<String>,
+    /// Instead of seeds: render the ws of a projection (`projected_w.npz` of `sg2 project` or the official
+    /// projector, array `w` [N, num_ws, w_dim]) to projNN.png; --trunc and --class do not apply.
+    #[arg(long, conflicts_with_all = ["seeds", "class_idx"])]
+    pub projected_w: Option<PathBuf>,
     /// Truncation psi (1 = none; a warning beyond +-2).
     #[arg(long = "trunc", default_value_t = 1.0)]
     pub truncation_psi: f64,
@@ -108,9 +114,38 @@ fn ensure_fits(what: &str, net: &crate::model::Generator, images: u64, cols: u64
     crate::image_io::ensure_fits(what, images, cols.saturating_mul(r), rows.saturating_mul(r), c)
 }
 
+/// `generate --projected-w`: one projNN.png per w, as the official generate.py names them.
+fn run_projected(a: &GenerateArgs, w_path: &Path, device: tch::Device) -> Result<()> {
+    let mode = match a.noise_mode {
+        Noise::Mode(m) => m,
+        Noise::Tf => bail!("--noise-mode tf draws the noise from a seed; a projected w has none"),
+    };
+    let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    let ws = crate::npz::read_npz(w_path, "w")?;
+    std::fs::create_dir_all(&a.outdir).with_context(|| format!("{}: cannot create folder", a.outdir.display()))?;
+    let mut all = vec![];
+    generate_projected(&net, &ws, mode, device, |i, img| {
+        let path = a.outdir.join(format!("proj{i:02}.png"));
+        println!("Generating {} from {}", path.display(), w_path.display());
+        img.save_png(&path)?;
+        all.push(img);
+        Ok(())
+    })
+    .with_context(|| w_path.display().to_string())?;
+    if let Some(grid_path) = &a.grid {
+        let cols = (all.len() as f64).sqrt().ceil() as usize;
+        crate::image_io::grid(&all, cols.max(1))?.save_png(grid_path)?;
+        println!("Grid: {}", grid_path.display());
+    }
+    Ok(())
+}
+
 pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     let device = g.setup()?;
-    let seeds = parse_seeds(&a.seeds).context("--seeds")?;
+    if let Some(w_path) = &a.projected_w {
+        return run_projected(&a, w_path, device);
+    }
+    let seeds = parse_seeds(a.seeds.as_deref().unwrap_or_default()).context("--seeds")?;
     let opts = options(a.truncation_psi, a.noise_mode, a.class_idx, a.batch)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     // Checks the label and the grid's size before anything is written.

@@ -1,35 +1,40 @@
-//! `sg2 import`: official state dicts + constructor kwargs -> an sg2 checkpoint.
+//! `sg2 import`: an official network pickle, or official state dicts + constructor kwargs, -> an sg2 checkpoint.
 
 use super::Global;
-use anyhow::Result;
-use std::path::PathBuf;
+use crate::config::Config;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  sg2 import stylegan2-cat-config-f.pkl --out cat.safetensors\n  sg2 import --g \
+                        net-G.safetensors --d net-D.safetensors --kwargs net-kwargs.json --out net.safetensors")]
 pub struct Args {
-    /// Generator state dict with official names (safetensors), e.g. NAME-G.safetensors from
-    /// scripts/convert_official.py (for a training pickle, the EMA generator).
-    #[arg(long)]
-    pub g: PathBuf,
-    /// Discriminator state dict (optional; without it the checkpoint can generate and be evaluated but not resume
-    /// training).
-    #[arg(long)]
+    /// Official network pickle: an NVlabs/stylegan2 TensorFlow pickle (G, D, Gs) or a stylegan2-ada-pytorch
+    /// snapshot (G, D, G_ema, ...). Read directly: no Python or TensorFlow needed, nothing in the file is run.
+    #[arg(value_name = "PICKLE", conflicts_with_all = ["g", "d", "kwargs"], required_unless_present = "g")]
+    pub pickle: Option<PathBuf>,
+    /// Instead of a pickle: the generator's state dict with official names (safetensors), stored as G and G_ema.
+    #[arg(long, requires = "kwargs")]
+    pub g: Option<PathBuf>,
+    /// With --g: the discriminator's state dict (optional; without it the checkpoint can generate and be
+    /// evaluated but not resume training).
+    #[arg(long, requires = "g")]
     pub d: Option<PathBuf>,
-    /// Official constructor kwargs: JSON {"G": {z_dim, w_dim, img_resolution, img_channels, mapping_kwargs,
-    /// synthesis_kwargs: {channel_base, channel_max, ...}}, "D": {...}}. channel_base is twice sg2's fmap_base.
-    #[arg(long)]
-    pub kwargs: PathBuf,
+    /// With --g: official constructor kwargs, JSON {"G": {z_dim, w_dim, img_resolution, img_channels,
+    /// mapping_kwargs, synthesis_kwargs: {channel_base, channel_max, ...}}, "D": {...}}. channel_base is twice
+    /// sg2's fmap_base.
+    #[arg(long, requires = "g")]
+    pub kwargs: Option<PathBuf>,
     /// Output sg2 checkpoint (.safetensors), written atomically.
     #[arg(long)]
     pub out: PathBuf,
 }
 
-pub fn run(args: Args, g: &Global) -> Result<()> {
-    g.setup()?;
-    let cfg = crate::model::import::import(&args.g, args.d.as_deref(), &args.kwargs, &args.out)?;
+fn summary(out: &Path, cfg: &Config, what: &str) {
     let m = &cfg.model;
     println!(
-        "{}: {}x{}x{} network, z_dim {}, w_dim {}, fmap_base {}, fmap_max {}{}",
-        args.out.display(),
+        "{}: {}x{}x{} network, z_dim {}, w_dim {}, fmap_base {}, fmap_max {}{what}",
+        out.display(),
         m.channels,
         m.resolution,
         m.resolution,
@@ -37,7 +42,26 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         m.w_dim,
         m.fmap_base,
         m.fmap_max,
-        if args.d.is_some() { " (G, G_ema, D)" } else { " (G, G_ema; no D: cannot resume training)" }
     );
+}
+
+pub fn run(args: Args, g: &Global) -> Result<()> {
+    g.setup()?;
+    if let Some(pkl) = &args.pickle {
+        let (cfg, o) = crate::model::import::import_pickle(pkl, &args.out)?;
+        let nets = match (o.g.is_some(), o.d.is_some()) {
+            (true, true) => "G, G_ema, D",
+            (false, true) => "G_ema as G and G_ema, D",
+            (true, false) => "G, G_ema; no D: cannot resume training",
+            (false, false) => "G_ema as G and G_ema; no D: cannot resume training",
+        };
+        let mirror = o.mirror.map(|m| format!(", training.mirror = {m}")).unwrap_or_default();
+        summary(&args.out, &cfg, &format!(" from a {} pickle ({nets}{mirror})", o.kind));
+        return Ok(());
+    }
+    let (Some(gp), Some(kw)) = (&args.g, &args.kwargs) else { bail!("give a pickle, or --g and --kwargs") };
+    let cfg = crate::model::import::import(gp, args.d.as_deref(), kw, &args.out)?;
+    let nets = if args.d.is_some() { " (G, G_ema, D)" } else { " (G, G_ema; no D: cannot resume training)" };
+    summary(&args.out, &cfg, nets);
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod generate;
 pub mod import;
 pub mod info;
 pub mod metrics;
+pub mod project;
 pub mod train;
 
 #[derive(Parser, Debug)]
@@ -53,7 +54,14 @@ pub enum Command {
     Interpolate(generate::InterpolateArgs),
     /// Compute quality metrics (FID, KID, precision/recall, IS, PPL).
     Metrics(metrics::Args),
-    /// Build an sg2 checkpoint from official-named state dicts and constructor kwargs.
+    /// Project an image into a network's latent space (the official projector).
+    ///
+    /// As stylegan2-ada-pytorch's projector.py: w starts at the mean of 10,000 mapped z and is optimised with the
+    /// noise inputs (Adam, the official learning-rate and noise schedules, the noise regulariser) to minimise the
+    /// VGG16 LPIPS distance to the target. Writes target.png, proj.png and projected_w.npz (array w [1, num_ws,
+    /// w_dim], the official format; render it with sg2 generate --projected-w).
+    Project(project::Args),
+    /// Build an sg2 checkpoint from an official network pickle (TensorFlow or ada), or from state dicts + kwargs.
     Import(import::Args),
     /// Validate a config or inspect a checkpoint: resolved values and a per-layer table.
     Info(info::Args),
@@ -128,6 +136,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::StyleMix(a) => generate::run_style_mix(a, &g),
         Command::Interpolate(a) => generate::run_interpolate(a, &g),
         Command::Metrics(a) => metrics::run(a, &g),
+        Command::Project(a) => project::run(a, &g),
         Command::Import(a) => import::run(a, &g),
         Command::Info(a) => info::run(a, &g),
         Command::Bench(a) => bench::run(a, &g),

@@ -98,6 +98,10 @@ impl Detector {
             anyhow::anyhow!("{}: not a loadable TorchScript detector ({})", path.display(), torch_message(&e))
         })?;
         module.set_eval();
+        // Gradients only ever flow to the input (projection); none are kept for the detector's own weights.
+        for (_, p) in module.named_parameters().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))? {
+            let _ = p.set_requires_grad(false);
+        }
         let hash = file_hash(path)?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Detector { path: path.to_path_buf(), name, hash, params, module, device })
@@ -110,6 +114,11 @@ impl Detector {
 
     /// `forward(img, **kwargs)` as Python would call it: keywords placed by name, other arguments at their defaults.
     pub fn call(&self, img: &Tensor, kwargs: &[(&str, bool)]) -> Result<Tensor> {
+        tch::no_grad(|| self.call_with_grad(img, kwargs))
+    }
+
+    /// [`Detector::call`] with autograd on: the output's gradient flows back to `img` (the projector's loss).
+    pub fn call_with_grad(&self, img: &Tensor, kwargs: &[(&str, bool)]) -> Result<Tensor> {
         for (k, _) in kwargs {
             ensure!(
                 self.params.iter().any(|p| p.name == *k),
@@ -128,7 +137,9 @@ impl Detector {
             };
             args.push(IValue::Bool(v));
         }
-        let out = tch::no_grad(|| self.module.forward_is(&args))
+        let out = self
+            .module
+            .forward_is(&args)
             .map_err(|e| anyhow::anyhow!("{}: forward failed: {}", self.path.display(), torch_message(&e)))?;
         match out {
             IValue::Tensor(t) => Ok(t),

@@ -2,6 +2,7 @@
 //! dicts -> an sg2 checkpoint.
 
 use super::checkpoint::{copy_into, read_safetensors, save};
+use super::pickle::Official;
 use super::{Discriminator, Generator};
 use crate::config::{Architecture, Config, ModelConfig};
 use anyhow::{bail, Context, Result};
@@ -9,7 +10,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tch::nn::VarStore;
-use tch::Device;
+use tch::{Device, Tensor};
 
 fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, k| v.get(k))
@@ -93,32 +94,116 @@ fn import_config(model: ModelConfig) -> Config {
     cfg
 }
 
+/// What sg2's networks cannot express: other activations, no noise inputs, mapping widths other than w_dim.
+fn check_supported(kw: &Value) -> Result<()> {
+    let acts = [
+        ["G", "mapping_kwargs", "activation"],
+        ["G", "synthesis_kwargs", "activation"],
+        ["D", "block_kwargs", "activation"],
+        ["D", "mapping_kwargs", "activation"],
+        ["D", "epilogue_kwargs", "activation"],
+    ];
+    for path in acts {
+        if let Some(a) = get(kw, &path).and_then(Value::as_str).filter(|a| *a != "lrelu") {
+            bail!("{} = '{a}': sg2 networks use lrelu", path.join("."));
+        }
+    }
+    if get(kw, &["G", "synthesis_kwargs", "use_noise"]) == Some(&Value::Bool(false)) {
+        bail!("G.synthesis_kwargs.use_noise = false: sg2 networks have noise inputs");
+    }
+    let w_dim = get(kw, &["G", "w_dim"]).and_then(Value::as_u64);
+    for key in ["embed_features", "layer_features"] {
+        if let Some(n) = get(kw, &["G", "mapping_kwargs", key]).filter(|v| !v.is_null()) {
+            if n.as_u64() != w_dim {
+                bail!("G.mapping_kwargs.{key} = {n}: sg2's mapping network is w_dim wide");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One official state dict and the name its errors carry (a file, or "x.pkl: D").
+pub struct Named<'a> {
+    pub tensors: &'a BTreeMap<String, Tensor>,
+    pub what: String,
+}
+
+/// Official state dicts of one checkpoint: the inference generator, optionally the training generator and D.
+pub struct StateDicts<'a> {
+    pub g_ema: Named<'a>,
+    /// Without it the checkpoint's G is a copy of G_ema.
+    pub g: Option<Named<'a>>,
+    pub d: Option<Named<'a>>,
+}
+
+/// Writes an sg2 checkpoint from official kwargs and state dicts; `source` goes into the metadata.
+pub fn write_checkpoint(
+    kw: &Value,
+    nets: &StateDicts,
+    mirror: Option<bool>,
+    source: &str,
+    out: &Path,
+) -> Result<Config> {
+    check_supported(kw)?;
+    let mut config = import_config(config_from_kwargs(kw)?);
+    if let Some(m) = mirror {
+        config.training.mirror = m;
+    }
+    let generator = |n: &Named| -> Result<VarStore> {
+        let mut vs = VarStore::new(Device::Cpu);
+        let _g = Generator::new(&vs.root(), &config.model);
+        copy_into(n.tensors, "", &mut vs, &n.what)?;
+        Ok(vs)
+    };
+    let g_ema = generator(&nets.g_ema)?;
+    let g = nets.g.as_ref().map(generator).transpose()?;
+    let d = match &nets.d {
+        Some(n) => {
+            let mut vs = VarStore::new(Device::Cpu);
+            let _d = Discriminator::new(&vs.root(), &config.model);
+            copy_into(n.tensors, "", &mut vs, &n.what)?;
+            Some(vs)
+        }
+        None => None,
+    };
+    let mut list: Vec<(&str, &VarStore)> = vec![("G", g.as_ref().unwrap_or(&g_ema)), ("G_ema", &g_ema)];
+    if let Some(d) = &d {
+        list.push(("D", d));
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("sg2.source".into(), format!("imported from {source}"));
+    save(out, &config, &list, &[], &meta)?;
+    Ok(config)
+}
+
 /// Builds an sg2 checkpoint from official state dicts: G (stored as both G and G_ema) and optionally D.
 pub fn import(g_path: &Path, d_path: Option<&Path>, kwargs_path: &Path, out: &Path) -> Result<Config> {
     let text =
         std::fs::read_to_string(kwargs_path).with_context(|| format!("{}: cannot read", kwargs_path.display()))?;
     let kw: Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", kwargs_path.display()))?;
-    let model = config_from_kwargs(&kw).with_context(|| format!("{}", kwargs_path.display()))?;
-    let config = import_config(model);
-
+    check_supported(&kw).and_then(|_| config_from_kwargs(&kw)).with_context(|| format!("{}", kwargs_path.display()))?;
     let (g_tensors, _) = read_safetensors(g_path)?;
-    let mut g_vs = VarStore::new(Device::Cpu);
-    let _g = Generator::new(&g_vs.root(), &config.model);
-    copy_into(&g_tensors, "", &mut g_vs, &g_path.display().to_string())?;
+    let d_tensors = d_path.map(|p| read_safetensors(p).map(|t| t.0)).transpose()?;
+    let named = |tensors, path: &Path| Named { tensors, what: path.display().to_string() };
+    let nets = StateDicts {
+        g_ema: named(&g_tensors, g_path),
+        g: None,
+        d: d_tensors.as_ref().zip(d_path).map(|(t, p)| named(t, p)),
+    };
+    write_checkpoint(&kw, &nets, None, &g_path.display().to_string(), out)
+}
 
-    let mut d_vs = VarStore::new(Device::Cpu);
-    if let Some(d_path) = d_path {
-        let (d_tensors, _) = read_safetensors(d_path)?;
-        let _d = Discriminator::new(&d_vs.root(), &config.model);
-        copy_into(&d_tensors, "", &mut d_vs, &d_path.display().to_string())?;
-    }
-    let mut nets: Vec<(&str, &VarStore)> = vec![("G", &g_vs), ("G_ema", &g_vs)];
-    if d_path.is_some() {
-        nets.push(("D", &d_vs));
-    }
-    let mut meta = BTreeMap::new();
-    meta.insert("sg2.source".into(), format!("imported from {}", g_path.display()));
-    save(out, &config, &nets, &[], &meta)?;
-    Ok(config)
+/// Builds an sg2 checkpoint from an official pickle (TensorFlow or stylegan2-ada-pytorch), without Python.
+pub fn import_pickle(pkl: &Path, out: &Path) -> Result<(Config, Official)> {
+    let o = super::pickle::read(pkl)?;
+    let label = pkl.display().to_string();
+    let named = |tensors, net: &str| Named { tensors, what: net.to_string() };
+    let nets = StateDicts {
+        g_ema: named(&o.g_ema, if o.kind == "TensorFlow" { "Gs" } else { "G_ema" }),
+        g: o.g.as_ref().map(|t| named(t, "G")),
+        d: o.d.as_ref().map(|t| named(t, "D")),
+    };
+    let config = write_checkpoint(&o.kwargs, &nets, o.mirror, &label, out).with_context(|| label.clone())?;
+    Ok((config, o))
 }

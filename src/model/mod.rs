@@ -6,6 +6,7 @@ pub mod discriminator;
 pub mod generator;
 pub mod import;
 pub mod mapping;
+pub mod pickle;
 pub mod summary;
 pub mod synthesis;
 

@@ -8,7 +8,7 @@ pub mod training;
 
 use sg2::config::ModelConfig;
 use sg2::model::checkpoint::{copy_into, read_safetensors};
-use sg2::model::{Discriminator, Generator};
+use sg2::model::{Discriminator, Generator, NoiseMode};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -142,4 +142,61 @@ pub fn run_python(args: &[&str]) -> String {
     let out = Command::new(&py).args(args).output().unwrap_or_else(|e| panic!("cannot run Python '{py}' ({e})"));
     assert!(out.status.success(), "python {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `G.forward` images as the official generate.py saves them: NHWC uint8.
+pub fn to_uint8(img: &Tensor) -> Tensor {
+    (img.permute([0, 2, 3, 1]) * 127.5 + 128.0).clamp(0.0, 255.0).to_kind(Kind::Uint8)
+}
+
+/// Every forward output of `tests/golden/<net>-io.safetensors`: ws with psi 1, 0.7, 0.5; images with constant and no
+/// noise (float and uint8); style mixing; D's logits for fakes and reals.
+pub fn check_forward_outputs(net: &str, g: &Generator, d: &Discriminator) {
+    let io = golden_io(net);
+    let z = &io["z"];
+    tch::no_grad(|| {
+        for psi in ["1.0", "0.7", "0.5"] {
+            let ws = g.mapping(z, None, psi.parse().unwrap(), None);
+            assert_close(&format!("{net} ws_psi{psi}"), &ws, &io[&format!("ws_psi{psi}")]);
+        }
+        for psi in ["1.0", "0.5"] {
+            let img = g.forward(z, None, psi.parse().unwrap(), NoiseMode::Const);
+            assert_close(&format!("{net} img_const_psi{psi}"), &img, &io[&format!("img_const_psi{psi}")]);
+            assert_uint8_match(
+                &format!("{net} uint8_const_psi{psi}"),
+                &to_uint8(&img),
+                &io[&format!("uint8_const_psi{psi}")],
+            );
+        }
+        let img = g.forward(z, None, 1.0, NoiseMode::None);
+        assert_close(&format!("{net} img_none_psi1.0"), &img, &io["img_none_psi1.0"]);
+        let mix = g.synthesis(&io["mix_ws"], NoiseMode::Const);
+        assert_close(&format!("{net} mix_img"), &mix, &io["mix_img"]);
+        for (input, out) in [
+            ("img_const_psi1.0", "d_logits_fake"),
+            ("img_const_psi0.5", "d_logits_fake_psi0.5"),
+            ("reals", "d_logits_real"),
+        ] {
+            let logits = d.forward(&io[input], None);
+            assert_close(&format!("{net} {out}"), &logits, &io[out]);
+        }
+    });
+}
+
+/// The gradient outputs of `tests/golden/<net>-io.safetensors`: the R1 penalty and the path lengths.
+pub fn check_gradient_outputs(net: &str, g: &Generator, d: &Discriminator) {
+    let io = golden_io(net);
+    let reals = io["reals"].set_requires_grad(true);
+    let logits = d.forward(&reals, None);
+    let grad = &Tensor::run_backward(&[logits.sum(Kind::Float)], &[&reals], false, false)[0];
+    let r1 = grad.square().sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float);
+    assert_rel(&format!("{net} r1_penalty"), &r1, &io["r1_penalty"], 1e-3);
+
+    let ws = io["pl_ws"].set_requires_grad(true);
+    let img = g.synthesis(&ws, NoiseMode::Const);
+    let out = (img * &io["pl_noise"]).sum(Kind::Float);
+    let grad = &Tensor::run_backward(&[out], &[&ws], false, false)[0];
+    let lengths =
+        grad.square().sum_dim_intlist(&[2i64][..], false, Kind::Float).mean_dim(&[1i64][..], false, Kind::Float).sqrt();
+    assert_rel(&format!("{net} pl_lengths"), &lengths, &io["pl_lengths"], 1e-3);
 }
