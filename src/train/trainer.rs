@@ -97,7 +97,8 @@ pub struct Trainer {
     /// The augmentation pipe D sees its inputs through (`[augment]` mode fixed or ada); its `p` follows
     /// `state.augment_p`.
     pub augment: Option<AugmentPipe>,
-    /// ADA: sum and count of sign(D(real)) on the device since the last adjustment or snapshot.
+    /// ADA: the sum of sign(D(real)) on the device since the last adjustment or snapshot (the count, known on the
+    /// host, goes straight into `state.ada_signs`).
     ada_acc: Option<Tensor>,
     /// The dataset's labels (int64, on the device): conditional fakes draw their labels from it, so classes come
     /// in the dataset's proportions as in the official loop. None: uniform over `c_dim`.
@@ -320,12 +321,12 @@ impl Trainer {
         for (name, v) in &out.stats {
             self.stats.add(name, v);
             if *name == "Loss/signs/real" && self.cfg.augment.mode == AugmentMode::Ada {
-                let sums =
-                    Tensor::stack(&[v.sum(Kind::Double), Tensor::from(v.numel() as f64).to_device(self.device)], 0);
+                let sum = v.sum(Kind::Double);
                 self.ada_acc = Some(match self.ada_acc.take() {
-                    Some(acc) => acc + sums,
-                    None => sums,
+                    Some(acc) => acc + sum,
+                    None => sum,
                 });
+                self.state.ada_signs[1] += v.numel() as f64;
             }
         }
         if is_g { &mut self.opt_g } else { &mut self.opt_d }.step_if(&grads, keep.as_ref());
@@ -441,9 +442,7 @@ impl Trainer {
     fn take_ada_signs(&mut self) -> [f64; 2] {
         let mut s = std::mem::take(&mut self.state.ada_signs);
         if let Some(acc) = self.ada_acc.take() {
-            let v: Vec<f64> = Vec::try_from(acc.to_device(Device::Cpu)).unwrap_or_default();
-            s[0] += v.first().copied().unwrap_or(0.0);
-            s[1] += v.get(1).copied().unwrap_or(0.0);
+            s[0] += acc.double_value(&[]);
         }
         s
     }
