@@ -145,6 +145,9 @@ impl Run {
     /// Checks the dataset, finds the snapshot to resume (if any), builds the trainer, and opens the run folder
     /// (new, or the snapshot's for `--resume latest`) with its log and the initial grids.
     pub fn open(mut opts: TrainOptions) -> Result<Opened> {
+        if opts.init.is_some() && opts.resume.is_some() {
+            bail!("--init starts a new run and --resume continues one: give one of them");
+        }
         let cfg = opts.config.clone();
         let ds = open_dataset(&opts.data, &cfg)?;
         let desc = format!("{}-{}", opts.config_name, dataset_name(&opts.data));
@@ -171,8 +174,11 @@ impl Run {
         }
         // The folder of `--resume latest` is locked before anything is read or written, so a second trainer on it
         // stops at once.
-        let mut lock = match resume.as_ref().and_then(|r| r.0.as_ref()) {
-            Some(dir) => Some(snapshot::RunLock::acquire(dir)?),
+        let existing: Option<(PathBuf, snapshot::RunLock)> = match resume.as_ref().and_then(|r| r.0.clone()) {
+            Some(dir) => {
+                let lock = snapshot::RunLock::acquire(&dir)?;
+                Some((dir, lock))
+            }
             None => None,
         };
         let fingerprint = ds.fingerprint();
@@ -184,9 +190,6 @@ impl Run {
             trainer.label_pool = Some(Tensor::from_slice(&labels).to_device(opts.device));
         }
         if let Some(net) = &opts.init {
-            if opts.resume.is_some() {
-                bail!("--init starts a new run and --resume continues one: give one of them");
-            }
             let ckpt = crate::model::checkpoint::load(net)?;
             trainer.init_from(&ckpt).with_context(|| format!("--init {}", net.display()))?;
         }
@@ -216,15 +219,14 @@ impl Run {
                     crate::data::loader::LoaderState { epoch: l.epoch + 1, position: 0, seed: l.seed };
             }
         }
-        let run_dir = match resume.as_ref().and_then(|r| r.0.clone()) {
-            Some(dir) => dir,
+        let (run_dir, lock) = match existing {
+            Some(held) => held,
             None => {
                 let dir = snapshot::new_run_dir(&opts.outdir, &desc)?;
-                lock = Some(snapshot::RunLock::acquire(&dir)?);
-                dir
+                let lock = snapshot::RunLock::acquire(&dir)?;
+                (dir, lock)
             }
         };
-        let lock = lock.expect("every run folder is locked");
         let stale = snapshot::remove_stale_temps(&run_dir)?;
         crate::util::write_bytes_atomic(&run_dir.join("config.toml"), cfg.to_toml().as_bytes())?;
         let mut log = RunLog::open(&run_dir, total_nimg, opts.echo)?;
