@@ -80,6 +80,40 @@ fn every_record_once_per_epoch_shuffled_differently_with_labels() {
     assert_ne!(epochs[0], (0..12).collect::<Vec<_>>(), "shuffled");
 }
 
+/// Ranks of a data-parallel group take interleaved, disjoint shares of the one-process batches (record k of each
+/// global batch goes to rank k % world, mirroring included), and their states stay equal to the one process's.
+#[test]
+fn ranks_take_disjoint_interleaved_shares_of_the_global_batch() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = dataset(t.path(), 7);
+    let opts = |rank, world| {
+        let mut o = LoaderOptions::new(6, 16);
+        o.seed = 5;
+        o.mirror = true;
+        (o.rank, o.world) = (rank, world);
+        o
+    };
+    let mut one = Loader::new(ds.clone(), opts(0, 1), Device::Cpu).unwrap();
+    let mut ranks: Vec<Loader> = (0..3).map(|r| Loader::new(ds.clone(), opts(r, 3), Device::Cpu).unwrap()).collect();
+    for _ in 0..4 {
+        let (x, y) = one.next_batch().unwrap();
+        let whole: Vec<Vec<u8>> = bytes(&x).chunks(256).map(|c| c.to_vec()).collect();
+        for (r, l) in ranks.iter_mut().enumerate() {
+            let (xr, yr) = l.next_batch().unwrap();
+            assert_eq!(xr.size(), [2, 1, 16, 16]);
+            let share: Vec<Vec<u8>> = bytes(&xr).chunks(256).map(|c| c.to_vec()).collect();
+            assert_eq!(share, vec![whole[r].clone(), whole[r + 3].clone()], "rank {r}");
+            let labels = y.as_ref().unwrap().index_select(0, &Tensor::from_slice(&[r as i64, r as i64 + 3]));
+            assert!(yr.unwrap().equal(&labels));
+            assert_eq!(l.state(), one.state());
+        }
+    }
+    let mut bad = opts(0, 4);
+    bad.batch = 6;
+    let err = Loader::new(ds, bad, Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("batch 6 cannot be split across 4 ranks"), "{err}");
+}
+
 #[test]
 fn unshuffled_batches_run_across_epochs_in_order() {
     let t = tempfile::tempdir().unwrap();

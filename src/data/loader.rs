@@ -18,7 +18,12 @@ use tch::{Device, Tensor};
 
 #[derive(Clone, Debug)]
 pub struct LoaderOptions {
+    /// The global batch: what all ranks together take per step.
     pub batch: usize,
+    /// Data-parallel sharding: this rank takes records `rank`, `rank + world`, ... of each global batch (as the
+    /// official `InfiniteSampler`), so ranks see disjoint images and the state is the same on every rank.
+    pub rank: usize,
+    pub world: usize,
     /// The level to read; must be one of the dataset's levels.
     pub resolution: usize,
     pub seed: u64,
@@ -34,7 +39,7 @@ pub struct LoaderOptions {
 
 impl LoaderOptions {
     pub fn new(batch: usize, resolution: usize) -> LoaderOptions {
-        LoaderOptions { batch, resolution, seed: 0, mirror: false, shuffle: true, workers: 2, prefetch: 4 }
+        LoaderOptions { batch, rank: 0, world: 1, resolution, seed: 0, mirror: false, shuffle: true, workers: 2, prefetch: 4 }
     }
 }
 
@@ -128,6 +133,13 @@ impl Loader {
         state: LoaderState,
     ) -> Result<Loader> {
         ensure!(opts.batch >= 1, "batch size must be >= 1");
+        ensure!(
+            opts.world >= 1 && opts.rank < opts.world && opts.batch.is_multiple_of(opts.world),
+            "batch {} cannot be split across {} ranks (rank {})",
+            opts.batch,
+            opts.world,
+            opts.rank
+        );
         ensure!(dataset.count > 0, "{}: the dataset is empty", dataset.path.display());
         ensure!(
             dataset.has_level(opts.resolution),
@@ -190,8 +202,8 @@ impl Loader {
     fn submit(&mut self) -> Result<()> {
         let count = self.dataset.count;
         let mut st = self.planned;
-        let mut items = Vec::with_capacity(self.opts.batch);
-        for _ in 0..self.opts.batch {
+        let mut items = Vec::with_capacity(self.opts.batch / self.opts.world);
+        for k in 0..self.opts.batch {
             if st.position == count {
                 st.epoch += 1;
                 st.position = 0;
@@ -200,7 +212,9 @@ impl Loader {
                 self.order = (st.epoch, epoch_order(count, st.seed, st.epoch, self.opts.shuffle).map(Arc::new));
             }
             let idx = self.order.1.as_ref().map_or(st.position, |o| o[st.position as usize]);
-            items.push((idx, self.opts.mirror && flips(st.seed, st.epoch, st.position)));
+            if k % self.opts.world == self.opts.rank {
+                items.push((idx, self.opts.mirror && flips(st.seed, st.epoch, st.position)));
+            }
             st.position += 1;
         }
         if st.position == count {
@@ -215,7 +229,7 @@ impl Loader {
         Ok(())
     }
 
-    /// The next batch: uint8 NCHW images on the device and, for labelled datasets, int64 labels [N].
+    /// The next batch (this rank's share of it): uint8 NCHW images on the device and, for labelled datasets, int64 labels [N].
     pub fn next_batch(&mut self) -> Result<(Tensor, Option<Tensor>)> {
         let ready = loop {
             if let Some(r) = self.arrived.remove(&self.take_seq) {

@@ -45,6 +45,9 @@ extern "C" {
     fn sg2_pg_barrier(group: *mut c_void, err: *mut c_char, len: usize) -> c_int;
 }
 
+/// The most processes one group may hold.
+pub const MAX_WORLD: usize = 4096;
+
 /// The largest buffer one allreduce call carries.
 pub const BUCKET_BYTES: usize = 32 << 20;
 
@@ -55,8 +58,10 @@ pub struct ProcessGroup {
     pub world: usize,
 }
 
-// The handle is only used through &self calls that c10d serialises per group.
+// The handle is only used through &self calls, and c10d's process groups may be called from any thread; sg2 issues
+// a group's collectives from one thread at a time, in the same order on every rank.
 unsafe impl Send for ProcessGroup {}
+unsafe impl Sync for ProcessGroup {}
 
 fn ptrs(tensors: &[&Tensor]) -> Vec<*mut c_void> {
     tensors.iter().map(|t| t.as_ptr() as *mut c_void).collect()
