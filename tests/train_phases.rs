@@ -58,14 +58,14 @@ fn both_phases_sum_the_main_and_regularisation_terms() {
     let loss = tr.loss_settings();
     let z = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
     let x = reals(&cfg).to_kind(Kind::Float) / 127.5 - 1.0;
-    let inputs = PhaseInputs { z: &z, gen_c: None, reals: &x, real_c: None, augment: None };
+    let inputs = PhaseInputs::new(&z, &x);
     let run = |phases: &[Phase]| -> (f64, Vec<&'static str>) {
         tch::manual_seed(7);
         let mut pl_mean = Tensor::from(0.5f32);
         let mut total = 0.0;
         let mut names = vec![];
         for &p in phases {
-            let out = loss.phase_loss(p, &tr.g, &tr.d, &inputs, &mut pl_mean, 1.0).unwrap();
+            let out = loss.phase_loss(p, &tr.g, &tr.d, &inputs, &mut pl_mean, 1.0).unwrap().unwrap();
             total += out.loss.double_value(&[]);
             names.extend(out.stats.iter().map(|(n, _)| *n));
         }

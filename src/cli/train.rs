@@ -1,9 +1,11 @@
 //! `sg2 train`.
 
 use super::Global;
+use crate::dist::Dist;
 use crate::train::{Resume, TrainOptions};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -43,6 +45,8 @@ pub struct Args {
     /// differs); the data order starts a new epoch.
     #[arg(long)]
     pub allow_dataset_change: bool,
+    #[command(flatten)]
+    pub launch: super::launch::LaunchArgs,
 }
 
 fn parse_resume(s: &str) -> Result<Resume, String> {
@@ -69,7 +73,25 @@ pub fn resolve_config(args: &Args) -> Result<crate::config::Config> {
 }
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
-    let device = g.setup()?;
+    if args.launch.launches() {
+        // Checked once here rather than in every worker.
+        let world = args.launch.nproc_per_node * args.launch.nnodes;
+        crate::train::run::check_world(&resolve_config(&args)?, world)?;
+    }
+    if let Some(code) = args.launch.launch()? {
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
+    let dist = Arc::new(Dist::from_env()?);
+    let rank = dist.rank;
+    let several = dist.world > 1;
+    train(args, g, dist).map_err(|e| if several { e.context(format!("rank {rank}")) } else { e })
+}
+
+fn train(args: Args, g: &Global, dist: Arc<Dist>) -> Result<()> {
+    let device = dist.device(g.setup()?)?;
     let config = resolve_config(&args)?;
     crate::ffi::set_allow_tf32(config.training.allow_tf32)?;
     let stem = args
@@ -79,12 +101,13 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         .with_context(|| format!("--config {}: no file name", args.config.display()))?;
     let mut opts = TrainOptions::new(config, &stem, &args.data, &args.outdir);
     opts.device = device;
-    opts.echo = true;
+    opts.echo = dist.is_main();
+    opts.dist = dist;
     opts.allow_dataset_change = args.allow_dataset_change;
     opts.init = args.init.clone();
     opts.resume = args.resume;
     if !opts.config.logging.metrics.is_empty() {
-        opts.metrics = Some(snapshot_metrics(&opts.config, &args.data, args.detector_dir.clone(), device)?);
+        opts.metrics = Some(snapshot_metrics(&opts.config, &args.data, args.detector_dir.clone(), device, &opts.dist)?);
     }
     crate::train::train(opts)?;
     Ok(())
@@ -99,6 +122,7 @@ fn snapshot_metrics(
     data: &std::path::Path,
     detector_dir: Option<PathBuf>,
     device: tch::Device,
+    dist: &Arc<Dist>,
 ) -> Result<crate::train::train_loop::MetricsFn> {
     use crate::metrics::{self, MetricOptions};
     let mut opts = MetricOptions::new(device);
@@ -116,8 +140,12 @@ fn snapshot_metrics(
         metrics::detector::find(opts.detector_dir.as_deref(), spec.detector())?;
     }
     let data = data.to_path_buf();
+    let main = dist.is_main();
     Ok(Box::new(move |g, snapshot| {
         let results = metrics::evaluate_generator(g, &data, &names, &opts)?;
+        if !main {
+            return Ok(results);
+        }
         let dir = snapshot.parent().unwrap_or(std::path::Path::new("."));
         let file = snapshot.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         metrics::report::append_jsonl(dir, &file, &results)?;

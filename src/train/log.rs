@@ -36,6 +36,23 @@ impl StatSums {
         self.sums.clear();
         out
     }
+
+    /// [`StatSums::take_means`] over the samples of every rank of `dist` (a collective: every rank calls it with
+    /// the same names, which the same phases give).
+    pub fn take_means_across(&mut self, dist: &crate::dist::Dist) -> anyhow::Result<BTreeMap<String, f64>> {
+        if dist.world == 1 || self.sums.is_empty() {
+            return Ok(self.take_means());
+        }
+        let sums: Vec<Tensor> = self.sums.values().map(|(s, _)| s.to_device(tch::Device::Cpu)).collect();
+        let counts: Vec<f64> = self.sums.values().map(|(_, n)| *n as f64).collect();
+        let all = Tensor::cat(&[Tensor::stack(&sums, 0), Tensor::from_slice(&counts)], 0);
+        dist.sum_(&[&all])?;
+        let v = Vec::<f64>::try_from(&all)?;
+        let k = counts.len();
+        let out = self.sums.keys().enumerate().map(|(i, name)| (name.to_string(), v[i] / v[k + i])).collect();
+        self.sums.clear();
+        Ok(out)
+    }
 }
 
 /// The official tick line: `tick 12  kimg 48.0  time 1h 02m  sec/tick 310.2  sec/kimg 6.46  maintenance 0.3

@@ -11,11 +11,13 @@ use super::trainer::NonFinite;
 use super::Clock;
 use crate::config::{AugmentMode, NanPolicy};
 use crate::data::loader::Loader;
+use crate::dist::Dist;
 use crate::metrics::MetricResult;
 use crate::model::Generator;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tch::Device;
 
 pub use super::run::open_dataset;
@@ -51,6 +53,8 @@ pub struct TrainOptions {
     pub allow_dataset_change: bool,
     /// Transfer learning: start a new run from this network's G, D and G_ema (fresh optimizers, kimg 0).
     pub init: Option<PathBuf>,
+    /// The data-parallel group this process belongs to (a group of one by default).
+    pub dist: Arc<Dist>,
 }
 
 impl TrainOptions {
@@ -67,6 +71,7 @@ impl TrainOptions {
             inject_nan: None,
             allow_dataset_change: false,
             init: None,
+            dist: Arc::new(Dist::single()),
         }
     }
 }
@@ -93,10 +98,11 @@ enum Minibatch {
 /// Trains as `opts` says; returns where the run went.
 pub fn train(opts: TrainOptions) -> Result<TrainReport> {
     let echo = opts.echo;
+    let opts_main = opts.dist.is_main();
     let mut run = match Run::open(opts)? {
         Opened::Run(run) => run,
         Opened::NothingToDo { snapshot, state } => {
-            if echo {
+            if echo && opts_main {
                 println!(
                     "{}: already trained to {:.3} kimg: nothing to do",
                     snapshot.display(),
@@ -119,8 +125,12 @@ pub fn train(opts: TrainOptions) -> Result<TrainReport> {
             }
         }
     }
-    run.log.finish_progress();
-    run.log.line("Exiting...")?;
+    // The others wait for rank 0's last snapshot, so no process ends before the run is complete.
+    run.dist().barrier()?;
+    if let Some(log) = run.log.as_mut() {
+        log.finish_progress();
+    }
+    run.line("Exiting...")?;
     Ok(TrainReport {
         run_dir: Some(run.run_dir.clone()),
         snapshot: run.last_snapshot.clone(),
@@ -147,7 +157,9 @@ impl Run {
             self.rollback(nf)?;
             return Ok(Minibatch::RolledBack);
         }
-        self.log.progress(cur);
+        if let Some(log) = &self.log {
+            log.progress(cur);
+        }
         Ok(if tick_end { Minibatch::TickEnd { done } } else { Minibatch::Continue })
     }
 
@@ -157,7 +169,7 @@ impl Run {
         let counts = self.trainer.check_nonfinite()?;
         if !counts.is_empty() {
             let what: Vec<String> = counts.iter().map(|(p, n)| format!("{} {n}", p.name())).collect();
-            self.log.line(&format!(
+            self.line(&format!(
                 "warning: non-finite losses or gradients in tick {} ({}): NaN set to 0 and inf to +-1e5 before the \
                  optimizer steps, as the official loop does",
                 self.trainer.state.cur_tick,
@@ -168,36 +180,50 @@ impl Run {
     }
 
     /// Reloads the last snapshot with lower learning rates (nan_policy "rollback"), or fails with what happened.
+    /// Every rank meets the same non-finite value (the flags are combined with the gradients); rank 0 reads the
+    /// snapshot and sends its state to the others.
     fn rollback(&mut self, nf: NonFinite) -> Result<()> {
-        let t = &self.cfg.training;
+        let t = self.cfg.training.clone();
         let what = format!("tick {}: {nf}", self.trainer.state.cur_tick);
-        self.log.line(&format!("error: {what}"))?;
+        self.line(&format!("error: {what}"))?;
         if t.nan_policy != NanPolicy::Rollback {
             bail!("{what} (training.nan_policy = \"rollback\" reloads the last snapshot and continues)");
         }
-        let Some(snap) = snapshot::read_latest(&self.run_dir) else { bail!("{what}; no snapshot to roll back to") };
-        if self.rollbacks_in_a_row >= t.max_rollbacks {
-            bail!("{what}; gave up after {} rollbacks in a row", t.max_rollbacks)
+        let snap = if self.log.is_some() { snapshot::read_latest(&self.run_dir) } else { None };
+        let problem = match &snap {
+            _ if self.rollbacks_in_a_row >= t.max_rollbacks => {
+                Some(format!("{what}; gave up after {} rollbacks in a row", t.max_rollbacks))
+            }
+            None if self.log.is_some() => Some(format!("{what}; no snapshot to roll back to")),
+            _ => None,
+        };
+        if let Some(p) = self.dist().broadcast_json(&problem)? {
+            bail!(p);
         }
         let factor = self.trainer.state.lr_factor * t.rollback_lr_factor;
         let rollbacks = self.trainer.state.rollbacks + 1;
-        let (ckpt, st) = snapshot::load(&snap)?;
-        self.trainer.restore(&ckpt, &st)?;
-        self.trainer.state.lr_factor = factor;
-        self.trainer.state.rollbacks = rollbacks;
+        if let Some(snap) = &snap {
+            let (ckpt, st) = snapshot::load(snap)?;
+            self.trainer.restore(&ckpt, &st)?;
+            self.trainer.state.lr_factor = factor;
+            self.trainer.state.rollbacks = rollbacks;
+        }
+        self.trainer.sync_from_main()?;
         self.rollbacks_in_a_row += 1;
+        let st = self.trainer.state.clone();
         self.loader = Loader::resume(self.ds.clone(), self.loader_opts.clone(), self.device, st.loader)?;
         self.clock.tick_start_nimg = self.trainer.state.cur_nimg;
         self.clock.tick = Clock::start();
-        let dropped = self.log.rewind(st.cur_nimg)?;
-        self.log.line(&format!(
+        let (Some(log), Some(snap)) = (self.log.as_mut(), snap) else { return Ok(()) };
+        let dropped = log.rewind(st.cur_nimg)?;
+        log.line(&format!(
             "rollback: reloaded {} (kimg {:.3}); learning rates x{} (factor now {factor}); {dropped} later stats \
              records discarded",
             snap.display(),
             st.cur_nimg as f64 / 1000.0,
-            self.cfg.training.rollback_lr_factor
+            t.rollback_lr_factor
         ))?;
-        self.log.tb.scalar("Train/rollback", rollbacks as f64, self.trainer.state.cur_nimg as i64)?;
+        log.tb.scalar("Train/rollback", rollbacks as f64, st.cur_nimg as i64)?;
         Ok(())
     }
 
@@ -208,7 +234,7 @@ impl Run {
         let maint_clock = Clock::start();
         let cur = self.trainer.state.cur_nimg;
         let tick = self.trainer.state.cur_tick;
-        let mut values = self.trainer.stats.take_means();
+        let mut values = self.trainer.take_stat_means()?;
         let line = TickLine {
             tick,
             cur_nimg: cur,
@@ -240,12 +266,12 @@ impl Run {
         ] {
             values.insert(k.into(), v);
         }
-        self.log.line(&line.to_string())?;
+        self.line(&line.to_string())?;
         let flagged = self.collapse_flags(tick, &values)?;
         values.insert("Train/collapse_flag".into(), if flagged { 1.0 } else { 0.0 });
 
         let every = |n: u32| done || (n > 0 && tick.is_multiple_of(n as u64));
-        if every(self.cfg.logging.image_snapshot_ticks) {
+        if every(self.cfg.logging.image_snapshot_ticks) && self.log.is_some() {
             let path = self.run_dir.join(format!("fakes{}.png", snapshot::label(cur)));
             self.save_fakes(&path)?;
         }
@@ -253,8 +279,8 @@ impl Run {
         self.trainer.state.cur_tick += 1;
         if every(self.cfg.logging.snapshot_ticks) {
             self.snapshot(&mut values)?;
-        } else {
-            self.log.record(cur, &values)?;
+        } else if let Some(log) = self.log.as_mut() {
+            log.record(cur, &values)?;
         }
         self.clock.tick_start_nimg = cur;
         self.clock.maintenance = maint_clock.secs();
@@ -270,7 +296,7 @@ impl Run {
             if let Some(&prev) = self.clock.prev_losses.get(key) {
                 if is_jump(prev, now, self.cfg.logging.collapse_factor) {
                     flagged = true;
-                    self.log.line(&format!(
+                    self.line(&format!(
                         "warning: sharp jump in {key}: {prev:.4} -> {now:.4} at tick {tick} (possible collapse)"
                     ))?;
                 }
@@ -291,7 +317,7 @@ impl Run {
         if let (Some(f), false) = (self.metrics.as_mut(), self.cfg.logging.metrics.is_empty()) {
             let results = f(&self.trainer.g_ema, &path)?;
             for r in &results {
-                self.log.line(&format!("{stem} {} {:.4}", r.name, r.value))?;
+                self.line(&format!("{stem} {} {:.4}", r.name, r.value))?;
                 values.insert(format!("Metrics/{}", r.name), r.value);
             }
             // The best is judged by the first value of the first configured metric.
@@ -307,14 +333,19 @@ impl Run {
                 }
             }
         }
-        self.log.record(cur, values)?;
+        if let Some(log) = self.log.as_mut() {
+            log.record(cur, values)?;
+        }
         self.trainer.save(&path, &self.fingerprint)?;
-        snapshot::write_latest(&self.run_dir, &name)?;
         self.rollbacks_in_a_row = 0;
-        self.log.line(&format!("snapshot {}", path.display()))?;
+        if self.log.is_none() {
+            return Ok(());
+        }
+        snapshot::write_latest(&self.run_dir, &name)?;
+        self.line(&format!("snapshot {}", path.display()))?;
         let best = self.trainer.state.best.as_ref().map(|b| b.snapshot.clone());
         for p in snapshot::retain(&self.run_dir, self.cfg.logging.keep_snapshots, best.as_deref())? {
-            self.log.line(&format!("removed old snapshot {}", p.display()))?;
+            self.line(&format!("removed old snapshot {}", p.display()))?;
         }
         self.last_snapshot = Some(path);
         Ok(())

@@ -3,6 +3,7 @@
 //! can check each against the reference values; `phase_*` assemble them as the official phases do.
 
 use super::augment::AugmentPipe;
+use crate::dist::Dist;
 use crate::model::{Discriminator, Generator, NoiseMode};
 use tch::{Kind, Tensor};
 
@@ -54,9 +55,9 @@ impl Phase {
 }
 
 /// G's training forward pass (`run_G`): mapping with `w_avg` tracking, style mixing with probability `mixing_prob`
-/// (cutoff uniform in [1, num_ws), layers from the cutoff on taken from a second latent), random noise.
-/// The cutoff is applied as a mask on the device, so no value is read back to the host.
-pub fn run_g(g: &Generator, z: &Tensor, c: Option<&Tensor>, mixing_prob: f64) -> (Tensor, Tensor) {
+/// (cutoff uniform in [1, num_ws), layers from the cutoff on taken from a second latent), noise as `noise` says
+/// (random in training). The cutoff is applied as a mask on the device, so no value is read back to the host.
+pub fn run_g(g: &Generator, z: &Tensor, c: Option<&Tensor>, mixing_prob: f64, noise: NoiseMode) -> (Tensor, Tensor) {
     let mut ws = g.mapping_train(z, c, W_AVG_BETA);
     if mixing_prob > 0.0 {
         let num_ws = ws.size()[1];
@@ -69,7 +70,7 @@ pub fn run_g(g: &Generator, z: &Tensor, c: Option<&Tensor>, mixing_prob: f64) ->
         let ws2 = g.mapping.broadcast_truncate(&w2, 1.0, None);
         ws = ws2.where_self(&layer_mixed, &ws);
     }
-    let img = g.synthesis(&ws, NoiseMode::Random);
+    let img = g.synthesis(&ws, noise);
     (img, ws)
 }
 
@@ -119,6 +120,32 @@ pub fn pl_penalty(lengths: &Tensor, pl_mean: &mut Tensor, decay: f64) -> Tensor 
     (lengths - new_mean).square()
 }
 
+/// [`pl_penalty`] for one rank of a data-parallel group: the running mean moves toward the mean over all ranks'
+/// lengths (so it stays identical on every rank), and the returned loss term's gradient, averaged over ranks, is the
+/// one-process gradient of the whole batch's mean penalty, the part through the batch mean included. Returns the
+/// per-sample penalty and the loss term to use in place of its mean (equal ranks' batch sizes).
+pub fn pl_penalty_across(
+    lengths: &Tensor,
+    pl_mean: &mut Tensor,
+    decay: f64,
+    dist: &Dist,
+) -> anyhow::Result<(Tensor, Tensor)> {
+    let local = lengths.mean(Kind::Float);
+    let global = local.detach().copy();
+    dist.mean_(&[&global])?;
+    let new_mean = pl_mean.lerp(&global, decay);
+    tch::no_grad(|| pl_mean.copy_(&new_mean));
+    let penalty = (lengths - &new_mean).square();
+    // With n = n_r * world samples, the one-process gradient is 2 (l_j - m) / n - 2 decay / n^2 * S, S = sum over
+    // all samples of (l_i - m) = n (global - m). Times world (ranks' gradients are averaged), the second part is the
+    // gradient of -2 / n_r * S * (m_r - m), where m_r carries the graph through this rank's lengths only.
+    let n_r = lengths.size()[0] as f64;
+    let through = (&local - local.detach()) * (decay / dist.world as f64);
+    let s = (&global - &new_mean) * (n_r * dist.world as f64);
+    let loss = penalty.mean(Kind::Float) - s * through * (2.0 / n_r);
+    Ok((penalty, loss))
+}
+
 /// What a phase computed: the loss to differentiate, and the per-sample statistics to report.
 pub struct PhaseOut {
     pub loss: Tensor,
@@ -127,6 +154,7 @@ pub struct PhaseOut {
 
 /// The official path-length term on an image and the ws it came from: `(img[:, 0, 0, 0] * 0 + penalty *
 /// pl_weight).mean()` (the zero term keeps every synthesis parameter in the graph), with its statistics.
+/// Across the ranks of `dist` (when given) as [`pl_penalty_across`] says.
 pub fn pl_term(
     img: &Tensor,
     ws: &Tensor,
@@ -134,18 +162,28 @@ pub fn pl_term(
     pl_mean: &mut Tensor,
     decay: f64,
     weight: f64,
-) -> PhaseOut {
+    dist: Option<&Dist>,
+) -> anyhow::Result<PhaseOut> {
     let lengths = path_lengths(img, ws, pl_noise);
-    let penalty = pl_penalty(&lengths, pl_mean, decay);
-    let loss_gpl = &penalty * weight;
     let zero = img.select(1, 0).select(1, 0).select(1, 0) * 0.0;
-    let loss = (zero + &loss_gpl).mean(Kind::Float);
+    let (penalty, loss) = match dist.filter(|d| d.world > 1) {
+        None => {
+            let penalty = pl_penalty(&lengths, pl_mean, decay);
+            let loss = (zero + &penalty * weight).mean(Kind::Float);
+            (penalty, loss)
+        }
+        Some(d) => {
+            let (penalty, term) = pl_penalty_across(&lengths, pl_mean, decay, d)?;
+            (penalty, zero.mean(Kind::Float) + term * weight)
+        }
+    };
+    let loss_gpl = &penalty * weight;
     let stats = vec![
         ("Loss/pl_lengths", lengths.detach()),
         ("Loss/pl_penalty", penalty.detach()),
         ("Loss/G/reg", loss_gpl.detach()),
     ];
-    PhaseOut { loss, stats }
+    Ok(PhaseOut { loss, stats })
 }
 
 /// The official `StyleGAN2Loss` settings.
@@ -168,6 +206,28 @@ pub struct PhaseInputs<'a> {
     pub real_c: Option<&'a Tensor>,
     /// D sees reals and fakes through this pipe (ADA); R1 is still taken w.r.t. the un-augmented reals.
     pub augment: Option<&'a AugmentPipe>,
+    /// G's noise inputs: random in training (tests fix them to compare runs).
+    pub noise: NoiseMode,
+    /// The path-length regulariser's random image-space direction (None: drawn here).
+    pub pl_noise: Option<&'a Tensor>,
+    /// The data-parallel group `pl_mean` is kept identical across (None: one process).
+    pub dist: Option<&'a Dist>,
+}
+
+impl<'a> PhaseInputs<'a> {
+    /// One process's inputs: random noise, nothing fixed.
+    pub fn new(z: &'a Tensor, reals: &'a Tensor) -> PhaseInputs<'a> {
+        PhaseInputs {
+            z,
+            gen_c: None,
+            reals,
+            real_c: None,
+            augment: None,
+            noise: NoiseMode::Random,
+            pl_noise: None,
+            dist: None,
+        }
+    }
 }
 
 impl StyleGan2Loss {
@@ -197,13 +257,13 @@ impl StyleGan2Loss {
         x: &PhaseInputs,
         pl_mean: &mut Tensor,
         gain: f64,
-    ) -> Option<PhaseOut> {
+    ) -> anyhow::Result<Option<PhaseOut>> {
         let (do_gmain, do_gpl, do_dmain, do_dr1) = self.terms(phase);
         let mut terms: Vec<Tensor> = vec![];
         let mut stats = vec![];
         let mix = self.style_mixing_prob;
         if do_gmain {
-            let (img, _) = run_g(g, x.z, x.gen_c, mix);
+            let (img, _) = run_g(g, x.z, x.gen_c, mix, x.noise);
             let logits = run_d(d, &img, x.gen_c, x.augment);
             let loss = g_main_loss(&logits);
             stats.push(("Loss/scores/fake", logits.detach()));
@@ -214,14 +274,15 @@ impl StyleGan2Loss {
         if do_gpl {
             let n = (x.z.size()[0] / self.pl_batch_shrink).max(1);
             let c = x.gen_c.map(|c| c.narrow(0, 0, n));
-            let (img, ws) = run_g(g, &x.z.narrow(0, 0, n), c.as_ref(), mix);
-            let out = pl_term(&img, &ws, &pl_noise_like(&img), pl_mean, self.pl_decay, self.pl_weight);
+            let (img, ws) = run_g(g, &x.z.narrow(0, 0, n), c.as_ref(), mix, x.noise);
+            let noise = x.pl_noise.map_or_else(|| pl_noise_like(&img), |t| t.shallow_clone());
+            let out = pl_term(&img, &ws, &noise, pl_mean, self.pl_decay, self.pl_weight, x.dist)?;
             stats.extend(out.stats);
             terms.push(out.loss);
         }
         let mut gen_logits = None;
         if do_dmain {
-            let img = tch::no_grad(|| run_g(g, x.z, x.gen_c, mix).0);
+            let img = tch::no_grad(|| run_g(g, x.z, x.gen_c, mix, x.noise).0);
             let logits = run_d(d, &img, x.gen_c, x.augment);
             stats.push(("Loss/scores/fake", logits.detach()));
             stats.push(("Loss/signs/fake", logits.detach().sign()));
@@ -246,8 +307,8 @@ impl StyleGan2Loss {
                 terms.push((logits.squeeze_dim(1) * 0.0 + loss_r1).mean(Kind::Float));
             }
         }
-        let total = terms.into_iter().reduce(|a, b| a + b)?;
-        Some(PhaseOut { loss: total * gain, stats })
+        let Some(total) = terms.into_iter().reduce(|a, b| a + b) else { return Ok(None) };
+        Ok(Some(PhaseOut { loss: total * gain, stats }))
     }
 }
 
@@ -299,6 +360,35 @@ mod tests {
         let expect = [2.0 * 0.98 - 0.01 * 3.96, 2.0 * 2.98 - 0.01 * 3.96];
         assert!((g[0] - expect[0]).abs() < 1e-5 && (g[1] - expect[1]).abs() < 1e-5, "{g:?} vs {expect:?}");
         assert!(!pl_mean.requires_grad(), "the stored mean is detached");
+    }
+
+    /// Two ranks, each with half the lengths: the same new mean on both, and the ranks' averaged gradients equal the
+    /// one-process gradient of the whole batch's mean penalty.
+    #[test]
+    fn pl_penalty_across_ranks_matches_one_process() {
+        let all = [2.0f32, 4.0, 1.0, 7.0, 3.0, 0.5];
+        let lengths = t(&all).set_requires_grad(true);
+        let mut one_mean = Tensor::from(1.5f32);
+        let p = pl_penalty(&lengths, &mut one_mean, 0.3).mean(Kind::Float);
+        let one_grad = vals(&Tensor::run_backward(&[p], &[&lengths], false, false)[0]);
+        let ranks = crate::dist::tests::on_ranks(2, move |d| {
+            let mine: Vec<f32> = all.iter().skip(d.rank).step_by(2).copied().collect();
+            let l = t(&mine).set_requires_grad(true);
+            let mut pl_mean = Tensor::from(1.5f32);
+            let (penalty, loss) = pl_penalty_across(&l, &mut pl_mean, 0.3, &d).unwrap();
+            let g = Tensor::run_backward(&[loss], &[&l], false, false)[0].shallow_clone();
+            d.mean_(&[&g]).unwrap();
+            (d.rank, pl_mean.double_value(&[]), vals(&g), vals(&penalty.detach()))
+        });
+        let one_penalty = vals(&(t(&all) - one_mean.double_value(&[])).square());
+        for (rank, mean, grad, penalty) in ranks {
+            assert!((mean - one_mean.double_value(&[])).abs() < 1e-6, "{mean}");
+            for (k, (g, p)) in grad.iter().zip(&penalty).enumerate() {
+                let j = rank + 2 * k;
+                assert!((g - one_grad[j]).abs() < 1e-5, "rank {rank} sample {j}: {g} vs {}", one_grad[j]);
+                assert!((p - one_penalty[j]).abs() < 1e-5);
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use super::Clock;
 use crate::config::Config;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::Dataset;
+use crate::dist::Dist;
 use crate::image_io::ImageU8;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -79,6 +80,33 @@ fn reals_grid(ds: &Dataset, cfg: &Config) -> Result<Option<ImageU8>> {
     Ok(Some(crate::image_io::grid(&images, cfg.logging.grid_w as usize)?))
 }
 
+/// The checks a data-parallel group adds to the config's: `training.batch` is the global batch, split evenly, and
+/// each rank's share forms whole minibatch-std groups (as the official asserts for its per-GPU batch).
+pub fn check_world(cfg: &Config, world: usize) -> Result<()> {
+    let (batch, world32) = (cfg.training.batch, world as u32);
+    if !batch.is_multiple_of(world32) {
+        bail!("training.batch = {batch} cannot be split evenly across {world} processes (the batch is the total)");
+    }
+    let local = batch / world32;
+    let group = cfg.model.mbstd_group.min(local);
+    if world > 1 && cfg.model.mbstd_features > 0 && !local.is_multiple_of(group) {
+        bail!(
+            "training.batch = {batch} over {world} processes is {local} per process, not a multiple of \
+             model.mbstd_group = {} (D's minibatch-std groups are formed per process)",
+            cfg.model.mbstd_group
+        );
+    }
+    Ok(())
+}
+
+/// What rank 0 tells the others after opening the run.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Start {
+    Train,
+    NothingToDo { snapshot: PathBuf, state: TrainState },
+    Failed,
+}
+
 /// The first 12 characters of a fingerprint, for messages.
 fn short(fingerprint: &str) -> &str {
     if fingerprint.is_empty() {
@@ -118,7 +146,8 @@ pub struct Run {
     pub(super) loader_opts: LoaderOptions,
     pub(super) loader: Loader,
     pub(super) device: Device,
-    pub(super) log: RunLog,
+    /// log.txt, stats.jsonl, TensorBoard: rank 0 only.
+    pub(super) log: Option<RunLog>,
     pub(super) run_dir: PathBuf,
     /// The dataset's fingerprint, stored in every snapshot.
     pub(super) fingerprint: String,
@@ -127,8 +156,8 @@ pub struct Run {
     pub(super) clock: TickClock,
     pub(super) rollbacks_in_a_row: u32,
     pub(super) last_snapshot: Option<PathBuf>,
-    /// Held while the run writes its folder.
-    _lock: snapshot::RunLock,
+    /// Held while the run writes its folder (rank 0 only).
+    _lock: Option<snapshot::RunLock>,
 }
 
 /// What opening a run found.
@@ -142,9 +171,103 @@ pub enum Opened {
 }
 
 impl Run {
+    /// Opens the run on every rank: rank 0 as one process would (below), then it tells the others whether to train
+    /// and sends them its state (networks, optimizers, loop state), which covers a resume and `--init`.
+    pub fn open(opts: TrainOptions) -> Result<Opened> {
+        let dist = opts.dist.clone();
+        check_world(&opts.config, dist.world)?;
+        if dist.world == 1 {
+            return Self::open_main(opts);
+        }
+        if dist.is_main() {
+            let opened = Self::open_main(opts);
+            let start = match &opened {
+                Ok(Opened::Run(_)) => Start::Train,
+                Ok(Opened::NothingToDo { snapshot, state }) => {
+                    Start::NothingToDo { snapshot: snapshot.clone(), state: state.clone() }
+                }
+                Err(_) => Start::Failed,
+            };
+            dist.broadcast_json(&start)?;
+            let mut opened = opened?;
+            if let Opened::Run(run) = &mut opened {
+                run.join_workers()?;
+            }
+            return Ok(opened);
+        }
+        match dist.broadcast_json(&Start::Failed)? {
+            Start::Failed => bail!("stopped: rank 0 could not open the run"),
+            Start::NothingToDo { snapshot, state } => Ok(Opened::NothingToDo { snapshot, state }),
+            Start::Train => Self::open_worker(opts),
+        }
+    }
+
+    /// Rank 0's side of starting the others: its state and its dataset's fingerprint, which theirs must match.
+    fn join_workers(&mut self) -> Result<()> {
+        self.trainer.sync_from_main()?;
+        let dist = self.trainer.dist.clone();
+        dist.broadcast_json(&self.fingerprint)?;
+        if dist.any(false)? {
+            bail!(
+                "another rank's --data {} differs from this one's (fingerprint {})",
+                self.ds.path.display(),
+                short(&self.fingerprint)
+            );
+        }
+        Ok(())
+    }
+
+    /// A rank other than 0: the dataset, a trainer holding rank 0's state, this rank's share of the data; no folder,
+    /// no log.
+    fn open_worker(mut opts: TrainOptions) -> Result<Opened> {
+        let cfg = opts.config.clone();
+        let dist = opts.dist.clone();
+        let ds = open_dataset(&opts.data, &cfg)?;
+        let mut trainer = Trainer::new(&cfg, opts.device)?;
+        trainer.dist = dist.clone();
+        trainer.label_pool = label_pool(&ds, &cfg, opts.device);
+        trainer.sync_from_main()?;
+        let fingerprint = ds.fingerprint();
+        let main_fingerprint: String = dist.broadcast_json(&fingerprint)?;
+        let differs = main_fingerprint != fingerprint;
+        if dist.any(differs)? {
+            if differs {
+                bail!(
+                    "--data {}: differs from rank 0's dataset (fingerprint {} vs {}); every rank needs the same data",
+                    opts.data.display(),
+                    short(&fingerprint),
+                    short(&main_fingerprint)
+                );
+            }
+            bail!("stopped: another rank's dataset differs");
+        }
+        let ds = Arc::new(ds);
+        let loader_opts = loader_options(&cfg, &dist);
+        let loader = Loader::resume(ds.clone(), loader_opts.clone(), opts.device, trainer.state.loader)?;
+        let cur_nimg = trainer.state.cur_nimg;
+        let total_nimg = (cfg.training.total_kimg * 1000.0).round().max(1.0) as u64;
+        Ok(Opened::Run(Box::new(Run {
+            cfg,
+            trainer,
+            ds,
+            loader_opts,
+            loader,
+            device: opts.device,
+            log: None,
+            run_dir: PathBuf::new(),
+            fingerprint,
+            total_nimg,
+            metrics: opts.metrics.take(),
+            clock: TickClock::new(cur_nimg),
+            rollbacks_in_a_row: 0,
+            last_snapshot: None,
+            _lock: None,
+        })))
+    }
+
     /// Checks the dataset, finds the snapshot to resume (if any), builds the trainer, and opens the run folder
     /// (new, or the snapshot's for `--resume latest`) with its log and the initial grids.
-    pub fn open(mut opts: TrainOptions) -> Result<Opened> {
+    fn open_main(mut opts: TrainOptions) -> Result<Opened> {
         if opts.init.is_some() && opts.resume.is_some() {
             bail!("--init starts a new run and --resume continues one: give one of them");
         }
@@ -184,11 +307,9 @@ impl Run {
         let fingerprint = ds.fingerprint();
 
         let mut trainer = Trainer::new(&cfg, opts.device)?;
+        trainer.dist = opts.dist.clone();
         trainer.inject_nan = opts.inject_nan;
-        if cfg.model.c_dim > 0 {
-            let labels: Vec<i64> = (0..ds.count).map(|i| ds.label(i).unwrap_or(0) as i64).collect();
-            trainer.label_pool = Some(Tensor::from_slice(&labels).to_device(opts.device));
-        }
+        trainer.label_pool = label_pool(&ds, &cfg, opts.device);
         if let Some(net) = &opts.init {
             let ckpt = crate::model::checkpoint::load(net)?;
             trainer.init_from(&ckpt).with_context(|| format!("--init {}", net.display()))?;
@@ -232,6 +353,10 @@ impl Run {
         let mut log = RunLog::open(&run_dir, total_nimg, opts.echo)?;
         let (gp, dp) = trainer.param_counts();
         log.line(&format!("run folder {}", run_dir.display()))?;
+        if opts.dist.world > 1 {
+            let per = cfg.training.batch as usize / opts.dist.world;
+            log.line(&format!("world size {} ({per} images per process and step; rank 0 writes)", opts.dist.world))?;
+        }
         log.line(&format!(
             "dataset {} ({} images, {}x{}, {} channel(s)); device {}; G {gp} parameters, D {dp}",
             opts.data.display(),
@@ -260,9 +385,7 @@ impl Run {
         log.line(&format!("training for {} kimg...", cfg.training.total_kimg))?;
         let fingerprint = ds.fingerprint();
         let ds = Arc::new(ds);
-        let mut loader_opts = LoaderOptions::new(cfg.training.batch as usize, cfg.model.resolution as usize);
-        loader_opts.seed = cfg.training.seed;
-        loader_opts.mirror = cfg.training.mirror;
+        let loader_opts = loader_options(&cfg, &opts.dist);
         let loader = Loader::resume(ds.clone(), loader_opts.clone(), opts.device, trainer.state.loader)?;
 
         if !run_dir.join("reals.png").exists() {
@@ -278,7 +401,7 @@ impl Run {
             loader_opts,
             loader,
             device: opts.device,
-            log,
+            log: Some(log),
             run_dir,
             fingerprint,
             total_nimg,
@@ -286,7 +409,7 @@ impl Run {
             clock: TickClock::new(cur_nimg),
             rollbacks_in_a_row: 0,
             last_snapshot: None,
-            _lock: lock,
+            _lock: Some(lock),
         };
         if !run.run_dir.join("fakes_init.png").exists() {
             let path = run.run_dir.join("fakes_init.png");
@@ -295,10 +418,40 @@ impl Run {
         Ok(Opened::Run(Box::new(run)))
     }
 
-    /// Writes G_ema's fixed-seed grid to `path` and to TensorBoard.
+    /// Writes G_ema's fixed-seed grid to `path` and to TensorBoard (rank 0).
     pub(super) fn save_fakes(&mut self, path: &Path) -> Result<()> {
+        let Some(log) = self.log.as_mut() else { return Ok(()) };
         let img = self.trainer.fakes_grid()?;
         img.save_png(path)?;
-        self.log.tb.image("fakes", &img, self.trainer.state.cur_nimg as i64)
+        log.tb.image("fakes", &img, self.trainer.state.cur_nimg as i64)
     }
+
+    /// A line in log.txt (and on stdout when echoing); nothing on ranks other than 0.
+    pub(super) fn line(&mut self, text: &str) -> Result<()> {
+        match self.log.as_mut() {
+            Some(log) => log.line(text),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn dist(&self) -> Arc<Dist> {
+        self.trainer.dist.clone()
+    }
+}
+
+/// The dataset's labels for conditional fakes (None for unconditional networks).
+fn label_pool(ds: &Dataset, cfg: &Config, device: Device) -> Option<Tensor> {
+    (cfg.model.c_dim > 0).then(|| {
+        let labels: Vec<i64> = (0..ds.count).map(|i| ds.label(i).unwrap_or(0) as i64).collect();
+        Tensor::from_slice(&labels).to_device(device)
+    })
+}
+
+/// The training loader's options: the global batch, this rank's share.
+fn loader_options(cfg: &Config, dist: &Dist) -> LoaderOptions {
+    let mut o = LoaderOptions::new(cfg.training.batch as usize, cfg.model.resolution as usize);
+    o.seed = cfg.training.seed;
+    o.mirror = cfg.training.mirror;
+    (o.rank, o.world) = (dist.rank, dist.world);
+    o
 }

@@ -12,12 +12,15 @@ use super::snapshot::{self, Parts, TrainState};
 use super::{ema, Clock};
 use crate::config::{schedule_value, AugmentMode, Config, ModConvSetting, NanPolicy};
 use crate::data::loader::LoaderState;
+use crate::dist::Dist;
 use crate::image_io::{to_uint8_nhwc, ImageU8};
 use crate::model::checkpoint::{copy_into, Checkpoint};
 use crate::model::{Discriminator, Generator, NoiseMode};
 use crate::nn::ModConv;
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
@@ -63,10 +66,19 @@ pub fn augment_pipe(cfg: &Config) -> Result<Option<AugmentPipe>> {
 }
 
 /// The seed of minibatch `batch_idx`'s random draws: every draw of a step is a function of (seed, index), so a
-/// resumed run continues exactly.
+/// resumed run continues exactly. Rank `r` of `w` data-parallel processes draws from `seed * w + r`, as the official.
 pub fn step_seed(seed: u64, batch_idx: u64) -> i64 {
     let mut s = seed ^ batch_idx.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (crate::rng::splitmix64(&mut s) >> 1) as i64
+}
+
+/// A step's random draws given from outside (tests that compare runs feed both the same): latents and one-hot
+/// labels per phase of [`Trainer::run_phases`] ([phases, N, z_dim], [phases, N, c_dim]) and the path-length noise
+/// ([N / pl_batch_shrink, C, H, W]).
+pub struct StepDraws {
+    pub z: Tensor,
+    pub gen_c: Option<Tensor>,
+    pub pl_noise: Option<Tensor>,
 }
 
 pub struct Trainer {
@@ -97,9 +109,15 @@ pub struct Trainer {
     /// The augmentation pipe D sees its inputs through (`[augment]` mode fixed or ada); its `p` follows
     /// `state.augment_p`.
     pub augment: Option<AugmentPipe>,
-    /// ADA: the sum of sign(D(real)) on the device since the last adjustment or snapshot (the count, known on the
-    /// host, goes straight into `state.ada_signs`).
+    /// ADA: this rank's sum of sign(D(real)) on the device and its count since the last adjustment or snapshot
+    /// (`state.ada_signs` holds what a resumed snapshot brought, already summed over ranks).
     ada_acc: Option<Tensor>,
+    ada_count: f64,
+    /// The data-parallel group (a group of one by default): gradients, `pl_mean`, `w_avg`, statistics and ADA's
+    /// signs are combined across it.
+    pub dist: Arc<Dist>,
+    /// G's noise inputs in training (random; tests fix them to compare runs).
+    pub noise_mode: NoiseMode,
     /// The dataset's labels (int64, on the device): conditional fakes draw their labels from it, so classes come
     /// in the dataset's proportions as in the official loop. None: uniform over `c_dim`.
     pub label_pool: Option<Tensor>,
@@ -196,6 +214,9 @@ impl Trainer {
             sync_timing: false,
             augment: augment_pipe(cfg)?,
             ada_acc: None,
+            ada_count: 0.0,
+            dist: Arc::new(Dist::single()),
+            noise_mode: NoiseMode::Random,
             label_pool: None,
         })
     }
@@ -297,7 +318,16 @@ impl Trainer {
             if is_g { &self.g_params } else { &self.d_params }.iter().map(|(_, p)| p.shallow_clone()).collect();
         let mut grads = Tensor::run_backward(&[&out.loss], &params, false, false);
         let sums: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.sum(Kind::Float)).collect();
-        let ok = out.loss.isfinite().logical_and(&Tensor::stack(&sums, 0).sum(Kind::Float).isfinite());
+        let mut ok = out.loss.isfinite().logical_and(&Tensor::stack(&sums, 0).sum(Kind::Float).isfinite());
+        if self.dist.world > 1 {
+            // Averaged over ranks before the policy acts, as the official (all_reduce, divide, nan_to_num); the bad
+            // flags travel with the gradients, so every rank takes the same decision.
+            let bad = ok.logical_not().to_kind(Kind::Float).reshape([1]);
+            let mut all: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
+            all.push(&bad);
+            self.dist.mean_(&all)?;
+            ok = bad.get(0).eq(0.0);
+        }
         let counts = self.nonfinite.take().unwrap_or_else(|| Tensor::zeros([6], (Kind::Int64, self.device)));
         let _ = counts.get(phase.index() as i64).g_add_(&ok.logical_not());
         let mut keep = None;
@@ -326,7 +356,7 @@ impl Trainer {
                     Some(acc) => acc + sum,
                     None => sum,
                 });
-                self.state.ada_signs[1] += v.numel() as f64;
+                self.ada_count += v.numel() as f64;
             }
         }
         if is_g { &mut self.opt_g } else { &mut self.opt_d }.step_if(&grads, keep.as_ref());
@@ -374,18 +404,35 @@ impl Trainer {
         Ok(r)
     }
 
-    /// One minibatch: `reals` uint8 NCHW (on any device), `labels` int64 [N] for conditional networks.
+    /// One minibatch: `reals` uint8 NCHW (on any device; this rank's share of the global batch), `labels` int64
+    /// [N] for conditional networks.
     pub fn step(&mut self, reals: &Tensor, labels: Option<&Tensor>) -> Result<()> {
+        self.step_with(reals, labels, None)
+    }
+
+    /// [`Trainer::step`] with the step's random draws given (`draws`) instead of drawn from the step's seed.
+    pub fn step_with(&mut self, reals: &Tensor, labels: Option<&Tensor>, draws: Option<&StepDraws>) -> Result<()> {
         let t = self.cfg.training.clone();
-        let batch = reals.size()[0];
-        tch::manual_seed(step_seed(self.state.seed, self.state.batch_idx));
+        let local = reals.size()[0];
+        // The global batch: what all ranks together took (kimg, G_ema's and ADA's rates count it).
+        let batch = local * self.dist.world as i64;
+        let seed = self.state.seed.wrapping_mul(self.dist.world as u64).wrapping_add(self.dist.rank as u64);
+        tch::manual_seed(step_seed(seed, self.state.batch_idx));
         let reals = reals.to_device(self.device).to_kind(Kind::Float) / 127.5 - 1.0;
         let c_dim = self.cfg.model.c_dim as i64;
         let real_c = labels.filter(|_| c_dim > 0).map(|l| self.one_hot(l));
         let num_phases = Self::run_phases(&self.cfg).len() as i64;
-        let z_all = Tensor::randn([num_phases, batch, self.cfg.model.z_dim as i64], (Kind::Float, self.device));
-        let gen_c_all =
-            (c_dim > 0).then(|| self.one_hot(&self.gen_labels(num_phases * batch).view([num_phases, batch])));
+        let (z_all, gen_c_all) = match draws {
+            Some(d) => (d.z.to_device(self.device), d.gen_c.as_ref().map(|c| c.to_device(self.device))),
+            None => {
+                let z = Tensor::randn([num_phases, local, self.cfg.model.z_dim as i64], (Kind::Float, self.device));
+                let c =
+                    (c_dim > 0).then(|| self.one_hot(&self.gen_labels(num_phases * local).view([num_phases, local])));
+                (z, c)
+            }
+        };
+        let pl_noise = draws.and_then(|d| d.pl_noise.as_ref()).map(|n| n.to_device(self.device));
+        let dist = self.dist.clone();
         let (g_lr, d_lr) = self.learning_rates();
         let loss = self.loss_settings();
         if let Some(pipe) = self.augment.as_mut() {
@@ -401,6 +448,9 @@ impl Trainer {
                 reals: &reals,
                 real_c: real_c.as_ref(),
                 augment: augment.as_ref(),
+                noise: self.noise_mode,
+                pl_noise: pl_noise.as_ref(),
+                dist: Some(&dist),
             };
             self.timed(phase, |s| {
                 let (own, other) = if phase.is_g() { (&s.g_params, &s.d_params) } else { (&s.d_params, &s.g_params) };
@@ -418,7 +468,7 @@ impl Trainer {
                     Self::set_opt(&mut s.opt_d, d_lr, interval, &t);
                 }
                 let mut pl_mean = s.pl_mean.shallow_clone();
-                match loss.phase_loss(phase, &s.g, &s.d, &x, &mut pl_mean, gain) {
+                match loss.phase_loss(phase, &s.g, &s.d, &x, &mut pl_mean, gain)? {
                     Some(out) => s.apply(phase, out),
                     None => Ok(()),
                 }
@@ -426,11 +476,14 @@ impl Trainer {
         }
         set_trainable(&self.g_params, false);
         set_trainable(&self.d_params, false);
+        // Each rank tracked w_avg on its own share; the lerps are linear, so their mean is the whole batch's.
+        let w_avg: Vec<&Tensor> = self.ema_buffers.iter().map(|(_, b)| b).collect();
+        self.dist.mean_(&w_avg)?;
         let beta = ema::ema_beta(batch as u32, t.ema_kimg, t.ema_rampup, self.state.cur_nimg);
         ema::update(&self.ema_params, &self.ema_buffers, beta);
         let ada = Ada::new(&self.cfg.augment, batch as u32);
         if self.cfg.augment.mode == AugmentMode::Ada && ada.due(self.state.batch_idx) {
-            let signs = self.take_ada_signs();
+            let signs = self.take_ada_signs()?;
             self.state.augment_p = ada.adjust(self.state.augment_p, signs);
         }
         self.state.cur_nimg += batch as u64;
@@ -438,21 +491,33 @@ impl Trainer {
         Ok(())
     }
 
-    /// ADA's signs since the last adjustment (from the device and from a resumed snapshot), which then start over.
-    fn take_ada_signs(&mut self) -> [f64; 2] {
+    /// ADA's signs since the last adjustment (summed over ranks, plus a resumed snapshot's), which then start over.
+    /// A collective: every rank calls it at the same point.
+    fn take_ada_signs(&mut self) -> Result<[f64; 2]> {
         let mut s = std::mem::take(&mut self.state.ada_signs);
-        if let Some(acc) = self.ada_acc.take() {
-            s[0] += acc.double_value(&[]);
-        }
-        s
+        let sum = self.ada_acc.take().map_or(0.0, |acc| acc.double_value(&[]));
+        let local = Tensor::from_slice(&[sum, std::mem::take(&mut self.ada_count)]);
+        self.dist.sum_(&[&local])?;
+        s[0] += local.double_value(&[0]);
+        s[1] += local.double_value(&[1]);
+        Ok(s)
     }
 
-    /// Saves a resumable snapshot (the state's optimizer steps are filled in here).
+    /// The means of the statistics since the last call, over every rank's samples (a collective), then starts over.
+    pub fn take_stat_means(&mut self) -> Result<BTreeMap<String, f64>> {
+        self.stats.take_means_across(&self.dist)
+    }
+
+    /// Saves a resumable snapshot (the state's optimizer steps are filled in here). A collective (ADA's signs are
+    /// summed over ranks): every rank calls it; only rank 0 writes.
     pub fn save(&mut self, path: &Path, dataset: &str) -> Result<()> {
         // ADA's pending signs go into the state, so a resumed run adjusts p exactly as this one will.
-        self.state.ada_signs = self.take_ada_signs();
+        self.state.ada_signs = self.take_ada_signs()?;
         self.state.opt_g_step = self.opt_g.step;
         self.state.opt_d_step = self.opt_d.step;
+        if !self.dist.is_main() {
+            return Ok(());
+        }
         let parts = Parts {
             g: &self.g_vs,
             g_ema: &self.g_ema_vs,
@@ -509,6 +574,34 @@ impl Trainer {
         self.stats = StatSums::default();
         self.nonfinite = None;
         self.ada_acc = None;
+        self.ada_count = 0.0;
+        Ok(())
+    }
+
+    /// Makes every rank's networks, optimizers, `pl_mean` and loop state rank 0's (at the start, which covers a
+    /// resume and `--init`, and after a rollback). A collective; a no-op for one process.
+    pub fn sync_from_main(&mut self) -> Result<()> {
+        if self.dist.world == 1 {
+            return Ok(());
+        }
+        let mut tensors: Vec<Tensor> = vec![];
+        for vs in [&self.g_vs, &self.g_ema_vs, &self.d_vs] {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            tensors.extend(vars.into_iter().map(|(_, t)| t));
+        }
+        for opt in [&self.opt_g, &self.opt_d] {
+            tensors.extend(opt.state_tensors("").into_iter().map(|(_, t)| t));
+        }
+        tensors.push(self.pl_mean.shallow_clone());
+        tch::no_grad(|| self.dist.broadcast_(&tensors.iter().collect::<Vec<_>>()))?;
+        let steps = self.dist.broadcast_json(&(self.opt_g.step, self.opt_d.step))?;
+        (self.opt_g.step, self.opt_d.step) = steps;
+        self.state = self.dist.broadcast_json(&self.state)?;
+        self.stats = StatSums::default();
+        self.nonfinite = None;
+        self.ada_acc = None;
+        self.ada_count = 0.0;
         Ok(())
     }
 
