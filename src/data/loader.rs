@@ -39,7 +39,17 @@ pub struct LoaderOptions {
 
 impl LoaderOptions {
     pub fn new(batch: usize, resolution: usize) -> LoaderOptions {
-        LoaderOptions { batch, rank: 0, world: 1, resolution, seed: 0, mirror: false, shuffle: true, workers: 2, prefetch: 4 }
+        LoaderOptions {
+            batch,
+            rank: 0,
+            world: 1,
+            resolution,
+            seed: 0,
+            mirror: false,
+            shuffle: true,
+            workers: 2,
+            prefetch: 4,
+        }
     }
 }
 

@@ -67,10 +67,9 @@ impl DistEnv {
         let addr = get("MASTER_ADDR").map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
         let port = get("MASTER_PORT");
         let (master_addr, master_port) = match (addr, port) {
-            (a, p) if world == 1 => (
-                a.unwrap_or_else(|| "127.0.0.1".into()),
-                p.and_then(|p| p.trim().parse().ok()).unwrap_or(29500),
-            ),
+            (a, p) if world == 1 => {
+                (a.unwrap_or_else(|| "127.0.0.1".into()), p.and_then(|p| p.trim().parse().ok()).unwrap_or(29500))
+            }
             (None, _) => bail!("WORLD_SIZE={world} needs MASTER_ADDR (the host of rank 0)"),
             (_, None) => bail!("WORLD_SIZE={world} needs MASTER_PORT (a free port on rank 0's host)"),
             (Some(a), Some(p)) => {
@@ -133,7 +132,8 @@ mod tests {
         assert!(err(&[("RANK", "1"), ("WORLD_SIZE", "2"), base[1]]).contains("needs MASTER_ADDR"));
         assert!(err(&[("RANK", "1"), ("WORLD_SIZE", "2"), base[0]]).contains("needs MASTER_PORT"));
         assert!(err(&[("RANK", "1"), ("WORLD_SIZE", "2"), base[0], ("MASTER_PORT", "70000")]).contains("70000"));
-        let local = [("RANK", "1"), ("WORLD_SIZE", "2"), base[0], base[1], ("LOCAL_RANK", "2"), ("LOCAL_WORLD_SIZE", "2")];
+        let local =
+            [("RANK", "1"), ("WORLD_SIZE", "2"), base[0], base[1], ("LOCAL_RANK", "2"), ("LOCAL_WORLD_SIZE", "2")];
         assert!(err(&local).contains("LOCAL_RANK=2 is not below LOCAL_WORLD_SIZE=2"));
     }
 }
