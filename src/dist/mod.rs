@@ -19,9 +19,12 @@ pub fn timeout() -> Result<Duration> {
     match std::env::var("SG2_DIST_TIMEOUT") {
         Err(_) => Ok(Duration::from_secs(1800)),
         Ok(v) => {
-            let s: f64 = v.trim().parse().ok().filter(|s: &f64| *s > 0.0 && s.is_finite()).with_context(|| {
-                format!("SG2_DIST_TIMEOUT={v}: expected a positive number of seconds")
-            })?;
+            let s: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                .with_context(|| format!("SG2_DIST_TIMEOUT={v}: expected a positive number of seconds"))?;
             Ok(Duration::from_secs_f64(s.min(7.0 * 86400.0)))
         }
     }
@@ -33,6 +36,12 @@ pub struct Dist {
     pub rank: usize,
     pub local_rank: usize,
     pub world: usize,
+}
+
+impl std::fmt::Debug for Dist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dist {{ rank: {}, local_rank: {}, world: {} }}", self.rank, self.local_rank, self.world)
+    }
 }
 
 impl Dist {
@@ -118,7 +127,11 @@ impl Dist {
         let len = Tensor::from_slice(&[bytes.len() as i64]);
         self.broadcast_(&[&len])?;
         let n = len.int64_value(&[0]) as usize;
-        let buf = if self.is_main() { Tensor::from_slice(bytes) } else { Tensor::zeros([n as i64], (Kind::Uint8, Device::Cpu)) };
+        let buf = if self.is_main() {
+            Tensor::from_slice(bytes)
+        } else {
+            Tensor::zeros([n as i64], (Kind::Uint8, Device::Cpu))
+        };
         self.broadcast_(&[&buf])?;
         Ok(Vec::<u8>::try_from(&buf)?)
     }
@@ -167,29 +180,34 @@ impl Dist {
     }
 }
 
+/// Helpers for tests of code that runs on several ranks.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
     /// Runs `f(dist)` on `world` threads joined into one group.
-    pub fn on_ranks<T: Send + 'static>(world: usize, f: impl Fn(Dist) -> T + Send + Sync + Copy + 'static) -> Vec<T> {
+    pub(crate) fn on_ranks<T: Send + 'static>(
+        world: usize,
+        f: impl Fn(Dist) -> T + Send + Sync + Copy + 'static,
+    ) -> Vec<T> {
         let port = crate::ffi::c10d::free_port().unwrap();
         let handles: Vec<_> = (0..world)
             .map(|rank| {
                 std::thread::spawn(move || {
-                    let env = DistEnv {
-                        rank,
-                        local_rank: rank,
-                        world,
-                        master_addr: "127.0.0.1".into(),
-                        master_port: port,
-                    };
+                    let env =
+                        DistEnv { rank, local_rank: rank, world, master_addr: "127.0.0.1".into(), master_port: port };
                     f(Dist::join(&env, Duration::from_secs(60)).unwrap())
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::on_ranks;
+    use super::*;
 
     #[test]
     fn a_group_of_one_returns_its_inputs() {
@@ -211,7 +229,13 @@ mod tests {
             let rows = Tensor::full([d.rank as i64 + 1, 2], d.rank as f64, (Kind::Float, Device::Cpu));
             let g = d.gather_rows(&rows).unwrap();
             let any = d.any(d.rank == 1).unwrap();
-            (Vec::<f32>::try_from(&t).unwrap(), String::from_utf8(bytes).unwrap(), g.size(), g.sum(Kind::Float).double_value(&[]), any)
+            (
+                Vec::<f32>::try_from(&t).unwrap(),
+                String::from_utf8(bytes).unwrap(),
+                g.size(),
+                g.sum(Kind::Float).double_value(&[]),
+                any,
+            )
         });
         for (mean, text, shape, sum, any) in out {
             assert_eq!(mean, vec![2.0, 6.0]);
