@@ -8,6 +8,7 @@ pub mod dataset_tool;
 pub mod generate;
 pub mod import;
 pub mod info;
+pub mod launch;
 pub mod metrics;
 pub mod project;
 pub mod train;
