@@ -1,40 +1,41 @@
-//! The launcher options `sg2 train` and `sg2 metrics` share (torchrun's, in sg2's spelling).
+//! The launcher flags a subcommand takes to run as several processes (torchrun's, with the same names).
 
 use crate::dist::launch::Launch;
 use anyhow::Result;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LaunchArgs {
-    /// Start N worker processes of this command on this machine and wait for them, as torchrun does: one per GPU on
-    /// CUDA (cuda:LOCAL_RANK), N CPU processes otherwise (each with cores / N threads unless --threads is given).
-    /// When one worker fails or is killed, the others are stopped and this command exits non-zero. Without it, a
-    /// process started by an external launcher joins the group its RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and
-    /// MASTER_PORT describe.
+    /// Worker processes to start on this machine (one per GPU; on the CPU each gets an equal share of the cores).
+    /// With more than 1, this process starts the workers, which split the work, and exits with their status
+    /// (the first failure stops the others). 1: this process does the work itself.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub nproc_per_node: usize,
-    /// Machines taking part; each runs the same command with its own --node-rank.
-    #[arg(long, value_name = "M", default_value_t = 1)]
+    /// Machines taking part; start the same command on each with its own --node-rank (needs --master-addr and
+    /// --master-port when above 1).
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub nnodes: usize,
-    /// This machine's index among --nnodes (0 hosts rank 0).
-    #[arg(long, value_name = "K", default_value_t = 0)]
+    /// This machine's place among the --nnodes machines, from 0 (machine 0 holds rank 0, which prints and writes).
+    #[arg(long, value_name = "I", default_value_t = 0)]
     pub node_rank: usize,
-    /// Host of rank 0, reachable from every machine (default $MASTER_ADDR, else 127.0.0.1 on one machine).
+    /// Address of machine 0, where the workers meet (default with one machine: 127.0.0.1, or $MASTER_ADDR).
     #[arg(long, value_name = "HOST")]
     pub master_addr: Option<String>,
-    /// Port rank 0 listens on (default $MASTER_PORT, else a free port on one machine).
+    /// Free TCP port on machine 0 for the workers' rendezvous (default with one machine: a free port, or
+    /// $MASTER_PORT).
     #[arg(long, value_name = "PORT")]
     pub master_port: Option<u16>,
 }
 
 impl LaunchArgs {
-    /// Whether these options ask for a launch.
+    /// Whether these flags ask for worker processes.
     pub fn launches(&self) -> bool {
         self.nproc_per_node != 1 || self.nnodes != 1
     }
 
-    /// Runs this command line as the workers of this machine when asked to; Some(exit status) once they have
-    /// ended, None when this process is to do the work itself.
-    pub fn launch(&self) -> Result<Option<i32>> {
+    /// Starts this machine's workers with this program's command line (launcher flags removed) when the flags ask
+    /// for several processes, waits for them and returns Some(their exit status); None when this process should do
+    /// the work itself. On the CPU (`device`) each worker gets max(1, cores / N) threads unless --threads is given.
+    pub fn maybe_launch(&self, device: tch::Device) -> Result<Option<i32>> {
         if !self.launches() {
             return Ok(None);
         }
@@ -45,9 +46,42 @@ impl LaunchArgs {
             master_addr: self.master_addr.clone(),
             master_port: self.master_port,
         };
-        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        let threads = (cores / self.nproc_per_node.max(1)).max(1);
+        let threads = (device == tch::Device::Cpu).then(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            (cores / self.nproc_per_node.max(1)).max(1)
+        });
         let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-        launch.run(&args, Some(threads)).map(Some)
+        Ok(Some(launch.run(&args, threads)?))
+    }
+}
+
+/// Ends this process with the workers' status when it is not 0 (the failing worker has said why).
+pub fn exit_on_failure(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        launch: LaunchArgs,
+    }
+
+    #[test]
+    fn one_process_unless_asked() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["x"], args].concat()).unwrap().launch;
+        assert!(!parse(&[]).launches());
+        assert!(!parse(&["--nproc-per-node", "1"]).launches());
+        assert!(parse(&["--nproc-per-node", "2"]).launches());
+        assert!(parse(&["--nnodes", "2", "--node-rank", "1"]).launches());
+        // --nproc-per-node 0 reaches the launcher, which refuses it.
+        assert!(parse(&["--nproc-per-node", "0"]).launches());
+        assert!(parse(&["--nproc-per-node", "0"]).maybe_launch(tch::Device::Cpu).is_err());
     }
 }

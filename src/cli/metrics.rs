@@ -6,6 +6,7 @@ use crate::model::checkpoint;
 use anyhow::{bail, ensure, Result};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -66,25 +67,16 @@ pub struct Args {
     /// it, and TF32 inflates PPL).
     #[arg(long)]
     pub allow_tf32: bool,
+    /// Several processes (--nproc-per-node N): each computes a share of the images and the values equal one
+    /// process's; rank 0 prints and appends the JSONL. --real/--fake comparisons run on rank 0 alone.
+    #[command(flatten)]
+    pub launch: super::launch::LaunchArgs,
 }
 
 /// Largest --num-gen / --num-real: the official counts are 50k (1M reals for KID); 10M features take 80 GB.
 const MAX_IMAGES: usize = 10_000_000;
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
-    let device = g.setup()?;
-    crate::ffi::set_allow_tf32(args.allow_tf32)?;
-    let mut opts = MetricOptions::new(device);
-    opts.detector_dir = args.detector_dir.clone();
-    opts.num_gen = args.num_gen;
-    opts.num_real = args.num_real;
-    opts.truncation_psi = args.trunc;
-    opts.batch = args.batch;
-    opts.progress = !args.quiet && std::io::stderr().is_terminal();
-    opts.seed = Some(args.seed);
-    if args.no_cache {
-        opts.cache_dir = None;
-    }
     super::check_batch(args.batch)?;
     super::check_psi(args.trunc)?;
     for (opt, n) in [("--num-gen", args.num_gen), ("--num-real", args.num_real)] {
@@ -93,6 +85,25 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         }
     }
     ensure!(args.k >= 1, "--k {}: must be >= 1", args.k);
+    // Options are checked before any worker starts.
+    if let Some(code) = args.launch.maybe_launch(crate::device::parse_device(&g.device)?)? {
+        super::launch::exit_on_failure(code);
+        return Ok(());
+    }
+    let dist = crate::dist::Dist::from_env()?;
+    let device = dist.device(g.setup()?)?;
+    crate::ffi::set_allow_tf32(args.allow_tf32)?;
+    let mut opts = MetricOptions::new(device);
+    opts.detector_dir = args.detector_dir.clone();
+    opts.num_gen = args.num_gen;
+    opts.num_real = args.num_real;
+    opts.truncation_psi = args.trunc;
+    opts.batch = args.batch;
+    opts.progress = !args.quiet && std::io::stderr().is_terminal() && dist.is_main();
+    opts.seed = Some(args.seed);
+    if args.no_cache {
+        opts.cache_dir = None;
+    }
     let names: Vec<String> = args.metrics.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
     match (&args.network, &args.data, &args.real, &args.fake) {
         (Some(net), Some(data), None, None) => {
@@ -105,18 +116,29 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             opts.mirror = args.mirror.unwrap_or(cfg.training.mirror);
             let ds = crate::data::Dataset::open(data)?;
             let res = metrics::real_resolution(&gen, &ds)?;
-            if res != ds.resolution {
+            if res != ds.resolution && dist.is_main() {
                 eprintln!("note: {} is {1}x{1}; comparing with its {res}x{res} level", data.display(), ds.resolution);
             }
+            let world = dist.world;
+            if world > 1 {
+                opts.dist = Some(Arc::new(dist));
+            }
             let results = metrics::evaluate_generator(&gen, data, &names, &opts)?;
+            if !opts.is_main() {
+                return Ok(());
+            }
             let stem = net.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let file = net.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             print_results(&stem, &results)?;
             let dir = net.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            report::append_jsonl(dir, &file, &results)?;
+            report::append_jsonl_ranks(dir, &file, &results, world)?;
             Ok(())
         }
         (None, None, Some(real), Some(fake)) => {
+            // Image folders are read whole by one process: the comparison and the ranking run on rank 0.
+            if !dist.is_main() {
+                return Ok(());
+            }
             if let Some(out) = &args.rank {
                 let ranked = compare::rank(real, fake, out, args.k, &opts)?;
                 let inside = ranked.iter().filter(|r| r.inside).count();

@@ -78,10 +78,8 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         let world = args.launch.nproc_per_node * args.launch.nnodes;
         crate::train::run::check_world(&resolve_config(&args)?, world)?;
     }
-    if let Some(code) = args.launch.launch()? {
-        if code != 0 {
-            std::process::exit(code);
-        }
+    if let Some(code) = args.launch.maybe_launch(crate::device::parse_device(&g.device)?)? {
+        super::launch::exit_on_failure(code);
         return Ok(());
     }
     let dist = Arc::new(Dist::from_env()?);
@@ -132,6 +130,8 @@ fn snapshot_metrics(
     // The same latents at every snapshot, so values are comparable; training re-seeds its own generator per
     // minibatch, so this does not disturb it.
     opts.seed = Some(0);
+    // Every rank computes its share of the images; all get the whole set's values.
+    opts.dist = Some(dist.clone());
     opts.progress = false;
     opts.mirror = config.training.mirror;
     let names = config.logging.metrics.clone();
@@ -140,7 +140,7 @@ fn snapshot_metrics(
         metrics::detector::find(opts.detector_dir.as_deref(), spec.detector())?;
     }
     let data = data.to_path_buf();
-    let main = dist.is_main();
+    let (main, world) = (dist.is_main(), dist.world);
     Ok(Box::new(move |g, snapshot| {
         let results = metrics::evaluate_generator(g, &data, &names, &opts)?;
         if !main {
@@ -148,7 +148,7 @@ fn snapshot_metrics(
         }
         let dir = snapshot.parent().unwrap_or(std::path::Path::new("."));
         let file = snapshot.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        metrics::report::append_jsonl(dir, &file, &results)?;
+        metrics::report::append_jsonl_ranks(dir, &file, &results, world)?;
         Ok(results)
     }))
 }

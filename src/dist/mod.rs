@@ -38,6 +38,12 @@ pub struct Dist {
     pub world: usize,
 }
 
+impl std::fmt::Debug for Dist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dist {{ rank: {}, local_rank: {}, world: {} }}", self.rank, self.local_rank, self.world)
+    }
+}
+
 impl Dist {
     /// A group of one: every collective returns its input.
     pub fn single() -> Dist {
@@ -174,8 +180,9 @@ impl Dist {
     }
 }
 
+/// Helpers for tests of code that runs on several ranks.
 #[cfg(test)]
-pub(crate) mod tests {
+pub(crate) mod testing {
     use super::*;
 
     /// Runs `f(dist)` on `world` threads joined into one group.
@@ -195,6 +202,12 @@ pub(crate) mod tests {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::on_ranks;
+    use super::*;
 
     #[test]
     fn a_group_of_one_returns_its_inputs() {

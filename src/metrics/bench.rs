@@ -47,7 +47,7 @@ pub fn bench_metrics(detector: &Path, batch: usize, batches: usize, device: Devi
         raw.push(n as f64 / t0.elapsed().as_secs_f64());
         for (capture, out) in [(Capture::All, &mut all), (Capture::MeanCov, &mut cov)] {
             let t0 = Instant::now();
-            let pass = FeaturePass { det: &det, kwargs: &kwargs, capture, count: n, batch, show: false };
+            let pass = FeaturePass { det: &det, kwargs: &kwargs, capture, count: n, batch, show: false, dist: None };
             let stats = extract(&pass, "", |s, k| {
                 let bytes = &host[s * record..(s + k) * record];
                 Ok(Tensor::from_slice(bytes).reshape([k as i64, 3, res, res]))

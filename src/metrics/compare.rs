@@ -62,7 +62,9 @@ impl ImageSet {
                 real_stats(det, reals, kwargs, capture, opts)
             }
             ImageSet::Folder(f) => {
-                let pass = FeaturePass { det, kwargs, capture, count, batch: opts.batch, show: opts.progress };
+                // Folders are read by every rank whole (their batches follow the image sizes).
+                let pass =
+                    FeaturePass { det, kwargs, capture, count, batch: opts.batch, show: opts.progress, dist: None };
                 folder_features(&pass, f)
             }
         }

@@ -3,10 +3,12 @@
 //! is copying records into the batch buffer.
 
 use super::detector::Detector;
+use super::shard::Shard;
 use super::stats::{Capture, FeatureStats};
 use super::RealSet;
 use crate::data::sources::{images::Images, Payload, Source};
 use crate::data::Dataset;
+use crate::dist::Dist;
 use crate::image_io::to_uint8;
 use crate::model::{Generator, NoiseMode};
 use crate::util::{progress_bar, Progress};
@@ -14,7 +16,7 @@ use anyhow::{bail, ensure, Context, Result};
 use tch::{Device, Kind, Tensor};
 
 /// One pass of images through a detector: its keyword flags, what is kept of the features, how many images in
-/// batches of what size, and whether a progress bar shows.
+/// batches of what size, whether a progress bar shows, and the ranks that share the batches (None: one process).
 #[derive(Clone, Copy)]
 pub struct FeaturePass<'a> {
     pub det: &'a Detector,
@@ -23,6 +25,7 @@ pub struct FeaturePass<'a> {
     pub count: usize,
     pub batch: usize,
     pub show: bool,
+    pub dist: Option<&'a Dist>,
 }
 
 /// Runs `next_batch(start, n)` -> uint8 NCHW images over the pass's images, through the detector; `what` labels
@@ -30,22 +33,52 @@ pub struct FeaturePass<'a> {
 pub fn extract(
     pass: &FeaturePass,
     what: &str,
-    mut next_batch: impl FnMut(usize, usize) -> Result<Tensor>,
+    next_batch: impl FnMut(usize, usize) -> Result<Tensor>,
 ) -> Result<FeatureStats> {
-    let FeaturePass { det, kwargs, capture, count, batch, show } = *pass;
+    extract_replaying(pass, what, next_batch, |_, _| Ok(()))
+}
+
+/// [`extract`] where the batches are shared over `pass.dist`'s ranks ([`Shard`]): `next_batch` runs for this
+/// rank's batches, `skip(start, n)` for the others' (to make the random draws of a batch it does not compute);
+/// the features of every rank are gathered in image order and the statistics taken from them on every rank, with
+/// the same arithmetic as one process.
+pub fn extract_replaying(
+    pass: &FeaturePass,
+    what: &str,
+    mut next_batch: impl FnMut(usize, usize) -> Result<Tensor>,
+    mut skip: impl FnMut(usize, usize) -> Result<()>,
+) -> Result<FeatureStats> {
+    let FeaturePass { det, kwargs, capture, count, batch, show, dist } = *pass;
     ensure!(batch >= 1, "batch size must be >= 1");
-    let pb = progress_bar(Progress::Count, count as u64, what, show);
+    let shard = Shard::new(dist, count, batch);
+    let pb = progress_bar(Progress::Count, count as u64, what, show && shard.is_main());
     let mut stats = FeatureStats::new(capture, count);
-    let mut start = 0;
+    let mut mine = vec![];
+    let (mut start, mut k) = (0, 0);
     while start < count {
         let n = batch.min(count - start);
-        let imgs = next_batch(start, n)?;
-        let feats = det.run_u8(&imgs, kwargs)?;
-        stats.append(&feats);
+        if shard.owns(k) {
+            let imgs = next_batch(start, n)?;
+            let feats = det.run_u8(&imgs, kwargs)?;
+            if shard.is_split() {
+                mine.push(feats.to_kind(Kind::Float).to_device(Device::Cpu));
+            } else {
+                stats.append(&feats);
+            }
+        } else {
+            skip(start, n)?;
+        }
         start += n;
+        k += 1;
         pb.set_position(start as u64);
     }
     pb.finish_and_clear();
+    if shard.is_split() {
+        // Appended in the one-process batches, on the detector's device: the same sums in the same order.
+        for rows in shard.gather(mine)?.to_device(det.device).split(batch as i64, 0) {
+            stats.append(&rows);
+        }
+    }
     Ok(stats)
 }
 
@@ -187,10 +220,21 @@ pub fn generator_features(
     psi: f64,
 ) -> Result<FeatureStats> {
     let dev = g.synthesis.blocks[0].constant.as_ref().map(|c| c.device()).unwrap_or(pass.det.device);
-    extract(pass, "generator features", |_, n| {
+    let next = |_, n: usize| {
         let z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, dev));
         let c = random_labels(g, labels, n as i64, dev)?;
         let img = tch::no_grad(|| g.forward(&z, c.as_ref(), psi, NoiseMode::Random));
         Ok(to_uint8(&img))
-    })
+    };
+    // Another rank's batch: the same draws, in the same order (z, labels, then each layer's noise as
+    // `NoiseMode::Random` draws it), so the random stream stays where one process has it.
+    let skip = |_, n: usize| {
+        let _z = Tensor::randn([n as i64, g.z_dim()], (Kind::Float, dev));
+        random_labels(g, labels, n as i64, dev)?;
+        for r in g.synthesis.noise_resolutions() {
+            let _noise = Tensor::randn([n as i64, 1, r, r], (Kind::Float, dev));
+        }
+        Ok(())
+    };
+    extract_replaying(pass, "generator features", next, skip)
 }

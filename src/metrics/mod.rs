@@ -15,6 +15,7 @@ pub mod linalg;
 pub mod ppl;
 pub mod pr;
 pub mod report;
+pub mod shard;
 pub mod stats;
 
 use crate::data::Dataset;
@@ -26,6 +27,7 @@ use ppl::{PplSpec, Sampling};
 use stats::{CacheKey, Capture, FeatureStats};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What a metric computes.
@@ -248,6 +250,11 @@ pub struct MetricOptions {
     /// `pr50k3`, `ppl_*`) then read the reals as the official x-flipped dataset (every image, then every image
     /// mirrored); the `_full` ones never do.
     pub mirror: bool,
+    /// The data-parallel group that shares the work (None: this process alone). With several ranks every rank
+    /// must call [`evaluate_generator`] with the same arguments: each computes its share of the generated images,
+    /// reals and PPL samples, the features are gathered, and every rank returns the values one process computes.
+    /// Progress bars show on rank 0 only; only rank 0 writes the statistics cache.
+    pub dist: Option<Arc<crate::dist::Dist>>,
 }
 
 impl MetricOptions {
@@ -263,7 +270,18 @@ impl MetricOptions {
             cache_dir: Some(stats::cache_dir()),
             seed: None,
             mirror: false,
+            dist: None,
         }
+    }
+
+    /// The group sharing the work, if any.
+    pub fn dist(&self) -> Option<&crate::dist::Dist> {
+        self.dist.as_deref()
+    }
+
+    /// Whether this process prints and writes files: the only process, or rank 0 of the group.
+    pub fn is_main(&self) -> bool {
+        self.dist().is_none_or(|d| d.is_main())
     }
 }
 
@@ -340,12 +358,28 @@ pub fn real_stats(
         resolution,
         kind: format!("{} {:?}{}", args.join(","), capture, if mirror { " xflip" } else { "" }),
     };
-    let (s, hit) = stats::cached(opts.cache_dir.as_deref(), &key, capture, || {
-        let pass = FeaturePass { det, kwargs, capture, count, batch: opts.batch, show: opts.progress };
+    let compute = || {
+        let pass =
+            FeaturePass { det, kwargs, capture, count, batch: opts.batch, show: opts.progress, dist: opts.dist() };
         features::real_set_features(&pass, &RealSet { count, ..reals })
-    })?;
-    if hit && opts.progress {
-        eprintln!("using cached real-image statistics {}", key.path(opts.cache_dir.as_deref().unwrap()).display());
+    };
+    let Some(dir) = opts.cache_dir.as_deref() else { return compute() };
+    // Every rank reads the cache; all use it only when all found it (ranks on other machines may not see rank 0's
+    // folder), else all compute together. Only rank 0 writes.
+    let found = stats::load_cached(dir, &key, capture);
+    let all_found = match opts.dist() {
+        Some(d) => !d.any(found.is_none())?,
+        None => found.is_some(),
+    };
+    if let (true, Some(s)) = (all_found, found) {
+        if opts.progress && opts.is_main() {
+            eprintln!("using cached real-image statistics {}", key.path(dir).display());
+        }
+        return Ok(s);
+    }
+    let s = compute()?;
+    if opts.is_main() {
+        stats::store_cached(dir, &key, &s);
     }
     Ok(s)
 }
@@ -397,7 +431,7 @@ pub fn evaluate_generator(
         // More reals than the dataset holds: all of them, and the printed name says how many.
         let given_real = opts.num_real.map(|n| n.min(available));
         if let (Some(asked), Some(used)) = (opts.num_real, given_real) {
-            if asked > used {
+            if asked > used && opts.is_main() {
                 eprintln!("warning: {asked} real images asked, {} holds {used}: using {used}", ds.path.display());
             }
         }
@@ -406,7 +440,15 @@ pub fn evaluate_generator(
         let num_real = given_real.or(m.max_real).unwrap_or(usize::MAX);
         let reals = RealSet { ds: &ds, resolution: res, count: num_real, mirror };
         let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
-            let pass = FeaturePass { det, kwargs: kw, capture, count: num_gen, batch: opts.batch, show: opts.progress };
+            let pass = FeaturePass {
+                det,
+                kwargs: kw,
+                capture,
+                count: num_gen,
+                batch: opts.batch,
+                show: opts.progress,
+                dist: opts.dist(),
+            };
             features::generator_features(&pass, g, Some(&ds), opts.truncation_psi)
         };
         let values: Vec<(String, f64)> = match m.kind {
@@ -438,7 +480,8 @@ pub fn evaluate_generator(
             }
             Kind::Ppl(spec) => {
                 let det = dets.get(VGG16)?;
-                vec![(name.clone(), ppl::ppl(g, det, &spec, Some(&ds), num_gen, opts.batch, opts.progress)?)]
+                let show = opts.progress;
+                vec![(name.clone(), ppl::ppl(g, det, &spec, Some(&ds), num_gen, opts.batch, show, opts.dist())?)]
             }
         };
         let seconds = t0.elapsed().as_secs_f64();

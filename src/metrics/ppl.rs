@@ -9,7 +9,9 @@
 
 use super::detector::Detector;
 use super::features::random_labels;
+use super::shard::Shard;
 use crate::data::Dataset;
+use crate::dist::Dist;
 use crate::model::{Generator, Space};
 use crate::util::{progress_bar, Progress};
 use anyhow::{ensure, Result};
@@ -116,7 +118,22 @@ pub fn filtered_mean(dist: &[f64]) -> Result<f64> {
     Ok(kept.iter().sum::<f64>() / kept.len() as f64)
 }
 
-/// PPL over `num_samples` samples in batches of `batch`.
+/// The random draws of [`ppl_batch`] without the work (another rank's batch): t, z, labels and the noise, in
+/// its order, so the random stream stays where one process has it.
+pub fn skip_ppl_batch(g: &Generator, vgg: &Detector, labels: Option<&Dataset>, n: i64) -> Result<()> {
+    let dev = vgg.device;
+    let _t = Tensor::rand([n], (Kind::Float, dev));
+    let _z = Tensor::randn([2 * n, g.z_dim()], (Kind::Float, dev));
+    random_labels(g, labels, n, dev)?;
+    for r in g.synthesis.noise_resolutions() {
+        let _noise = Tensor::randn([1, 1, r, r], (Kind::Float, dev));
+    }
+    Ok(())
+}
+
+/// PPL over `num_samples` samples in batches of `batch`, the batches shared over `dist`'s ranks (None: one
+/// process); every rank returns the value of the full set.
+#[allow(clippy::too_many_arguments)]
 pub fn ppl(
     g: &Generator,
     vgg: &Detector,
@@ -125,18 +142,28 @@ pub fn ppl(
     num_samples: usize,
     batch: usize,
     show: bool,
+    dist: Option<&Dist>,
 ) -> Result<f64> {
     ensure!(batch >= 1 && num_samples >= 1, "PPL needs a positive batch size and sample count");
-    let pb = progress_bar(Progress::Count, num_samples as u64, "ppl sampling", show);
-    let mut dist: Vec<f64> = Vec::with_capacity(num_samples);
-    while dist.len() < num_samples {
-        let n = batch.min(num_samples - dist.len());
-        let d = ppl_batch(g, vgg, spec, labels, n as i64)?;
-        dist.extend(Vec::<f64>::try_from(&d.to_kind(Kind::Double).to_device(tch::Device::Cpu))?);
-        pb.set_position(dist.len() as u64);
+    let shard = Shard::new(dist, num_samples, batch);
+    let pb = progress_bar(Progress::Count, num_samples as u64, "ppl sampling", show && shard.is_main());
+    let mut mine = vec![];
+    let (mut done, mut k) = (0, 0);
+    while done < num_samples {
+        let n = batch.min(num_samples - done);
+        if shard.owns(k) {
+            mine.push(ppl_batch(g, vgg, spec, labels, n as i64)?.unsqueeze(1));
+        } else {
+            skip_ppl_batch(g, vgg, labels, n as i64)?;
+        }
+        done += n;
+        k += 1;
+        pb.set_position(done as u64);
     }
     pb.finish_and_clear();
-    filtered_mean(&dist)
+    // float32 distances, exact in float64 as one process reads them.
+    let all = shard.gather(mine)?;
+    filtered_mean(&Vec::<f64>::try_from(&all.flatten(0, -1).to_kind(Kind::Double))?)
 }
 
 #[cfg(test)]

@@ -19,6 +19,16 @@ pub fn jsonl_path(dir: &Path, metric: &str) -> PathBuf {
 /// Appends one JSON line per metric (its results together, as the official `report_metric`) to
 /// `metric-<metric>.jsonl` in `dir`. `snapshot` names the evaluated file.
 pub fn append_jsonl(dir: &Path, snapshot: &str, results: &[MetricResult]) -> Result<Vec<PathBuf>> {
+    append_jsonl_ranks(dir, snapshot, results, 1)
+}
+
+/// [`append_jsonl`] for results computed by `num_gpus` processes (the official field of that name).
+pub fn append_jsonl_ranks(
+    dir: &Path,
+    snapshot: &str,
+    results: &[MetricResult],
+    num_gpus: usize,
+) -> Result<Vec<PathBuf>> {
     // Consecutive results of one metric form one line (a metric listed twice is evaluated, and logged, twice).
     let mut groups: Vec<Vec<&MetricResult>> = vec![];
     for r in results {
@@ -39,7 +49,7 @@ pub fn append_jsonl(dir: &Path, snapshot: &str, results: &[MetricResult]) -> Res
             "metric": m,
             "total_time": rs[0].seconds,
             "total_time_str": format_time(rs[0].seconds),
-            "num_gpus": 1,
+            "num_gpus": num_gpus,
             "snapshot_pkl": snapshot,
             "timestamp": now,
         });

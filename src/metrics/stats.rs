@@ -170,25 +170,37 @@ pub fn cached(
     compute: impl FnOnce() -> Result<FeatureStats>,
 ) -> Result<(FeatureStats, bool)> {
     let Some(dir) = dir else { return Ok((compute()?, false)) };
-    let path = key.path(dir);
-    if path.is_file() {
-        // A file that cannot be read or belongs to another key is recomputed and replaced.
-        if let Ok((t, meta)) = read_safetensors(&path) {
-            if meta.get("sg2.stats_key") == Some(&key.text()) {
-                if let Ok(s) = FeatureStats::from_tensors(capture, &t) {
-                    return Ok((s, true));
-                }
-            }
-        }
+    if let Some(s) = load_cached(dir, key, capture) {
+        return Ok((s, true));
     }
     let stats = compute()?;
+    store_cached(dir, key, &stats);
+    Ok((stats, false))
+}
+
+/// The statistics cached in `dir` for `key`, if a readable file of that key is there. A file that cannot be read
+/// or belongs to another key counts as absent (it is recomputed and replaced).
+pub fn load_cached(dir: &Path, key: &CacheKey, capture: Capture) -> Option<FeatureStats> {
+    let path = key.path(dir);
+    if !path.is_file() {
+        return None;
+    }
+    let (t, meta) = read_safetensors(&path).ok()?;
+    if meta.get("sg2.stats_key") != Some(&key.text()) {
+        return None;
+    }
+    FeatureStats::from_tensors(capture, &t).ok()
+}
+
+/// Stores `stats` in `dir` for `key`. A cache that cannot be written (read-only home, full disk) costs time on the
+/// next run, not this result: a warning, no error.
+pub fn store_cached(dir: &Path, key: &CacheKey, stats: &FeatureStats) {
+    let path = key.path(dir);
     let mut meta = BTreeMap::new();
     meta.insert("sg2.stats_key".to_string(), key.text());
-    // A cache that cannot be written (read-only home, full disk) costs time on the next run, not this result.
     if let Err(e) = write_safetensors(&path, &stats.to_tensors(), &meta) {
         eprintln!("warning: {}: cannot write the statistics cache: {e:#}", path.display());
     }
-    Ok((stats, false))
 }
 
 #[cfg(test)]

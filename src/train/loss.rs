@@ -371,7 +371,7 @@ mod tests {
         let mut one_mean = Tensor::from(1.5f32);
         let p = pl_penalty(&lengths, &mut one_mean, 0.3).mean(Kind::Float);
         let one_grad = vals(&Tensor::run_backward(&[p], &[&lengths], false, false)[0]);
-        let ranks = crate::dist::tests::on_ranks(2, move |d| {
+        let ranks = crate::dist::testing::on_ranks(2, move |d| {
             let mine: Vec<f32> = all.iter().skip(d.rank).step_by(2).copied().collect();
             let l = t(&mine).set_requires_grad(true);
             let mut pl_mean = Tensor::from(1.5f32);
