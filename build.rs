@@ -18,7 +18,12 @@ fn main() {
     }
     let root = Path::new(&dir).parent().expect("libtorch lib folder has a parent").to_path_buf();
     let includes: Vec<PathBuf> = vec![root.join("include"), root.join("include/torch/csrc/api/include")];
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    // NCCL's process group lives in libtorch_cuda.
+    if Path::new(&dir).join("libtorch_cuda.so").exists() {
+        build.define("SG2_WITH_NCCL", None);
+    }
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)

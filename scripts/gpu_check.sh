@@ -6,6 +6,8 @@
 #   3. `sg2 bench train --device cuda` at config-f 256x256, batch 32: sec/kimg, images/s, GPU memory;
 #   4. the reference's training step on the same GPU and config (REF_DIR: stylegan2-ada-pytorch; its custom ops
 #      compile on first use);
+#   5. data-parallel training on CUDA: an NCCL group of one (SG2_DIST_BACKEND=nccl), and with 2+ GPUs
+#      `--nproc-per-node 2` over NCCL (one GPU per process), a few ticks of a small network each;
 # and writes the figures to $OUT/gpu_report.txt (OUT defaults to out/gpu).
 #   SG2_BIN   the binary (default target/release/sg2)
 #   PY        a Python with torch (default python3)
@@ -63,6 +65,21 @@ if [ -d "$REF_DIR" ]; then
   "$PY" "$ROOT/scripts/ref_bench_cuda.py" "$REF_DIR" --res 256 --batch 32 --steps 32 2>&1 | tail -n 3 | tee -a "$REPORT"
 else
   say "skipped: no $REF_DIR (copy stylegan2-ada-pytorch into the repo and set REF_DIR)"
+fi
+say "== 5. data-parallel training on CUDA (NCCL)"
+"$BIN" dataset-tool create_mnist --source /usr/share/datasets/fashion-mnist --dest "$WORK/fm" --resolution 32 \
+  --max-images 512 >/dev/null 2>&1 || say "no Fashion-MNIST: step 5 uses nothing else"
+if [ -d "$WORK/fm" ]; then
+  small=(train --config "$ROOT/configs/fmnist32.toml" --data "$WORK/fm" --kimg 0.5 --set logging.tick_kimg=0.1)
+  RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 SG2_DIST_BACKEND=nccl \
+    "$BIN" --device cuda "${small[@]}" --outdir "$WORK/runs1" 2>&1 | tail -n 3 | tee -a "$REPORT" \
+    || { say "NCCL group of one: FAIL"; status=1; }
+  if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+    "$BIN" --device cuda "${small[@]}" --outdir "$WORK/runs2" --nproc-per-node 2 2>&1 | tail -n 3 | tee -a "$REPORT" \
+      || { say "NCCL 2 processes: FAIL"; status=1; }
+  else
+    say "one GPU: --nproc-per-node 2 over NCCL skipped (NCCL needs one GPU per process)"
+  fi
 fi
 rm -rf "$WORK"
 say "== done (status $status)"

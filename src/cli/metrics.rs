@@ -90,8 +90,9 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         super::launch::exit_on_failure(code);
         return Ok(());
     }
-    let dist = crate::dist::Dist::from_env()?;
-    let device = dist.device(g.setup()?)?;
+    let asked = g.setup()?;
+    let dist = crate::dist::Dist::from_env(asked)?;
+    let device = dist.device(asked)?;
     crate::ffi::set_allow_tf32(args.allow_tf32)?;
     let mut opts = MetricOptions::new(device);
     opts.detector_dir = args.detector_dir.clone();

@@ -82,14 +82,15 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         super::launch::exit_on_failure(code);
         return Ok(());
     }
-    let dist = Arc::new(Dist::from_env()?);
+    let asked = g.setup()?;
+    let dist = Arc::new(Dist::from_env(asked)?);
     let rank = dist.rank;
     let several = dist.world > 1;
-    train(args, g, dist).map_err(|e| if several { e.context(format!("rank {rank}")) } else { e })
+    train(args, asked, dist).map_err(|e| if several { e.context(format!("rank {rank}")) } else { e })
 }
 
-fn train(args: Args, g: &Global, dist: Arc<Dist>) -> Result<()> {
-    let device = dist.device(g.setup()?)?;
+fn train(args: Args, asked: tch::Device, dist: Arc<Dist>) -> Result<()> {
+    let device = dist.device(asked)?;
     let config = resolve_config(&args)?;
     crate::ffi::set_allow_tf32(config.training.allow_tf32)?;
     let stem = args

@@ -8,7 +8,7 @@ pub mod launch;
 
 pub use env::DistEnv;
 
-use crate::ffi::c10d::ProcessGroup;
+use crate::ffi::c10d::{self, CommBackend, ProcessGroup};
 use anyhow::{ensure, Context, Result};
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
@@ -27,6 +27,15 @@ pub fn timeout() -> Result<Duration> {
                 .with_context(|| format!("SG2_DIST_TIMEOUT={v}: expected a positive number of seconds"))?;
             Ok(Duration::from_secs_f64(s.min(7.0 * 86400.0)))
         }
+    }
+}
+
+/// NCCL for CUDA work where the build has it, else Gloo (as PyTorch's default backends).
+pub fn auto_backend(device: Device) -> CommBackend {
+    if device.is_cuda() && c10d::has_nccl() {
+        CommBackend::Nccl
+    } else {
+        CommBackend::Gloo
     }
 }
 
@@ -50,22 +59,37 @@ impl Dist {
         Dist { pg: None, rank: 0, local_rank: 0, world: 1 }
     }
 
-    /// Joins the group `env` describes (a group of one needs no rendezvous).
+    /// Joins the group `env` describes over Gloo (a group of one needs no rendezvous).
     pub fn join(env: &DistEnv, timeout: Duration) -> Result<Dist> {
-        let pg = if env.world > 1 {
-            Some(ProcessGroup::new(&env.master_addr, env.master_port, env.rank, env.world, timeout)?)
+        Self::join_with(env, timeout, CommBackend::Gloo, false)
+    }
+
+    /// Joins over `backend`; a group of one is made only when `always` (to exercise a backend).
+    pub fn join_with(env: &DistEnv, timeout: Duration, backend: CommBackend, always: bool) -> Result<Dist> {
+        let pg = if env.world > 1 || always {
+            Some(ProcessGroup::with_backend(&env.master_addr, env.master_port, env.rank, env.world, timeout, backend)?)
         } else {
             None
         };
         Ok(Dist { pg, rank: env.rank, local_rank: env.local_rank, world: env.world })
     }
 
-    /// The group torchrun's variables describe, or a group of one when they are absent.
-    pub fn from_env() -> Result<Dist> {
-        match DistEnv::from_env()? {
-            Some(env) => Dist::join(&env, timeout()?),
-            None => Ok(Dist::single()),
+    /// The group torchrun's variables describe, or a group of one when they are absent, for work on `device`:
+    /// NCCL on CUDA (where the build has it), Gloo on the CPU; `SG2_DIST_BACKEND=gloo|nccl` chooses (and then a
+    /// group of one is made too, which checks the backend on one device).
+    pub fn from_env(device: Device) -> Result<Dist> {
+        let Some(env) = DistEnv::from_env()? else { return Ok(Dist::single()) };
+        let (backend, chosen) = match std::env::var("SG2_DIST_BACKEND").ok().as_deref().map(str::trim) {
+            None | Some("") | Some("auto") => (auto_backend(device), false),
+            Some("gloo") => (CommBackend::Gloo, true),
+            Some("nccl") if c10d::has_nccl() => (CommBackend::Nccl, true),
+            Some("nccl") => anyhow::bail!("SG2_DIST_BACKEND=nccl: this build's libtorch has no CUDA (no NCCL)"),
+            Some(other) => anyhow::bail!("SG2_DIST_BACKEND={other}: expected auto, gloo or nccl"),
+        };
+        if backend == CommBackend::Nccl && !device.is_cuda() {
+            anyhow::bail!("SG2_DIST_BACKEND=nccl needs a CUDA device (--device cuda)");
         }
+        Dist::join_with(&env, timeout()?, backend, chosen)
     }
 
     /// Rank 0, the process that writes files and prints.

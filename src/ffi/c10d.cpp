@@ -25,6 +25,21 @@ class ProcessGroupGloo : public Backend {
 };
 }  // namespace c10d
 
+#ifdef SG2_WITH_NCCL
+// The same approach for NCCL (libtorch_cuda): ProcessGroupNCCL.hpp needs CUDA's and CCCL's headers, which the
+// wheels do not all ship, so the constructors are declared here and the objects built in buffers larger than the
+// real classes (the Options object too; only Backend::Options' `timeout` is set through its complete base).
+namespace c10d {
+class ProcessGroupNCCL : public Backend {
+ public:
+  struct Options : Backend::Options {
+    explicit Options(bool is_high_priority_stream);
+  };
+  ProcessGroupNCCL(c10::intrusive_ptr<Store> store, int rank, int size, c10::intrusive_ptr<Options> options);
+};
+}  // namespace c10d
+#endif
+
 namespace {
 void copy_message(const char* msg, char* err, size_t len) {
   if (err == nullptr || len == 0) return;
@@ -32,8 +47,9 @@ void copy_message(const char* msg, char* err, size_t len) {
   err[len - 1] = '\0';
 }
 
-// Generous: the real ProcessGroupGloo is a few hundred bytes.
+// Generous: the real ProcessGroupGloo is a few hundred bytes, ProcessGroupNCCL a few kilobytes.
 constexpr size_t kGlooObjectBytes = 1 << 16;
+constexpr size_t kNcclObjectBytes = 1 << 20;
 
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;
@@ -55,9 +71,10 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds 
 
 extern "C" {
 
-// Joins the group of `world` processes whose rank 0 listens on host:port (rank 0 starts the store). Returns a
-// handle, or nullptr with the message in `err`.
-void* sg2_pg_new(const char* host, int port, int rank, int world, int timeout_ms, char* err, size_t len) {
+// Joins the group of `world` processes whose rank 0 listens on host:port (rank 0 starts the store), with Gloo
+// (`backend` 0) or NCCL (1). Returns a handle, or nullptr with the message in `err`.
+void* sg2_pg_new(const char* host, int port, int rank, int world, int timeout_ms, int backend, char* err,
+                 size_t len) {
   try {
     auto timeout = std::chrono::milliseconds(timeout_ms);
     c10d::TCPStoreOptions so;
@@ -67,22 +84,57 @@ void* sg2_pg_new(const char* host, int port, int rank, int world, int timeout_ms
     so.waitWorkers = true;
     so.timeout = timeout;
     auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), so);
-    auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
-    void* mem = ::operator new(kGlooObjectBytes);
-    std::memset(mem, 0, kGlooObjectBytes);
-    c10d::ProcessGroupGloo* pg = nullptr;
-    try {
-      pg = new (mem) c10d::ProcessGroupGloo(store, rank, world, options);
-    } catch (...) {
-      ::operator delete(mem);
-      throw;
+    c10d::Backend* pg = nullptr;
+    if (backend == 0) {
+      auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
+      void* mem = ::operator new(kGlooObjectBytes);
+      std::memset(mem, 0, kGlooObjectBytes);
+      try {
+        pg = new (mem) c10d::ProcessGroupGloo(store, rank, world, options);
+      } catch (...) {
+        ::operator delete(mem);
+        throw;
+      }
+    } else {
+#ifdef SG2_WITH_NCCL
+      void* omem = ::operator new(kGlooObjectBytes);
+      std::memset(omem, 0, kGlooObjectBytes);
+      c10d::ProcessGroupNCCL::Options* o = nullptr;
+      try {
+        o = new (omem) c10d::ProcessGroupNCCL::Options(false);
+      } catch (...) {
+        ::operator delete(omem);
+        throw;
+      }
+      auto options = c10::intrusive_ptr<c10d::ProcessGroupNCCL::Options>::unsafe_steal_from_new(o);
+      options->timeout = timeout;
+      void* mem = ::operator new(kNcclObjectBytes);
+      std::memset(mem, 0, kNcclObjectBytes);
+      try {
+        pg = new (mem) c10d::ProcessGroupNCCL(store, rank, world, options);
+      } catch (...) {
+        ::operator delete(mem);
+        throw;
+      }
+#else
+      throw std::runtime_error("this build of sg2 has no NCCL (libtorch without CUDA)");
+#endif
     }
-    auto backend = c10::intrusive_ptr<c10d::Backend>::unsafe_steal_from_new(static_cast<c10d::Backend*>(pg));
-    return new Group{store, backend, timeout};
+    auto handle = c10::intrusive_ptr<c10d::Backend>::unsafe_steal_from_new(pg);
+    return new Group{store, handle, timeout};
   } catch (const std::exception& e) {
     copy_message(e.what(), err, len);
     return nullptr;
   }
+}
+
+// 1 when NCCL was compiled in.
+int sg2_pg_has_nccl() {
+#ifdef SG2_WITH_NCCL
+  return 1;
+#else
+  return 0;
+#endif
 }
 
 void sg2_pg_free(void* group) {

@@ -15,9 +15,11 @@ extern "C" {
         rank: c_int,
         world: c_int,
         timeout_ms: c_int,
+        backend: c_int,
         err: *mut c_char,
         len: usize,
     ) -> *mut c_void;
+    fn sg2_pg_has_nccl() -> c_int;
     fn sg2_pg_free(group: *mut c_void);
     fn sg2_pg_allreduce_sum(
         group: *mut c_void,
@@ -43,6 +45,29 @@ extern "C" {
         len: usize,
     ) -> c_int;
     fn sg2_pg_barrier(group: *mut c_void, err: *mut c_char, len: usize) -> c_int;
+}
+
+/// The library that carries a group's collectives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommBackend {
+    /// Gloo: CPU tensors (and CUDA tensors, staged through the host).
+    Gloo,
+    /// NCCL: CUDA tensors, GPU to GPU (libtorch_cuda builds only).
+    Nccl,
+}
+
+impl CommBackend {
+    pub fn name(self) -> &'static str {
+        match self {
+            CommBackend::Gloo => "gloo",
+            CommBackend::Nccl => "nccl",
+        }
+    }
+}
+
+/// Whether this build can make NCCL groups (libtorch with CUDA).
+pub fn has_nccl() -> bool {
+    unsafe { sg2_pg_has_nccl() == 1 }
 }
 
 /// The most processes one group may hold.
@@ -71,6 +96,18 @@ impl ProcessGroup {
     /// Joins the group whose rank 0 listens on `master_addr:port`; waits up to `timeout` for the others, and each
     /// later collective waits as long for its peers (a dead peer then becomes an error, not a hang).
     pub fn new(master_addr: &str, port: u16, rank: usize, world: usize, timeout: Duration) -> Result<ProcessGroup> {
+        Self::with_backend(master_addr, port, rank, world, timeout, CommBackend::Gloo)
+    }
+
+    /// [`ProcessGroup::new`] with the given backend.
+    pub fn with_backend(
+        master_addr: &str,
+        port: u16,
+        rank: usize,
+        world: usize,
+        timeout: Duration,
+        backend: CommBackend,
+    ) -> Result<ProcessGroup> {
         if world == 0 || rank >= world {
             bail!("rank {rank} is not in a group of {world}");
         }
@@ -78,12 +115,16 @@ impl ProcessGroup {
         let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
         let mut buf = vec![0 as c_char; 1024];
         let handle = unsafe {
-            sg2_pg_new(host.as_ptr(), port as c_int, rank as c_int, world as c_int, ms, buf.as_mut_ptr(), buf.len())
+            let b = if backend == CommBackend::Nccl { 1 } else { 0 };
+            sg2_pg_new(host.as_ptr(), port as c_int, rank as c_int, world as c_int, ms, b, buf.as_mut_ptr(), buf.len())
         };
         if handle.is_null() {
             let msg = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned();
             let first = msg.lines().next().unwrap_or("unknown error").to_string();
-            bail!("joining the process group at {master_addr}:{port} as rank {rank} of {world}: {first}");
+            bail!(
+                "joining the {} process group at {master_addr}:{port} as rank {rank} of {world}: {first}",
+                backend.name()
+            );
         }
         Ok(ProcessGroup { handle, rank, world })
     }
@@ -209,7 +250,18 @@ mod tests {
         let port = free_port().unwrap();
         let t0 = std::time::Instant::now();
         let err = ProcessGroup::new("127.0.0.1", port, 0, 2, Duration::from_secs(2)).err().unwrap().to_string();
-        assert!(err.starts_with("joining the process group at 127.0.0.1:"), "{err}");
+        assert!(err.starts_with("joining the gloo process group at 127.0.0.1:"), "{err}");
         assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn nccl_without_a_gpu_is_an_error_not_an_abort() {
+        if tch::Cuda::is_available() || !has_nccl() {
+            return;
+        }
+        let port = free_port().unwrap();
+        let r = ProcessGroup::with_backend("127.0.0.1", port, 0, 1, Duration::from_secs(10), CommBackend::Nccl);
+        let err = r.err().expect("no NCCL group without a GPU").to_string();
+        assert!(err.starts_with("joining the nccl process group at 127.0.0.1:"), "{err}");
     }
 }
