@@ -260,3 +260,44 @@ fn launch_and_environment_errors_are_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("but RANK is already set"), "{err}");
 }
+
+/// A NaN on rank 1 alone: both ranks see it (the flags travel with the gradients), rank 0 reloads its snapshot and
+/// sends it to rank 1, and the run continues with lower learning rates on both.
+#[test]
+fn a_nan_on_one_rank_rolls_back_every_rank() {
+    let t = tempfile::tempdir().unwrap();
+    let data = tiny_dataset(t.path(), 24);
+    let port = sg2::ffi::c10d::free_port().unwrap();
+    let out = t.path().join("runs");
+    let handles: Vec<_> = (0..2)
+        .map(|rank| {
+            let (data, out) = (data.clone(), out.clone());
+            std::thread::spawn(move || {
+                let cfg = tiny_config(&[
+                    "training.batch=8",
+                    "training.nan_policy=\"rollback\"",
+                    "training.rollback_lr_factor=0.5",
+                    "training.total_kimg=0.032",
+                ]);
+                let mut o = sg2::train::TrainOptions::new(cfg, "tiny", &data, &out);
+                let env =
+                    DistEnv { rank, local_rank: rank, world: 2, master_addr: "127.0.0.1".into(), master_port: port };
+                o.dist = Arc::new(Dist::join(&env, Duration::from_secs(120)).unwrap());
+                if rank == 1 {
+                    o.inject_nan = Some((2, sg2::train::loss::Phase::Dmain));
+                }
+                sg2::train::train(o).unwrap()
+            })
+        })
+        .collect();
+    let reps: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for r in &reps {
+        assert_eq!((r.rollbacks, r.cur_nimg), (1, 32));
+    }
+    let run = reps[0].run_dir.clone().unwrap();
+    let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+    assert!(log.contains("non-finite Loss/D/loss") && log.contains("rollback: reloaded"), "{log}");
+    let (_, st) = sg2::train::snapshot::load(reps[0].snapshot.as_ref().unwrap()).unwrap();
+    assert_eq!(st.lr_factor, 0.5);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "rank 1 writes no folder");
+}

@@ -225,6 +225,7 @@ impl Run {
         let ds = open_dataset(&opts.data, &cfg)?;
         let mut trainer = Trainer::new(&cfg, opts.device)?;
         trainer.dist = dist.clone();
+        trainer.inject_nan = opts.inject_nan;
         trainer.label_pool = label_pool(&ds, &cfg, opts.device);
         trainer.sync_from_main()?;
         let fingerprint = ds.fingerprint();
