@@ -25,6 +25,9 @@ pub enum BenchCommand {
         /// Number of timed steps (>= 1).
         #[arg(long, default_value_t = 16)]
         steps: u32,
+        /// Several processes share each batch, as `sg2 train --nproc-per-node` does (the batch stays the total).
+        #[command(flatten)]
+        launch: super::launch::LaunchArgs,
     },
     /// Dataset tool throughput on a synthetic LSUN-style LMDB.
     Dataset {
@@ -95,24 +98,39 @@ fn check(what: &BenchCommand) -> Result<()> {
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
     check(&args.what)?;
+    if let BenchCommand::Train { launch, .. } = &args.what {
+        if let Some(code) = launch.maybe_launch(crate::device::parse_device(&g.device)?)? {
+            super::launch::exit_on_failure(code);
+            return Ok(());
+        }
+    }
     let device = g.setup()?;
     let report = match args.what {
         BenchCommand::Dataset { images, resolution } => crate::data::bench::bench_dataset(images, resolution as usize)?,
         BenchCommand::Loader { resolution, batches, batch } => {
             crate::data::bench::bench_loader(resolution as usize, batches, batch)?
         }
-        BenchCommand::Train { config, set, batch, steps } => {
+        BenchCommand::Train { config, set, batch, steps, .. } => {
             let mut sets = set;
             if let Some(b) = batch {
                 sets.push(format!("training.batch={b}"));
             }
             let cfg = crate::config::load(&config, &sets)?;
+            let dist = std::sync::Arc::new(crate::dist::Dist::from_env(device)?);
+            crate::train::run::check_world(&cfg, dist.world)?;
+            let device = dist.device(device)?;
             let modconv = crate::train::trainer::modconv_for(&cfg, device);
+            let world = dist.world;
+            let main = dist.is_main();
+            let result = crate::train::bench::bench_train(&cfg, device, steps, dist)?;
+            if !main {
+                return Ok(());
+            }
+            let procs = if world > 1 { format!(", {world} processes") } else { String::new() };
             format!(
-                "train {} on {} ({modconv:?} modulation)\n{}",
+                "train {} on {}{procs} ({modconv:?} modulation)\n{result}",
                 config.display(),
                 crate::device::describe(device),
-                crate::train::bench::bench_train(&cfg, device, steps)?
             )
         }
         BenchCommand::Metrics { detector, batch, batches } => {

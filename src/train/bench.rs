@@ -3,7 +3,9 @@
 use super::loss::Phase;
 use super::{Clock, Trainer};
 use crate::config::Config;
+use crate::dist::Dist;
 use anyhow::Result;
+use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
 pub struct TrainBench {
@@ -16,7 +18,7 @@ pub struct TrainBench {
     /// The phases that ran in the timed steps, in the official order.
     pub phases: Vec<Phase>,
     pub total_secs: f64,
-    /// Peak resident memory of the process (GiB), and this process's GPU memory on CUDA (GiB, nvidia-smi).
+    /// Peak resident memory (GiB, summed over the processes), and GPU memory on CUDA (GiB, nvidia-smi; rank 0's).
     pub peak_rss_gib: f64,
     pub gpu_mem_gib: Option<f64>,
 }
@@ -39,15 +41,19 @@ impl std::fmt::Display for TrainBench {
 }
 
 /// Times `steps` minibatches after one warm-up round of every phase (lazy regularisation runs on its own schedule,
-/// so use a multiple of d_reg_interval steps for a representative split).
-pub fn bench_train(cfg: &Config, device: Device, steps: u32) -> Result<TrainBench> {
+/// so use a multiple of d_reg_interval steps for a representative split). With a group of several processes, each
+/// takes its share of the batch and the figures are the group's.
+pub fn bench_train(cfg: &Config, device: Device, steps: u32, dist: Arc<Dist>) -> Result<TrainBench> {
     let mut tr = Trainer::new(cfg, device)?;
+    tr.dist = dist.clone();
+    tr.sync_from_main()?;
     tr.sync_timing = true;
     let m = &cfg.model;
     let batch = cfg.training.batch as i64;
+    let local = batch / dist.world as i64;
     let res = m.resolution as i64;
-    let reals = Tensor::randint(256, [batch, m.channels as i64, res, res], (Kind::Uint8, device));
-    let labels = (m.c_dim > 0).then(|| Tensor::randint(m.c_dim as i64, [batch], (Kind::Int64, device)));
+    let reals = Tensor::randint(256, [local, m.channels as i64, res, res], (Kind::Uint8, device));
+    let labels = (m.c_dim > 0).then(|| Tensor::randint(m.c_dim as i64, [local], (Kind::Int64, device)));
     // Warm-up: minibatch 0 runs every phase of the run; the count starts at index 1.
     tr.step(&reals, labels.as_ref())?;
     tr.phase_secs = [0.0; 6];
@@ -61,6 +67,7 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32) -> Result<TrainBenc
         }
     }
     ran.sort_by_key(|p| p.index());
+    dist.barrier()?;
     let clock = Clock::start();
     for _ in 0..steps {
         tr.step(&reals, labels.as_ref())?;
@@ -69,7 +76,10 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32) -> Result<TrainBenc
     if let Device::Cuda(i) = device {
         tch::Cuda::synchronize(i as i64);
     }
+    dist.barrier()?;
     let total = clock.secs();
+    let rss = Tensor::from_slice(&[super::log::peak_cpu_mem_gib()]);
+    dist.sum_(&[&rss])?;
     let images = steps as f64 * batch as f64;
     Ok(TrainBench {
         batch: batch as u32,
@@ -78,7 +88,7 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32) -> Result<TrainBenc
         images_per_sec: images / total,
         phase_secs: tr.phase_secs,
         phases: ran,
-        peak_rss_gib: super::log::peak_cpu_mem_gib(),
+        peak_rss_gib: rss.double_value(&[0]),
         gpu_mem_gib: super::log::gpu_mem_gib(device),
         total_secs: total,
     })
