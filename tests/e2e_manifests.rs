@@ -1,11 +1,14 @@
 //! The Argo Workflows manifests in deploy/argo: valid against Argo's own models (deploy/argo/validate.py, which uses
-//! the `hera` package), internally consistent, and every sg2 command line in them accepted by sg2's parser.
+//! the `hera` package), the Kubernetes objects of their resource templates checked too, internally consistent, and
+//! every sg2 command line in them accepted by sg2's parser (with the torchrun variables of multi-machine workers).
 
 mod common;
 use clap::Parser;
 use common::{python, root};
 use serde_json::Value;
 use sg2::cli::{Cli, Command};
+use sg2::dist::DistEnv;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Runs the validator on `files` (none: every manifest); returns (exit ok, its JSON report).
@@ -36,6 +39,25 @@ fn commands(report: &Value) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The commands of the manifest whose file name ends with `file`, each with its container's environment (empty for
+/// Argo script steps).
+fn commands_in(report: &Value, file: &str) -> Vec<(Vec<String>, BTreeMap<String, String>)> {
+    report["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["file"].as_str().unwrap().ends_with(file))
+        .map(|c| {
+            let argv = c["argv"].as_array().unwrap().iter().map(|w| w.as_str().unwrap().to_string()).collect();
+            let env = c["env"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect())
+                .unwrap_or_default();
+            (argv, env)
+        })
+        .collect()
+}
+
 fn parse(argv: &[String]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(argv)
 }
@@ -47,6 +69,7 @@ fn manifests_validate_and_cover_both_workflows() {
     let files: Vec<&str> = report["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
     assert!(files.iter().any(|f| f.ends_with("prepare-data.yaml")), "{files:?}");
     assert!(files.iter().any(|f| f.ends_with("train-compare.yaml")), "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with("train-multinode.yaml")), "{files:?}");
     let cmds = commands(&report);
     let subcommands: std::collections::BTreeSet<String> =
         cmds.iter().map(|a| a.iter().skip(1).find(|w| !w.starts_with('-') && *w != "cpu").unwrap().clone()).collect();
@@ -86,16 +109,78 @@ fn every_sg2_command_in_the_manifests_parses() {
             _ => {}
         }
     }
-    // Train with and without --resume; generate and metrics are templates shared by both networks.
-    assert_eq!((trains, generates, metrics), (2, 1, 1), "{cmds:?}");
-    let resumed = cmds.iter().filter(|a| a.windows(2).any(|w| w[0] == "--resume" && w[1] == "latest")).count();
-    assert_eq!(resumed, 1);
+    // train-compare trains with and without --resume (generate and metrics are templates shared by both networks),
+    // and so do train-multinode's workers.
+    assert_eq!((trains, generates, metrics), (4, 1, 1), "{cmds:?}");
+    let resumes = |a: &Vec<String>| a.windows(2).any(|w| w[0] == "--resume" && w[1] == "latest");
+    for file in ["train-compare.yaml", "train-multinode.yaml"] {
+        let trains: Vec<_> =
+            commands_in(&report, file).into_iter().map(|(a, _)| a).filter(|a| a[1] == "train").collect();
+        assert_eq!(trains.len(), 2, "{file}: {trains:?}");
+        assert_eq!(trains.iter().filter(|a| resumes(a)).count(), 1, "{file}: {trains:?}");
+    }
 }
 
-/// Writes `text` with `from` replaced by `to` into `dir`, returning the path.
+/// The indexed Job's workers: their environment, with RANK as the Job sets it for pod 0 and the last pod, is what
+/// sg2's torchrun reader accepts, one worker per machine, all meeting at pod 0's name; the per-machine multi-GPU
+/// variant in the manifest's comment parses too.
+#[test]
+fn multinode_workers_get_torchrun_variables() {
+    let (ok, report) = validate(&[&root().join("deploy/argo/train-multinode.yaml")]);
+    assert!(ok, "{:#?}", problems(&report));
+    let cmds = commands_in(&report, "train-multinode.yaml");
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    for (argv, env) in &cmds {
+        let Command::Train(a) = parse(argv).unwrap().command else { panic!("{argv:?}: not sg2 train") };
+        assert!(!a.launch.launches(), "{argv:?}: one worker per pod, no launcher");
+        assert!(a.outdir.starts_with("$e/runs"), "{argv:?}");
+        assert_eq!(
+            env.get("RANK").map(String::as_str),
+            Some("fieldRef:metadata.annotations['batch.kubernetes.io/job-completion-index']")
+        );
+        let world: usize = env["WORLD_SIZE"].parse().unwrap();
+        assert_eq!(world, 2, "the `nodes` default");
+        for rank in [0, world - 1] {
+            let get = |k: &str| if k == "RANK" { Some(rank.to_string()) } else { env.get(k).cloned() };
+            let d = DistEnv::from_vars(get).unwrap_or_else(|e| panic!("rank {rank}: {e:#}")).unwrap();
+            assert_eq!((d.rank, d.local_rank, d.world, d.master_port), (rank, 0, world, 29500));
+            // <job>-0.<headless service>: the Job and the Service are named after the workflow.
+            let (pod0, svc) = d.master_addr.split_once('.').unwrap();
+            assert_eq!(pod0, "sg2-train-multinode-x7k2q-0");
+            assert_eq!(svc, "sg2-train-multinode-x7k2q-ranks");
+        }
+        assert_eq!(env.get("SG2_DIST_TIMEOUT").map(String::as_str), Some("1800"));
+    }
+
+    let text = std::fs::read_to_string(root().join("deploy/argo/train-multinode.yaml")).unwrap();
+    let line = text.lines().find(|l| l.contains("sg2 train --nproc-per-node")).expect("the multi-GPU variant");
+    let line = line.trim_start_matches(['#', ' ']).replace("$JOB_COMPLETION_INDEX", "1");
+    let line = line.replace("$MASTER_ADDR", "pod-0.ranks").replace("$MASTER_PORT", "29500");
+    let argv: Vec<String> = line
+        .split_whitespace()
+        .map(|w| {
+            match w {
+                "G" => "8",
+                "N" => "2",
+                w => w,
+            }
+            .to_string()
+        })
+        .collect();
+    let Command::Train(a) = parse(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}")).command else { panic!() };
+    assert_eq!((a.launch.nproc_per_node, a.launch.nnodes, a.launch.node_rank), (8, 2, 1));
+    assert_eq!((a.launch.master_addr.as_deref(), a.launch.master_port), (Some("pod-0.ranks"), Some(29500)));
+}
+
+/// Writes train-compare.yaml with `from` replaced by `to` into `dir`, returning the path.
 fn mutated(dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
-    let text = std::fs::read_to_string(root().join("deploy/argo/train-compare.yaml")).unwrap();
-    assert!(text.contains(from), "{from:?} not in the manifest");
+    mutated_file("train-compare.yaml", dir, name, from, to)
+}
+
+/// Writes deploy/argo/`file` with the first `from` replaced by `to` into `dir`, returning the path.
+fn mutated_file(file: &str, dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("deploy/argo").join(file)).unwrap();
+    assert!(text.contains(from), "{from:?} not in {file}");
     let p = dir.join(name);
     std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
     p
@@ -132,6 +217,37 @@ fn validator_reports_broken_manifests() {
             ),
             "does not pass input 'dir'",
         ),
+    ];
+    for (file, expected) in &cases {
+        let (ok, report) = validate(&[file]);
+        let p = problems(&report);
+        assert!(!ok, "{}: accepted", file.display());
+        assert!(p.iter().any(|x| x.contains(expected)), "{}: expected {expected:?} in {p:#?}", file.display());
+    }
+}
+
+/// The checks of the Service and the indexed Job that train-multinode.yaml's resource templates create.
+#[test]
+fn validator_reports_broken_multinode_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = |name: &str, from: &str, to: &str| mutated_file("train-multinode.yaml", d, name, from, to);
+    let cases = [
+        (m("mode.yaml", "completionMode: Indexed", "completionMode: NonIndexed"), "expected 'Indexed'"),
+        (m("addr.yaml", "- name: MASTER_ADDR", "- name: MASTER_HOST"), "MASTER_ADDR is not set"),
+        (
+            m("sub.yaml", "subdomain: \"{{workflow.name}}-ranks\"", "subdomain: \"{{workflow.name}}-workers\""),
+            "subdomain 'sg2-train-multinode-x7k2q-workers' is not a Service the workflow creates",
+        ),
+        (m("headless.yaml", "clusterIP: None", "clusterIP: \"\""), "is not headless"),
+        (m("par.yaml", "parallelism: {{workflow", "parallelism: 1 #{{workflow"), "parallelism 1 != spec.completions 2"),
+        (m("backoff.yaml", "backoffLimit: 0", "backoffLimit: 4"), "spec.backoffLimit is 4, expected 0"),
+        (m("rank.yaml", "fieldPath: metadata.annotations", "fieldPath: metadata.name #"), "not the pod's completion"),
+        (m("world.yaml", "value: \"{{workflow.parameters.nodes}}\"", "value: \"4\""), "WORLD_SIZE is '4'"),
+        (m("field.yaml", "completionMode:", "completionMod:"), "spec.completionMod: unknown field"),
+        (m("gpu.yaml", "nvidia.com/gpu: \"1\"", "example.com/fpga: \"1\""), "without a GPU limit"),
+        (m("param.yaml", "parameters.port}}\n", "parameters.prot}}\n"), "{{workflow.parameters.prot}}"),
+        (m("cond.yaml", "status.succeeded == {{", "status.succeeded > 0 #{{"), "is not 'status.succeeded == 2'"),
     ];
     for (file, expected) in &cases {
         let (ok, report) = validate(&[file]);
@@ -181,7 +297,7 @@ fn image_provides_the_paths_the_manifests_use() {
         }
     }
     let mut used = Vec::new();
-    for f in ["prepare-data.yaml", "train-compare.yaml"] {
+    for f in ["prepare-data.yaml", "train-compare.yaml", "train-multinode.yaml"] {
         let text = std::fs::read_to_string(root().join("deploy/argo").join(f)).unwrap();
         for w in text.split(|c: char| c.is_whitespace() || c == '"') {
             if w.starts_with("/opt/sg2/") {
