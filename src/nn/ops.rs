@@ -31,9 +31,14 @@ pub fn bias_act(x: &Tensor, b: Option<&Tensor>, act: Act, gain: f64, clamp: Opti
         None => x.shallow_clone(),
     };
     if act == Act::Lrelu {
-        // leaky_relu(0.2) folded with the gain: max(g*x, 0.2*g*x) for g > 0.
-        let scaled = &x * gain;
-        x = scaled.maximum(&(&scaled * 0.2));
+        // leaky_relu(0.2), then the gain, as the official reference path. tch's leaky_relu has no slope argument;
+        // prelu with a constant 0.2 is the same op (`where(x > 0, x, 0.2 * x)`) and, like leaky_relu, keeps only
+        // its input for the backward pass (a maximum of two scaled copies kept both: a whole activation more).
+        let slope = Tensor::full([1], 0.2, (x.kind(), x.device()));
+        x = x.prelu(&slope);
+        if gain != 1.0 {
+            x = x * gain;
+        }
     } else if gain != 1.0 {
         x = x * gain;
     }

@@ -242,28 +242,45 @@ impl Run {
             }
             bail!("stopped: another rank's dataset differs");
         }
-        let ds = Arc::new(ds);
-        let loader_opts = loader_options(&cfg, &dist);
-        let loader = Loader::resume(ds.clone(), loader_opts.clone(), opts.device, trainer.state.loader)?;
+        let run = Run::assemble(trainer, Arc::new(ds), fingerprint, opts.device, opts.metrics.take(), None)?;
+        Ok(Opened::Run(Box::new(run)))
+    }
+
+    /// A run of `trainer` on `ds` from the trainer's state; `folder` is rank 0's run folder, log and lock.
+    fn assemble(
+        trainer: Trainer,
+        ds: Arc<Dataset>,
+        fingerprint: String,
+        device: Device,
+        metrics: Option<MetricsFn>,
+        folder: Option<(RunLog, PathBuf, snapshot::RunLock)>,
+    ) -> Result<Run> {
+        let cfg = trainer.cfg.clone();
+        let loader_opts = loader_options(&cfg, &trainer.dist);
+        let loader = Loader::resume(ds.clone(), loader_opts.clone(), device, trainer.state.loader)?;
         let cur_nimg = trainer.state.cur_nimg;
         let total_nimg = (cfg.training.total_kimg * 1000.0).round().max(1.0) as u64;
-        Ok(Opened::Run(Box::new(Run {
+        let (log, run_dir, lock) = match folder {
+            Some((log, dir, lock)) => (Some(log), dir, Some(lock)),
+            None => (None, PathBuf::new(), None),
+        };
+        Ok(Run {
             cfg,
             trainer,
             ds,
             loader_opts,
             loader,
-            device: opts.device,
-            log: None,
-            run_dir: PathBuf::new(),
+            device,
+            log,
+            run_dir,
             fingerprint,
             total_nimg,
-            metrics: opts.metrics.take(),
+            metrics,
             clock: TickClock::new(cur_nimg),
             rollbacks_in_a_row: 0,
             last_snapshot: None,
-            _lock: None,
-        })))
+            _lock: lock,
+        })
     }
 
     /// Checks the dataset, finds the snapshot to resume (if any), builds the trainer, and opens the run folder
@@ -384,34 +401,13 @@ impl Run {
             ))?;
         }
         log.line(&format!("training for {} kimg...", cfg.training.total_kimg))?;
-        let fingerprint = ds.fingerprint();
-        let ds = Arc::new(ds);
-        let loader_opts = loader_options(&cfg, &opts.dist);
-        let loader = Loader::resume(ds.clone(), loader_opts.clone(), opts.device, trainer.state.loader)?;
-
         if !run_dir.join("reals.png").exists() {
             if let Some(img) = reals_grid(&ds, &cfg)? {
                 img.save_png(run_dir.join("reals.png"))?;
             }
         }
-        let cur_nimg = trainer.state.cur_nimg;
-        let mut run = Run {
-            cfg,
-            trainer,
-            ds,
-            loader_opts,
-            loader,
-            device: opts.device,
-            log: Some(log),
-            run_dir,
-            fingerprint,
-            total_nimg,
-            metrics: opts.metrics.take(),
-            clock: TickClock::new(cur_nimg),
-            rollbacks_in_a_row: 0,
-            last_snapshot: None,
-            _lock: Some(lock),
-        };
+        let folder = Some((log, run_dir, lock));
+        let mut run = Run::assemble(trainer, Arc::new(ds), fingerprint, opts.device, opts.metrics.take(), folder)?;
         if !run.run_dir.join("fakes_init.png").exists() {
             let path = run.run_dir.join("fakes_init.png");
             run.save_fakes(&path)?;
