@@ -1,6 +1,6 @@
-//! The walkthroughs (docs/LSUN_CATS.md, docs/CUSTOM_DATA.md) use only real options: every `sg2` line parses, every
-//! `--set` and TOML snippet is a valid config, and every make variable and Argo parameter exists. The README's
-//! official-network commands run as written on the golden pickles.
+//! The walkthroughs (docs/LSUN_CATS.md, docs/CUSTOM_DATA.md, docs/DISTRIBUTED.md) use only real options: every
+//! `sg2` line parses, every `--set` and TOML snippet is a valid config, and every make variable and Argo parameter
+//! exists. The README's official-network commands run as written on the golden pickles.
 
 mod common;
 use clap::Parser;
@@ -8,7 +8,7 @@ use common::root;
 use sg2::cli::{Cli, Command};
 use std::path::PathBuf;
 
-const DOCS: [&str; 2] = ["docs/LSUN_CATS.md", "docs/CUSTOM_DATA.md"];
+const DOCS: [&str; 3] = ["docs/LSUN_CATS.md", "docs/CUSTOM_DATA.md", "docs/DISTRIBUTED.md"];
 
 /// Fenced blocks of the given language, as text.
 fn blocks(doc: &str, lang: &str) -> Vec<String> {
