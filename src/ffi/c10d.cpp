@@ -13,6 +13,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace c10d {
@@ -57,6 +58,19 @@ struct Group {
   std::chrono::milliseconds timeout;
 };
 
+// Builds a T (declared here with only its constructor) in a zeroed buffer of `bytes`, larger than the real class.
+template <typename T, typename... Args>
+T* place(size_t bytes, Args&&... args) {
+  void* mem = ::operator new(bytes);
+  std::memset(mem, 0, bytes);
+  try {
+    return new (mem) T(std::forward<Args>(args)...);
+  } catch (...) {
+    ::operator delete(mem);
+    throw;
+  }
+}
+
 std::vector<at::Tensor> tensors_of(void** ptrs, int n) {
   std::vector<at::Tensor> v;
   v.reserve(n);
@@ -87,35 +101,13 @@ void* sg2_pg_new(const char* host, int port, int rank, int world, int timeout_ms
     c10d::Backend* pg = nullptr;
     if (backend == 0) {
       auto options = c10d::ProcessGroupGloo::Options::create_default(timeout);
-      void* mem = ::operator new(kGlooObjectBytes);
-      std::memset(mem, 0, kGlooObjectBytes);
-      try {
-        pg = new (mem) c10d::ProcessGroupGloo(store, rank, world, options);
-      } catch (...) {
-        ::operator delete(mem);
-        throw;
-      }
+      pg = place<c10d::ProcessGroupGloo>(kGlooObjectBytes, store, rank, world, options);
     } else {
 #ifdef SG2_WITH_NCCL
-      void* omem = ::operator new(kGlooObjectBytes);
-      std::memset(omem, 0, kGlooObjectBytes);
-      c10d::ProcessGroupNCCL::Options* o = nullptr;
-      try {
-        o = new (omem) c10d::ProcessGroupNCCL::Options(false);
-      } catch (...) {
-        ::operator delete(omem);
-        throw;
-      }
+      auto* o = place<c10d::ProcessGroupNCCL::Options>(kGlooObjectBytes, false);
       auto options = c10::intrusive_ptr<c10d::ProcessGroupNCCL::Options>::unsafe_steal_from_new(o);
       options->timeout = timeout;
-      void* mem = ::operator new(kNcclObjectBytes);
-      std::memset(mem, 0, kNcclObjectBytes);
-      try {
-        pg = new (mem) c10d::ProcessGroupNCCL(store, rank, world, options);
-      } catch (...) {
-        ::operator delete(mem);
-        throw;
-      }
+      pg = place<c10d::ProcessGroupNCCL>(kNcclObjectBytes, store, rank, world, options);
 #else
       throw std::runtime_error("this build of sg2 has no NCCL (libtorch without CUDA)");
 #endif

@@ -189,12 +189,13 @@ impl Run {
         if t.nan_policy != NanPolicy::Rollback {
             bail!("{what} (training.nan_policy = \"rollback\" reloads the last snapshot and continues)");
         }
-        let snap = if self.log.is_some() { snapshot::read_latest(&self.run_dir) } else { None };
+        let main = self.dist().is_main();
+        let snap = if main { snapshot::read_latest(&self.run_dir) } else { None };
         let problem = match &snap {
             _ if self.rollbacks_in_a_row >= t.max_rollbacks => {
                 Some(format!("{what}; gave up after {} rollbacks in a row", t.max_rollbacks))
             }
-            None if self.log.is_some() => Some(format!("{what}; no snapshot to roll back to")),
+            None if main => Some(format!("{what}; no snapshot to roll back to")),
             _ => None,
         };
         if let Some(p) = self.dist().broadcast_json(&problem)? {
