@@ -3,7 +3,7 @@
 use super::mapping::{MappingNetwork, MappingSpec};
 use crate::config::{Architecture, ModelConfig};
 use crate::nn::layers::{register_filter, ConvSpec};
-use crate::nn::ops::downsample2d;
+use crate::nn::ops::{channels_last_for, downsample2d, with_layout};
 use crate::nn::{Act, Conv2dLayer, FullyConnected};
 use std::f64::consts::FRAC_1_SQRT_2;
 use tch::nn::Path;
@@ -39,10 +39,11 @@ struct DiscriminatorBlock {
 impl DiscriminatorBlock {
     fn forward(&self, x: Option<&Tensor>, img: &Tensor) -> (Tensor, Option<Tensor>) {
         let dtype = if self.use_fp16 && img.device().is_cuda() { Kind::Half } else { Kind::Float };
-        let mut x = x.map(|x| x.to_kind(dtype));
+        let layout = channels_last_for(img.device(), dtype);
+        let mut x = x.map(|x| with_layout(&x.to_kind(dtype), layout));
         let mut img_out = None;
         if let Some(fromrgb) = &self.fromrgb {
-            let y = fromrgb.forward(&img.to_kind(dtype), 1.0);
+            let y = fromrgb.forward(&with_layout(&img.to_kind(dtype), layout), 1.0);
             x = Some(match x {
                 Some(x) => x + y,
                 None => y,
@@ -96,6 +97,7 @@ impl Epilogue {
         }
         if self.mbstd_features > 0 {
             x = minibatch_std(&x, self.mbstd_group, self.mbstd_features);
+            x = with_layout(&x, channels_last_for(x.device(), x.kind()));
         }
         let x = self.conv.forward(&x, 1.0);
         let x = self.fc.forward(&x.flatten(1, -1));

@@ -3,7 +3,7 @@
 
 use crate::config::{Architecture, ModelConfig};
 use crate::nn::layers::{register_filter, ConvSpec};
-use crate::nn::ops::{bias_act, modulated_conv2d, upsample2d, ModConvSpec};
+use crate::nn::ops::{bias_act, channels_last_for, modulated_conv2d, upsample2d, with_layout, ModConvSpec};
 use crate::nn::{Act, Conv2dLayer, FullyConnected, ModConv};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
@@ -163,15 +163,16 @@ impl SynthesisBlock {
         let dtype = block_dtype(self.use_fp16, ws.device().is_cuda(), force_fp32);
         // The official block fuses the modulation only for fp32 (or a batch of one) when not training.
         let mode = if dtype == Kind::Half && ws.size()[0] > 1 { ModConv::Unfused } else { mode };
+        let layout = channels_last_for(ws.device(), dtype);
         let w = |i: i64| ws.select(1, i);
         let x = match (&self.constant, x) {
             (Some(c), _) => {
                 let n = ws.size()[0];
-                let c = c.to_kind(dtype).unsqueeze(0).repeat([n, 1, 1, 1]);
+                let c = with_layout(&c.to_kind(dtype).unsqueeze(0).repeat([n, 1, 1, 1]), layout);
                 self.conv1.forward(&c, &w(0), noise[0], mode, 1.0)
             }
             (None, Some(x)) => {
-                let x = x.to_kind(dtype);
+                let x = with_layout(&x.to_kind(dtype), layout);
                 let conv0 = self.conv0.as_ref().unwrap();
                 if self.architecture == Architecture::Resnet {
                     let y = self.skip.as_ref().unwrap().forward(&x, std::f64::consts::FRAC_1_SQRT_2);
