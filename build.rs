@@ -6,6 +6,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=src/ffi/sg2_ext.cpp");
     println!("cargo:rerun-if-changed=src/ffi/c10d.cpp");
+    println!("cargo:rerun-if-changed=src/ffi/fused.cpp");
     // torch-sys exports its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB.
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
@@ -18,6 +19,22 @@ fn main() {
     }
     let root = Path::new(&dir).parent().expect("libtorch lib folder has a parent").to_path_buf();
     let includes: Vec<PathBuf> = vec![root.join("include"), root.join("include/torch/csrc/api/include")];
+    // The fused kernels: optimised and vectorised, but with the float operations in source order (no FMA
+    // contraction), so the forward repeats the unfused chain's rounding. ATen's parallel_for is a header template
+    // over OpenMP: without -fopenmp it would run on one thread. libgomp is the one libtorch loads.
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .includes(&includes)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .opt_level(3)
+        .flag("-ffp-contract=off")
+        .flag("-fopenmp")
+        .file("src/ffi/fused.cpp")
+        .compile("sg2_fused");
     let mut build = cc::Build::new();
     // NCCL's process group lives in libtorch_cuda.
     if Path::new(&dir).join("libtorch_cuda.so").exists() {
@@ -38,6 +55,7 @@ fn main() {
     println!("cargo:rustc-link-search=native={dir}");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
+    println!("cargo:rustc-link-lib=dylib=gomp");
 }
 
 /// The C++ ABI libtorch was built with, as torch-sys determines it: LIBTORCH_CXX11_ABI, else the Python torch's

@@ -252,6 +252,9 @@ pub struct TrainingConfig {
     pub nan_policy: NanPolicy,
     /// Let CUDA use TF32 for matmuls and convolutions (the official trains and evaluates with it off).
     pub allow_tf32: bool,
+    /// Run the CPU convolutions in bfloat16 (fp32 accumulation and outputs): faster on CPUs with AMX or
+    /// AVX512-BF16, less exact. Off as the official (which has no CPU fast path).
+    pub cpu_bf16: bool,
     /// Freeze-D: the first N layers of D, counted from the input as the official counts them, are not trained.
     pub freeze_d: u32,
 }
@@ -298,6 +301,7 @@ impl Default for TrainingConfig {
             modconv: ModConvSetting::Auto,
             nan_policy: NanPolicy::Official,
             allow_tf32: false,
+            cpu_bf16: false,
             freeze_d: 0,
         }
     }

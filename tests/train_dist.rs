@@ -50,7 +50,13 @@ fn one_step(
         "training.d_lr=0.5",
     ]);
     let (rank, world) = (dist.rank, dist.world);
-    let mut tr = Trainer::new(&cfg, Device::Cpu).unwrap();
+    // libtorch's generator is process-wide: ranks initialising at once (threads here) would interleave their
+    // draws and start from other weights than the one-process run.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let mut tr = {
+        let _one_at_a_time = INIT.lock().unwrap();
+        Trainer::new(&cfg, Device::Cpu).unwrap()
+    };
     tr.dist = Arc::new(dist);
     tr.noise_mode = NoiseMode::Const;
     tr.sync_from_main().unwrap();

@@ -120,6 +120,14 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             crate::train::run::check_world(&cfg, dist.world)?;
             let device = dist.device(device)?;
             let modconv = crate::train::trainer::modconv_for(&cfg, device);
+            // The precision switches as `sg2 train` sets them from the config.
+            crate::ffi::set_allow_tf32(cfg.training.allow_tf32)?;
+            crate::nn::ops::set_cpu_bf16(cfg.training.cpu_bf16);
+            let precision = match (device.is_cuda(), cfg.training.allow_tf32, cfg.training.cpu_bf16) {
+                (true, true, _) => ", TF32",
+                (false, _, true) => ", bf16 convolutions",
+                _ => "",
+            };
             let world = dist.world;
             let main = dist.is_main();
             let result = crate::train::bench::bench_train(&cfg, device, steps, dist)?;
@@ -128,7 +136,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             }
             let procs = if world > 1 { format!(", {world} processes") } else { String::new() };
             format!(
-                "train {} on {}{procs} ({modconv:?} modulation)\n{result}",
+                "train {} on {}{procs} ({modconv:?} modulation{precision})\n{result}",
                 config.display(),
                 crate::device::describe(device),
             )

@@ -117,9 +117,11 @@ impl Global {
         }
     }
 
-    /// Applies `--threads`, turns TF32 off (the official setting; a subcommand may allow it), resolves `--device`.
+    /// Applies `--threads`, turns TF32 and CPU bf16 off (the official precision; a subcommand may allow them),
+    /// resolves `--device`.
     pub fn setup(&self) -> Result<tch::Device> {
         crate::ffi::set_allow_tf32(false)?;
+        crate::nn::ops::set_cpu_bf16(false);
         if let Some(n) = self.threads()? {
             tch::set_num_threads(n as i32);
             let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();

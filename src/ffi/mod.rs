@@ -3,6 +3,7 @@
 //! errors with libtorch's message.
 
 pub mod c10d;
+pub mod fused;
 
 use anyhow::{bail, Result};
 use std::os::raw::{c_char, c_int};

@@ -3,7 +3,7 @@
 
 use crate::config::{Architecture, ModelConfig};
 use crate::nn::layers::{register_filter, ConvSpec};
-use crate::nn::ops::{bias_act, channels_last_for, modulated_conv2d, upsample2d, with_layout, ModConvSpec};
+use crate::nn::ops::{channels_last_for, modulated_conv2d, upsample2d, with_layout, BiasAct, ModConvSpec};
 use crate::nn::{Act, Conv2dLayer, FullyConnected, ModConv};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
@@ -85,9 +85,13 @@ impl SynthesisLayer {
             flip_weight: self.up == 1,
             mode,
         };
-        let x = modulated_conv2d(x, &self.weight, &styles, noise.as_ref(), &spec);
-        let b = self.bias.to_kind(x.kind());
-        bias_act(&x, Some(&b), Act::Lrelu, Act::Lrelu.def_gain() * gain, self.conv_clamp.map(|c| c * gain))
+        let post = BiasAct {
+            bias: Some(&self.bias),
+            act: Act::Lrelu,
+            gain: Act::Lrelu.def_gain() * gain,
+            clamp: self.conv_clamp.map(|c| c * gain),
+        };
+        modulated_conv2d(x, &self.weight, &styles, noise.as_ref(), &spec, &post)
     }
 }
 
@@ -118,9 +122,8 @@ impl ToRgbLayer {
     fn forward(&self, x: &Tensor, w: &Tensor, mode: ModConv) -> Tensor {
         let styles = self.affine.forward(w) * self.weight_gain;
         let spec = ModConvSpec { up: 1, padding: 0, resample_filter: None, demodulate: false, flip_weight: true, mode };
-        let x = modulated_conv2d(x, &self.weight, &styles, None, &spec);
-        let b = self.bias.to_kind(x.kind());
-        bias_act(&x, Some(&b), Act::Linear, 1.0, self.conv_clamp)
+        let post = BiasAct { bias: Some(&self.bias), act: Act::Linear, gain: 1.0, clamp: self.conv_clamp };
+        modulated_conv2d(x, &self.weight, &styles, None, &spec, &post)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Equalized-learning-rate layers: weights are stored unscaled and multiplied by 1/sqrt(fan_in) at run time.
 
-use super::ops::{bias_act, conv2d_resample, setup_filter, Act, Conv2dResampleSpec};
+use super::ops::{conv2d_resample, epilogue, setup_filter, Act, BiasAct, Conv2dResampleSpec};
 use tch::nn::{Init, Path};
 use tch::Tensor;
 
@@ -30,7 +30,10 @@ impl FullyConnected {
         });
         match (&b, self.act) {
             (Some(b), Act::Linear) => b.unsqueeze(0).addmm(x, &w.tr()),
-            _ => bias_act(&x.matmul(&w.tr()), b.as_ref(), self.act, self.act.def_gain(), None),
+            _ => {
+                let post = BiasAct { bias: b.as_ref(), act: self.act, gain: self.act.def_gain(), clamp: None };
+                epilogue(&x.matmul(&w.tr()), None, None, &post)
+            }
         }
     }
 }
@@ -92,8 +95,13 @@ impl Conv2dLayer {
             flip_weight: self.up == 1,
         };
         let x = conv2d_resample(x, &w, &spec);
-        let b = self.bias.as_ref().map(|b| b.to_kind(x.kind()));
-        bias_act(&x, b.as_ref(), self.act, self.act.def_gain() * gain, self.conv_clamp.map(|c| c * gain))
+        let post = BiasAct {
+            bias: self.bias.as_ref(),
+            act: self.act,
+            gain: self.act.def_gain() * gain,
+            clamp: self.conv_clamp.map(|c| c * gain),
+        };
+        epilogue(&x, None, None, &post)
     }
 }
 

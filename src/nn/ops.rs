@@ -2,6 +2,7 @@
 //!
 //! These follow stylegan2-ada-pytorch's reference (non-CUDA-plugin) paths, which define the numbers.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Kind, Tensor};
 
 /// Activation of a layer; `def_gain` is the gain the official code applies by default.
@@ -73,6 +74,59 @@ pub fn is_channels_last(x: &Tensor) -> bool {
     x.dim() == 4 && st[1] == 1 && st[3] == s[1] && st[2] == s[1] * s[3] && st[0] == s[1] * s[2] * s[3]
 }
 
+/// What follows a layer's convolution: `bias_act`'s bias, activation, gain and clamp.
+#[derive(Debug, Clone, Copy)]
+pub struct BiasAct<'a> {
+    pub bias: Option<&'a Tensor>,
+    pub act: Act,
+    pub gain: f64,
+    pub clamp: Option<f64>,
+}
+
+impl BiasAct<'_> {
+    /// Nothing: the convolution's output as it is.
+    pub const NONE: BiasAct<'static> = BiasAct { bias: None, act: Act::Linear, gain: 1.0, clamp: None };
+}
+
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Whether `epilogue` may use the fused CPU op (on by default; tests turn it off to compare with the chain).
+pub fn set_fused(on: bool) {
+    FUSED.store(on, Ordering::Relaxed);
+}
+
+/// A layer's epilogue: `bias_act(x * scale + noise, ...)`, `scale` [N, C] (the demodulation coefficients) and
+/// `noise` broadcasting to [N, 1, H, W]. On the CPU in fp32 it is one fused pass each way
+/// (`ffi::fused`), elsewhere the official chain of element-wise ops; the forward values are the same.
+pub fn epilogue(x: &Tensor, scale: Option<&Tensor>, noise: Option<&Tensor>, post: &BiasAct) -> Tensor {
+    if FUSED.load(Ordering::Relaxed) {
+        let lrelu = post.act == Act::Lrelu;
+        if let Some(y) = crate::ffi::fused::bias_act(x, scale, noise, post.bias, lrelu, post.gain, post.clamp) {
+            return y;
+        }
+    }
+    epilogue_chain(x, scale, noise, post)
+}
+
+/// `epilogue` as the official chain of element-wise ops.
+fn epilogue_chain(x: &Tensor, scale: Option<&Tensor>, noise: Option<&Tensor>, post: &BiasAct) -> Tensor {
+    let k = x.kind();
+    let mut x = match scale {
+        Some(d) => {
+            let mut shape = vec![1i64; x.dim()];
+            shape[0] = x.size()[0];
+            shape[1] = -1;
+            x * d.to_kind(k).reshape(&shape)
+        }
+        None => x.shallow_clone(),
+    };
+    if let Some(n) = noise {
+        x = x + n.to_kind(k);
+    }
+    let b = post.bias.map(|b| b.to_kind(k));
+    bias_act(&x, b.as_ref(), post.act, post.gain, post.clamp)
+}
+
 /// The official `setup_filter`: a 1-D filter becomes its normalized outer product (2-D, float32).
 pub fn setup_filter(f: &[f64], device: tch::Device) -> Tensor {
     let n = f.len() as i64;
@@ -96,7 +150,9 @@ pub fn upfirdn2d(x: &Tensor, f: &Tensor, up: i64, down: i64, pad: Pad4, gain: f6
     } else {
         x.shallow_clone()
     };
-    if px0 > 0 || px1 > 0 || py0 > 0 || py1 > 0 {
+    // Symmetric zero padding is the convolution's own (no padded copy).
+    let conv_pad = if px0 == px1 && py0 == py1 && px0 >= 0 && py0 >= 0 { [py0, px0] } else { [0, 0] };
+    if conv_pad == [0, 0] && (px0 > 0 || px1 > 0 || py0 > 0 || py1 > 0) {
         x = x.constant_pad_nd([px0.max(0), px1.max(0), py0.max(0), py1.max(0)]);
     }
     if px0 < 0 || px1 < 0 || py0 < 0 || py1 < 0 {
@@ -109,7 +165,7 @@ pub fn upfirdn2d(x: &Tensor, f: &Tensor, up: i64, down: i64, pad: Pad4, gain: f6
     let (fh, fw) = (f.size()[0], f.size()[1]);
     let weight = f.to_kind(x.kind()).reshape([1, 1, fh, fw]).expand([c, 1, fh, fw], false);
     // Keeping every `down`-th output is the strided convolution (which never computes the others).
-    x.conv2d(&weight, None::<Tensor>, [down, down], [0, 0], [1, 1], c)
+    x.conv2d(&weight, None::<Tensor>, [down, down], conv_pad, [1, 1], c)
 }
 
 fn filter_size(f: &Tensor) -> (i64, i64) {
@@ -131,13 +187,34 @@ pub fn downsample2d(x: &Tensor, f: &Tensor, down: i64) -> Tensor {
     upfirdn2d(x, f, 1, down, pad, 1.0)
 }
 
+static CPU_BF16: AtomicBool = AtomicBool::new(false);
+
+/// Runs the CPU's fp32 weight convolutions in bfloat16 (inputs and weights rounded to bf16, fp32 accumulation,
+/// outputs rounded to bf16 and widened back to fp32), process-wide like CUDA's TF32 switch. Several times faster on CPUs with AMX or
+/// AVX512-BF16, and less exact: an opt-in for training (`training.cpu_bf16`), never for metrics. The FIR filters,
+/// the affine layers and everything element-wise stay fp32.
+pub fn set_cpu_bf16(on: bool) {
+    CPU_BF16.store(on, Ordering::Relaxed);
+}
+
+pub fn cpu_bf16() -> bool {
+    CPU_BF16.load(Ordering::Relaxed)
+}
+
 fn conv(x: &Tensor, w: &Tensor, stride: i64, padding: [i64; 2], groups: i64, transpose: bool, flip: bool) -> Tensor {
     let s = w.size();
     let w = if flip && (s[2] > 1 || s[3] > 1) { w.flip([2, 3]) } else { w.shallow_clone() };
-    if transpose {
+    let bf16 = x.kind() == Kind::Float && x.device() == tch::Device::Cpu && cpu_bf16();
+    let (x, w) = if bf16 { (x.to_kind(Kind::BFloat16), w.to_kind(Kind::BFloat16)) } else { (x.shallow_clone(), w) };
+    let y = if transpose {
         x.conv_transpose2d(&w, None::<Tensor>, [stride, stride], padding, [0, 0], groups, [1, 1])
     } else {
         x.conv2d(&w, None::<Tensor>, [stride, stride], padding, [1, 1], groups)
+    };
+    if bf16 {
+        y.to_kind(Kind::Float)
+    } else {
+        y
     }
 }
 
@@ -243,13 +320,15 @@ pub struct ModConvSpec<'a> {
     pub mode: ModConv,
 }
 
-/// `modulated_conv2d`: weight modulated by per-sample styles, optionally demodulated, plus noise.
+/// `modulated_conv2d`: weight modulated by per-sample styles, optionally demodulated, plus noise, then the layer's
+/// `post` (its bias_act), all applied by `epilogue`.
 pub fn modulated_conv2d(
     x: &Tensor,
     weight: &Tensor,
     styles: &Tensor,
     noise: Option<&Tensor>,
     spec: &ModConvSpec,
+    post: &BiasAct,
 ) -> Tensor {
     let ModConvSpec { up, padding, resample_filter: f, demodulate, flip_weight, mode } = *spec;
     let batch = x.size()[0];
@@ -274,13 +353,7 @@ pub fn modulated_conv2d(
         let x = x * styles.to_kind(x.kind()).reshape([batch, -1, 1, 1]);
         let spec = Conv2dResampleSpec { filter: f, up, down: 1, padding, groups: 1, flip_weight };
         let x = conv2d_resample(&x, &weight.to_kind(x.kind()), &spec);
-        let k = x.kind();
-        return match (&dcoefs, noise) {
-            (Some(d), Some(n)) => x * d.to_kind(k).reshape([batch, -1, 1, 1]) + n.to_kind(k),
-            (Some(d), None) => x * d.to_kind(k).reshape([batch, -1, 1, 1]),
-            (None, Some(n)) => x + n.to_kind(k),
-            (None, None) => x,
-        };
+        return epilogue(&x, dcoefs.as_ref(), noise, post);
     }
     if let (Some(d), Some(wm)) = (&dcoefs, &w) {
         w = Some(wm * d.reshape([batch, -1, 1, 1, 1]));
@@ -292,13 +365,7 @@ pub fn modulated_conv2d(
     let x = conv2d_resample(&x, &w, &spec);
     let sz = x.size();
     let x = x.reshape([batch, out_ch, sz[2], sz[3]]);
-    match noise {
-        Some(n) => {
-            let k = x.kind();
-            x + n.to_kind(k)
-        }
-        None => x,
-    }
+    epilogue(&x, None, noise, post)
 }
 
 #[cfg(test)]
@@ -365,6 +432,104 @@ mod tests {
     }
 
     #[test]
+    fn bf16_convolutions_round_inputs_and_keep_fp32_outputs() {
+        tch::manual_seed(4);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let x = with_layout(&Tensor::randn([2, 16, 8, 8], opts), true);
+        let w = Tensor::randn([8, 16, 3, 3], opts);
+        let spec = Conv2dResampleSpec { filter: None, up: 1, down: 1, padding: 1, groups: 1, flip_weight: true };
+        let exact = conv2d_resample(&x, &w, &spec);
+        set_cpu_bf16(true);
+        let fast = conv2d_resample(&x, &w, &spec);
+        set_cpu_bf16(false);
+        assert_eq!(fast.kind(), Kind::Float);
+        // The fp32 convolution of the bf16-rounded operands, its output rounded to bf16: each value within one bf16
+        // step (2^-8 relative) of that, where plain fp32 is further off.
+        let r = |t: &Tensor| t.to_kind(Kind::BFloat16).to_kind(Kind::Float);
+        let rounded = conv2d_resample(&r(&x), &r(&w), &spec);
+        assert!(fast.eq_tensor(&r(&fast)).all().int64_value(&[]) == 1, "outputs are bf16 values");
+        let bound = rounded.abs() * (1.0 / 256.0) + 1e-6;
+        let off = (&fast - &rounded).abs().gt_tensor(&bound).sum(Kind::Int64).int64_value(&[]);
+        assert_eq!(off, 0, "values beyond one bf16 step of the rounded operands' convolution");
+        let scale = exact.abs().max().double_value(&[]);
+        let d_exact = (&fast - &exact).abs().max().double_value(&[]) / scale;
+        assert!(d_exact > 1e-5 && d_exact < 3e-2, "bf16 differs from fp32 by {d_exact}");
+    }
+
+    /// The fused epilogue against the chain on the same operands: forward bit for bit, gradients (first order and,
+    /// through R1-style create_graph, second order) to fp32 rounding.
+    #[test]
+    fn fused_epilogue_matches_the_chain() {
+        tch::manual_seed(5);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let (n, c, h, w) = (3i64, 20i64, 5i64, 7i64);
+        let leaf = |t: Tensor| t.set_requires_grad(true);
+        for (case, noise_shape, act, clamp) in [
+            (0, Some(vec![n, 1, h, w]), Act::Lrelu, None),
+            (1, Some(vec![h, w]), Act::Lrelu, Some(0.7)),
+            (2, None, Act::Linear, Some(0.5)),
+            (3, Some(vec![1, 1, h, w]), Act::Linear, None),
+        ] {
+            let x0 = with_layout(&Tensor::randn([n, c, h, w], opts), true);
+            let x = leaf(x0.shallow_clone().detach());
+            let s = leaf(Tensor::randn([n, c], opts));
+            let nz = noise_shape.map(|sh| leaf(Tensor::randn(sh.as_slice(), opts)));
+            let b = leaf(Tensor::randn([c], opts));
+            let post = BiasAct { bias: Some(&b), act, gain: 1.3, clamp };
+            let fused = crate::ffi::fused::bias_act(&x, Some(&s), nz.as_ref(), Some(&b), act == Act::Lrelu, 1.3, clamp)
+                .expect("fused op applies");
+            let chain = epilogue_chain(&x, Some(&s), nz.as_ref(), &post);
+            assert!(fused.equal(&chain), "case {case}: forward differs");
+            assert!(is_channels_last(&fused), "case {case}");
+            // First order: every operand's gradient.
+            let gy = Tensor::randn([n, c, h, w], opts);
+            let mut inputs = vec![&x, &s, &b];
+            if let Some(t) = &nz {
+                inputs.push(t);
+            }
+            let g1 = Tensor::run_backward(&[(&fused * &gy).sum(Kind::Float)], &inputs, true, false);
+            let g2 = Tensor::run_backward(&[(&chain * &gy).sum(Kind::Float)], &inputs, true, false);
+            for (i, (a, r)) in g1.iter().zip(&g2).enumerate() {
+                let d = (a - r).abs().max().double_value(&[]);
+                assert!(d <= 1e-5 * r.abs().max().double_value(&[]).max(1.0), "case {case}, input {i}: {d}");
+            }
+            // Second order: d/d(params) of |d out / d x|^2, as R1 takes it.
+            let r1 = |y: &Tensor| {
+                let g = Tensor::run_backward(&[y.sum(Kind::Float)], &[&x], true, true);
+                let pen = g[0].square().sum(Kind::Float);
+                Tensor::run_backward(&[pen], &[&s, &b], false, false)
+            };
+            let (a, r) = (r1(&fused), r1(&chain));
+            assert!(a[0].defined(), "case {case}: the penalty depends on the scale");
+            for (i, (a, r)) in a.iter().zip(&r).enumerate() {
+                // Nothing flows back to the bias (the activation's slope is piecewise constant): autograd may give
+                // no tensor or zeros.
+                if !a.defined() || !r.defined() {
+                    let other = if a.defined() { a } else { r };
+                    let zero = !other.defined() || other.abs().max().double_value(&[]) == 0.0;
+                    assert!(zero, "case {case}, 2nd order {i}: nonzero where the other has none");
+                    continue;
+                }
+                let d = (a - r).abs().max().double_value(&[]);
+                assert!(d <= 1e-5 * r.abs().max().double_value(&[]).max(1.0), "case {case}, 2nd order {i}: {d}");
+            }
+        }
+        // [N, C] (the mapping network's layers), and operands it does not take.
+        let x = Tensor::randn([4, 9], opts);
+        let b = Tensor::randn([9], opts);
+        let post = BiasAct { bias: Some(&b), act: Act::Lrelu, gain: 2f64.sqrt(), clamp: None };
+        let fused = crate::ffi::fused::bias_act(&x, None, None, Some(&b), true, 2f64.sqrt(), None).unwrap();
+        assert!(fused.equal(&epilogue_chain(&x, None, None, &post)));
+        let nchw = Tensor::randn([2, 3, 4, 4], opts);
+        assert!(crate::ffi::fused::bias_act(&nchw, None, None, None, true, 1.0, None).is_none(), "NCHW");
+        let wrong = Tensor::randn([5], opts);
+        let cl = with_layout(&nchw, true);
+        assert!(crate::ffi::fused::bias_act(&cl, None, None, Some(&wrong), true, 1.0, None).is_none(), "bias");
+        let half = cl.to_kind(Kind::Half);
+        assert!(crate::ffi::fused::bias_act(&half, None, None, None, true, 1.0, None).is_none(), "fp16");
+    }
+
+    #[test]
     fn bias_act_lrelu_gain_and_clamp() {
         let x = t(&[-1.0, 2.0], &[1, 2]);
         let b = t(&[0.5, 0.5], &[2]);
@@ -391,8 +556,8 @@ mod tests {
                 flip_weight: flip,
                 mode,
             };
-            let a = modulated_conv2d(&x, &w, &s, None, &spec(ModConv::Fused));
-            let b = modulated_conv2d(&x, &w, &s, None, &spec(ModConv::Unfused));
+            let a = modulated_conv2d(&x, &w, &s, None, &spec(ModConv::Fused), &BiasAct::NONE);
+            let b = modulated_conv2d(&x, &w, &s, None, &spec(ModConv::Unfused), &BiasAct::NONE);
             assert_eq!(a.size(), vec![3, 5, 8 * up, 8 * up]);
             let d = (&a - &b).abs().max().double_value(&[]);
             assert!(d < 1e-4, "up={up}: {d}");

@@ -1,0 +1,357 @@
+// A fused CPU epilogue for fp32 layers: y = clamp(act(x * scale[n,c] + noise[n,pixel] + bias[c]) * gain, +-clamp),
+// as an autograd function. The layers compute exactly this chain of element-wise passes (the modulated
+// convolution's demodulation and noise, then bias_act); here it is one pass forward and one backward, keeping only
+// `x` (which the pre-activation is recomputed from) instead of three whole activations.
+//
+// The forward repeats the chain's float operations in the same order (this file is compiled with
+// -ffp-contract=off), so it gives the chain's values bit for bit. The backward sums the small gradients (scale,
+// noise, bias) in another order than ATen's reductions. When the backward itself is differentiated (R1 and path
+// length regularisation: create_graph), it is built from differentiable ATen ops instead.
+//
+// x: [N, C] or [N, C, H, W] in dense channels-last memory (so the channels of a pixel are contiguous); scale: [N, C]
+// or undefined; noise: anything broadcasting to [N, 1, H, W] or undefined; bias: [C] or undefined.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct Spec {
+  bool lrelu;
+  float gain;
+  bool has_clamp;
+  float clamp;
+};
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define SG2_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SG2_CLONES
+#endif
+#define SG2_INLINE __attribute__((always_inline)) inline
+
+// Operands of a run of pixels: x, y / gy, gx are [pixels, C]; s and b are [C] (or null), noise one value per pixel.
+struct Run {
+  const float* x;
+  const float* s;
+  const float* noise;
+  const float* b;
+  int64_t pixels, C;
+};
+
+// The flags are template arguments so that each combination compiles to a branch-free vector loop over channels.
+template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP>
+SG2_INLINE void forward_run(const Run& r, float* y, Spec p) {
+  for (int64_t i = 0; i < r.pixels; ++i) {
+    const float* x = r.x + i * r.C;
+    float* yo = y + i * r.C;
+    float nz = NZ ? r.noise[i] : 0.f;
+#pragma omp simd
+    for (int64_t c = 0; c < r.C; ++c) {
+      float v = x[c];
+      if (S) v = v * r.s[c];
+      if (NZ) v = v + nz;
+      if (B) v = v + r.b[c];
+      if (LRELU) v = v > 0.f ? v : 0.2f * v;
+      if (GAIN) v = v * p.gain;
+      if (CLAMP) v = std::min(std::max(v, -p.clamp), p.clamp);  // NaN passes through, as ATen's clamp
+      yo[c] = v;
+    }
+  }
+}
+
+// Gradients of a run: gx (written when non-null), and accumulated per channel: gs (x * g), gb (g); gn (written
+// when non-null) is the sum over channels (the noise gradient).
+template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP>
+SG2_INLINE void backward_run(const Run& r, const float* gy, float* gx, float* gs, float* gb, float* gn, Spec p) {
+  for (int64_t i = 0; i < r.pixels; ++i) {
+    const float* x = r.x + i * r.C;
+    const float* gyi = gy + i * r.C;
+    float* gxi = gx ? gx + i * r.C : nullptr;
+    float nz = NZ ? r.noise[i] : 0.f;
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t c = 0; c < r.C; ++c) {
+      float v = x[c];
+      float z = S ? v * r.s[c] : v;
+      if (NZ) z = z + nz;
+      if (B) z = z + r.b[c];
+      float g = gyi[c];
+      if (CLAMP) {
+        float y0 = LRELU ? (z > 0.f ? z : 0.2f * z) : z;
+        if (GAIN) y0 = y0 * p.gain;
+        g = (y0 >= -p.clamp && y0 <= p.clamp) ? g : 0.f;
+      }
+      if (GAIN) g = g * p.gain;
+      if (LRELU) g = z > 0.f ? g : 0.2f * g;
+      if (gb) gb[c] += g;
+      if (gs) gs[c] += g * v;
+      sum += g;
+      if (gxi) gxi[c] = S ? g * r.s[c] : g;
+    }
+    if (gn) gn[i] = sum;
+  }
+}
+
+// Runtime flags -> the instantiation. `F` is called with a tag type carrying the six flags.
+template <bool... Fl>
+struct Flags {};
+
+template <typename F, bool... Done>
+SG2_INLINE void dispatch(F&& f, const bool* flags, int left, Flags<Done...>) {
+  if constexpr (sizeof...(Done) == 6) {
+    f(Flags<Done...>{});
+  } else {
+    if (flags[0]) {
+      dispatch(f, flags + 1, left - 1, Flags<Done..., true>{});
+    } else {
+      dispatch(f, flags + 1, left - 1, Flags<Done..., false>{});
+    }
+  }
+}
+
+template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP>
+SG2_INLINE void forward_tagged(const Run& r, float* y, Spec p, Flags<S, NZ, B, LRELU, GAIN, CLAMP>) {
+  forward_run<S, NZ, B, LRELU, GAIN, CLAMP>(r, y, p);
+}
+
+template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP>
+SG2_INLINE void backward_tagged(const Run& r, const float* gy, float* gx, float* gs, float* gb, float* gn, Spec p,
+                                Flags<S, NZ, B, LRELU, GAIN, CLAMP>) {
+  backward_run<S, NZ, B, LRELU, GAIN, CLAMP>(r, gy, gx, gs, gb, gn, p);
+}
+
+SG2_CLONES void forward_pixels(const Run& r, float* y, Spec p) {
+  bool flags[6] = {r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp};
+  dispatch([&](auto tag) { forward_tagged(r, y, p, tag); }, flags, 6, Flags<>{});
+}
+
+SG2_CLONES void backward_pixels(const Run& r, const float* gy, float* gx, float* gs, float* gb, float* gn, Spec p) {
+  bool flags[6] = {r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp};
+  dispatch([&](auto tag) { backward_tagged(r, gy, gx, gs, gb, gn, p, tag); }, flags, 6, Flags<>{});
+}
+
+// Geometry shared by both passes: N samples of P pixels of C channels.
+struct Geometry {
+  int64_t N, C, P, W;
+};
+
+Geometry geometry(const at::Tensor& x) {
+  if (x.dim() == 2) return {x.size(0), x.size(1), 1, 1};
+  return {x.size(0), x.size(1), x.size(2) * x.size(3), x.size(3)};
+}
+
+bool dense(const at::Tensor& x) {
+  return x.dim() == 2 ? x.is_contiguous() : x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+at::Tensor like_x(const at::Tensor& x) {
+  return x.dim() == 2 ? at::empty_like(x) : at::empty_like(x, at::MemoryFormat::ChannelsLast);
+}
+
+// The noise as [N or 1, P] floats (row stride 0 when shared by the batch).
+struct NoiseView {
+  at::Tensor t;
+  const float* ptr;
+  int64_t stride;
+};
+
+NoiseView noise_view(const at::Tensor& noise, const Geometry& g) {
+  if (!noise.defined()) return {noise, nullptr, 0};
+  auto t = noise.reshape({-1, g.P}).contiguous();
+  TORCH_CHECK(t.size(0) == 1 || t.size(0) == g.N, "fused bias_act: noise does not broadcast to the batch");
+  return {t, t.data_ptr<float>(), t.size(0) == 1 ? 0 : g.P};
+}
+
+const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
+
+at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
+                          Spec p) {
+  auto g = geometry(x);
+  auto y = like_x(x);
+  auto nv = noise_view(noise, g);
+  const float* xp = x.data_ptr<float>();
+  const float* sp = ptr_or_null(s);
+  const float* bp = ptr_or_null(b);
+  float* yp = y.data_ptr<float>();
+  // Rows of W pixels are the unit of work.
+  int64_t per_n = g.P / g.W;
+  at::parallel_for(0, g.N * per_n, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t n = r / per_n, pix = (r % per_n) * g.W, off = (n * g.P + pix) * g.C;
+      Run run{xp + off, sp ? sp + n * g.C : nullptr, nv.ptr ? nv.ptr + n * nv.stride + pix : nullptr, bp, g.W, g.C};
+      forward_pixels(run, yp + off, p);
+    }
+  });
+  return y;
+}
+
+// The backward as differentiable ATen ops (for create_graph).
+variable_list backward_composite(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise,
+                                 const at::Tensor& b, const at::Tensor& gy, Spec p) {
+  int64_t d = x.dim();
+  auto per_c = [&](const at::Tensor& t) {  // [C] or [N, C] -> broadcastable over x
+    std::vector<int64_t> shape(d, 1);
+    if (t.dim() == 2) shape[0] = t.size(0);
+    shape[1] = t.size(-1);
+    return t.reshape(shape);
+  };
+  at::Tensor z = s.defined() ? x * per_c(s) : x;
+  if (noise.defined()) z = z + noise;
+  if (b.defined()) z = z + per_c(b);
+  at::Tensor g = gy;
+  if (p.has_clamp) {
+    at::Tensor y0 = p.lrelu ? at::where(z > 0, z, z * 0.2) : z;
+    if (p.gain != 1.f) y0 = y0 * p.gain;
+    g = at::where(y0.ge(-p.clamp).logical_and(y0.le(p.clamp)), g, at::zeros({}, g.options()));
+  }
+  if (p.gain != 1.f) g = g * p.gain;
+  if (p.lrelu) g = at::where(z.detach() > 0, g, g * 0.2);
+  std::vector<int64_t> spatial;
+  for (int64_t i = 2; i < d; ++i) spatial.push_back(i);
+  at::Tensor gx = s.defined() ? g * per_c(s) : g;
+  at::Tensor gs = s.defined() ? (spatial.empty() ? g * x : (g * x).sum(spatial)) : at::Tensor();
+  at::Tensor gn = noise.defined() ? g.sum(1, true).sum_to_size(noise.sizes()) : at::Tensor();
+  std::vector<int64_t> all_but_c = {0};
+  all_but_c.insert(all_but_c.end(), spatial.begin(), spatial.end());
+  at::Tensor gb = b.defined() ? g.sum(all_but_c) : at::Tensor();
+  return {gx, gs, gn, gb};
+}
+
+variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise,
+                              const at::Tensor& b, const at::Tensor& gy_in, Spec p, bool need_x, bool need_s,
+                              bool need_n, bool need_b) {
+  auto g = geometry(x);
+  auto gy = x.dim() == 2 ? gy_in.contiguous() : gy_in.contiguous(at::MemoryFormat::ChannelsLast);
+  auto nv = noise_view(noise, g);
+  auto opts = x.options();
+  at::Tensor gx = need_x ? like_x(x) : at::Tensor();
+  at::Tensor gs = need_s ? at::empty({g.N, g.C}, opts) : at::Tensor();
+  at::Tensor gb_n = need_b ? at::empty({g.N, g.C}, opts) : at::Tensor();
+  at::Tensor gn = need_n ? at::empty({g.N, g.P}, opts) : at::Tensor();
+  const float* xp = x.data_ptr<float>();
+  const float* sp = ptr_or_null(s);
+  const float* bp = ptr_or_null(b);
+  const float* gyp = gy.data_ptr<float>();
+  float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
+  at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+    // Per row of pixels in float, per sample in double: sums over large images stay accurate.
+    std::vector<float> row_s(g.C), row_b(g.C);
+    std::vector<double> acc_s(g.C), acc_b(g.C);
+    for (int64_t n = n0; n < n1; ++n) {
+      std::fill(acc_s.begin(), acc_s.end(), 0.0);
+      std::fill(acc_b.begin(), acc_b.end(), 0.0);
+      for (int64_t r = 0; r < g.P / g.W; ++r) {
+        std::fill(row_s.begin(), row_s.end(), 0.f);
+        std::fill(row_b.begin(), row_b.end(), 0.f);
+        int64_t pix = r * g.W, off = (n * g.P + pix) * g.C;
+        Run run{xp + off, sp ? sp + n * g.C : nullptr, nv.ptr ? nv.ptr + n * nv.stride + pix : nullptr, bp, g.W, g.C};
+        backward_pixels(run, gyp + off, gxp ? gxp + off : nullptr, need_s ? row_s.data() : nullptr,
+                        need_b ? row_b.data() : nullptr, need_n ? gn.data_ptr<float>() + n * g.P + pix : nullptr, p);
+        for (int64_t c = 0; c < g.C; ++c) {
+          acc_s[c] += row_s[c];
+          acc_b[c] += row_b[c];
+        }
+      }
+      for (int64_t c = 0; c < g.C; ++c) {
+        if (need_s) gs.data_ptr<float>()[n * g.C + c] = static_cast<float>(acc_s[c]);
+        if (need_b) gb_n.data_ptr<float>()[n * g.C + c] = static_cast<float>(acc_b[c]);
+      }
+    }
+  });
+  at::Tensor gb = need_b ? gb_n.to(at::kDouble).sum(0).to(at::kFloat) : at::Tensor();
+  at::Tensor gnoise;
+  if (need_n) {
+    std::vector<int64_t> shape = {g.N, 1};
+    if (x.dim() == 4) shape = {g.N, 1, x.size(2), x.size(3)};
+    gnoise = gn.reshape(shape).sum_to_size(noise.sizes());
+  }
+  return {gx, gs, gnoise, gb};
+}
+
+struct FusedBiasAct : public torch::autograd::Function<FusedBiasAct> {
+  // Autograd functions take defined tensors only: an absent operand comes as an empty tensor.
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& s_in,
+                            const at::Tensor& noise_in, const at::Tensor& b_in, bool lrelu, double gain, double clamp) {
+    auto present = [](const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); };
+    at::Tensor s = present(s_in), noise = present(noise_in), b = present(b_in);
+    Spec p{lrelu, static_cast<float>(gain), clamp >= 0, static_cast<float>(clamp)};
+    ctx->save_for_backward({x, s, noise, b});
+    ctx->saved_data["lrelu"] = lrelu;
+    ctx->saved_data["gain"] = gain;
+    ctx->saved_data["clamp"] = clamp;
+    return forward_kernel(x, s, noise, b, p);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &s = saved[1], &noise = saved[2], &b = saved[3];
+    double clamp = ctx->saved_data["clamp"].toDouble();
+    Spec p{ctx->saved_data["lrelu"].toBool(), static_cast<float>(ctx->saved_data["gain"].toDouble()), clamp >= 0,
+           static_cast<float>(clamp)};
+    variable_list g;
+    if (at::GradMode::is_enabled()) {
+      g = backward_composite(x, s, noise, b, grads[0], p);
+    } else {
+      g = backward_kernel(x, s, noise, b, grads[0], p, ctx->needs_input_grad(0),
+                          s.defined() && ctx->needs_input_grad(1), noise.defined() && ctx->needs_input_grad(2),
+                          b.defined() && ctx->needs_input_grad(3));
+    }
+    return {g[0], g[1], g[2], g[3], at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+void copy_message(const char* msg, char* err, size_t len) {
+  if (err == nullptr || len == 0) return;
+  std::strncpy(err, msg, len - 1);
+  err[len - 1] = '\0';
+}
+
+at::Tensor opt(at::Tensor* t, const at::Tensor& x) { return t ? *t : at::empty({0}, x.options()); }
+
+}  // namespace
+
+extern "C" {
+
+// 1 when the fused epilogue takes these operands (CPU fp32, dense layouts, matching shapes), else 0.
+int sg2_fused_bias_act_applies(at::Tensor* x, at::Tensor* s, at::Tensor* noise, at::Tensor* b) {
+  try {
+    auto ok = [&](at::Tensor* t) { return !t || (t->device().is_cpu() && t->scalar_type() == at::kFloat); };
+    if (!ok(x) || !ok(s) || !ok(noise) || !ok(b)) return 0;
+    if ((x->dim() != 2 && x->dim() != 4) || !dense(*x) || x->numel() == 0) return 0;
+    int64_t N = x->size(0), C = x->size(1);
+    if (s && !(s->dim() == 2 && s->size(0) == N && s->size(1) == C && s->is_contiguous())) return 0;
+    if (b && !(b->dim() == 1 && b->size(0) == C && b->is_contiguous())) return 0;
+    if (noise) {
+      if (x->dim() != 4 || noise->dim() > 4) return 0;
+      auto ns = noise->sizes().vec();
+      while (ns.size() < 4) ns.insert(ns.begin(), 1);
+      if (ns[1] != 1 || ns[2] != x->size(2) || ns[3] != x->size(3) || (ns[0] != 1 && ns[0] != N)) return 0;
+    }
+    return 1;
+  } catch (...) {
+    return 0;
+  }
+}
+
+// The fused epilogue (see above); `clamp` < 0: none. s, noise, b may be null.
+int sg2_fused_bias_act(at::Tensor* x, at::Tensor* s, at::Tensor* noise, at::Tensor* b, int lrelu, double gain,
+                       double clamp, at::Tensor** out, char* err, size_t len) {
+  try {
+    *out = new at::Tensor(FusedBiasAct::apply(*x, opt(s, *x), opt(noise, *x), opt(b, *x), lrelu != 0, gain, clamp));
+    return 0;
+  } catch (const std::exception& e) {
+    copy_message(e.what(), err, len);
+    return -1;
+  }
+}
+
+}  // extern "C"
