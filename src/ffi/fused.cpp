@@ -38,9 +38,44 @@ struct Spec {
 #endif
 #define SG2_INLINE __attribute__((always_inline)) inline
 
+// bfloat16 as ATen stores it (the upper half of a float), rounded to nearest even as ATen rounds.
+SG2_INLINE float from_bf16(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+SG2_INLINE uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (f != f) return 0x7FC0;
+  return static_cast<uint16_t>((u + (((u >> 16) & 1) + 0x7FFF)) >> 16);
+}
+
+// Element i of a float (BF = false) or bfloat16 (BF = true) array.
+template <bool BF>
+SG2_INLINE float load(const void* p, int64_t i) {
+  if constexpr (BF) {
+    return from_bf16(static_cast<const uint16_t*>(p)[i]);
+  } else {
+    return static_cast<const float*>(p)[i];
+  }
+}
+
+template <bool BF>
+SG2_INLINE void store(void* p, int64_t i, float v) {
+  if constexpr (BF) {
+    static_cast<uint16_t*>(p)[i] = to_bf16(v);
+  } else {
+    static_cast<float*>(p)[i] = v;
+  }
+}
+
 // Operands of a run of pixels: x, y / gy, gx are [pixels, C]; s and b are [C] (or null), noise one value per pixel.
+// x (and gx) are bfloat16 when the convolution before ran in bf16, else float.
 struct Run {
-  const float* x;
+  const void* x;
   const float* s;
   const float* noise;
   const float* b;
@@ -48,15 +83,15 @@ struct Run {
 };
 
 // The flags are template arguments so that each combination compiles to a branch-free vector loop over channels.
-template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP>
+template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP, bool BF>
 SG2_INLINE void forward_run(const Run& r, float* y, Spec p) {
   for (int64_t i = 0; i < r.pixels; ++i) {
-    const float* x = r.x + i * r.C;
-    float* yo = y + i * r.C;
+    int64_t base = i * r.C;
+    float* yo = y + base;
     float nz = NZ ? r.noise[i] : 0.f;
 #pragma omp simd
     for (int64_t c = 0; c < r.C; ++c) {
-      float v = x[c];
+      float v = load<BF>(r.x, base + c);
       if (S) v = v * r.s[c];
       if (NZ) v = v + nz;
       if (B) v = v + r.b[c];
@@ -70,17 +105,16 @@ SG2_INLINE void forward_run(const Run& r, float* y, Spec p) {
 
 // Gradients of a run: gx (written when non-null), and accumulated per channel: gs (x * g), gb (g); gn (written
 // when non-null) is the sum over channels (the noise gradient).
-template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP>
-SG2_INLINE void backward_run(const Run& r, const float* gy, float* gx, float* gs, float* gb, float* gn, Spec p) {
+template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP, bool BF>
+SG2_INLINE void backward_run(const Run& r, const float* gy, void* gx, float* gs, float* gb, float* gn, Spec p) {
   for (int64_t i = 0; i < r.pixels; ++i) {
-    const float* x = r.x + i * r.C;
-    const float* gyi = gy + i * r.C;
-    float* gxi = gx ? gx + i * r.C : nullptr;
+    int64_t base = i * r.C;
+    const float* gyi = gy + base;
     float nz = NZ ? r.noise[i] : 0.f;
     float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t c = 0; c < r.C; ++c) {
-      float v = x[c];
+      float v = load<BF>(r.x, base + c);
       float z = S ? v * r.s[c] : v;
       if (NZ) z = z + nz;
       if (B) z = z + r.b[c];
@@ -95,7 +129,7 @@ SG2_INLINE void backward_run(const Run& r, const float* gy, float* gx, float* gs
       if (gb) gb[c] += g;
       if (gs) gs[c] += g * v;
       sum += g;
-      if (gxi) gxi[c] = S ? g * r.s[c] : g;
+      if (gx) store<BF>(gx, base + c, S ? g * r.s[c] : g);
     }
     if (gn) gn[i] = sum;
   }
@@ -107,7 +141,7 @@ struct Flags {};
 
 template <typename F, bool... Done>
 SG2_INLINE void dispatch(F&& f, const bool* flags, int left, Flags<Done...>) {
-  if constexpr (sizeof...(Done) == 6) {
+  if constexpr (sizeof...(Done) == 7) {
     f(Flags<Done...>{});
   } else {
     if (flags[0]) {
@@ -118,25 +152,26 @@ SG2_INLINE void dispatch(F&& f, const bool* flags, int left, Flags<Done...>) {
   }
 }
 
-template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP>
-SG2_INLINE void forward_tagged(const Run& r, float* y, Spec p, Flags<S, NZ, B, LRELU, GAIN, CLAMP>) {
-  forward_run<S, NZ, B, LRELU, GAIN, CLAMP>(r, y, p);
+template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP, bool BF>
+SG2_INLINE void forward_tagged(const Run& r, float* y, Spec p, Flags<S, NZ, B, LRELU, GAIN, CLAMP, BF>) {
+  forward_run<S, NZ, B, LRELU, GAIN, CLAMP, BF>(r, y, p);
 }
 
-template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP>
-SG2_INLINE void backward_tagged(const Run& r, const float* gy, float* gx, float* gs, float* gb, float* gn, Spec p,
-                                Flags<S, NZ, B, LRELU, GAIN, CLAMP>) {
-  backward_run<S, NZ, B, LRELU, GAIN, CLAMP>(r, gy, gx, gs, gb, gn, p);
+template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP, bool BF>
+SG2_INLINE void backward_tagged(const Run& r, const float* gy, void* gx, float* gs, float* gb, float* gn, Spec p,
+                                Flags<S, NZ, B, LRELU, GAIN, CLAMP, BF>) {
+  backward_run<S, NZ, B, LRELU, GAIN, CLAMP, BF>(r, gy, gx, gs, gb, gn, p);
 }
 
-SG2_CLONES void forward_pixels(const Run& r, float* y, Spec p) {
-  bool flags[6] = {r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp};
-  dispatch([&](auto tag) { forward_tagged(r, y, p, tag); }, flags, 6, Flags<>{});
+SG2_CLONES void forward_pixels(const Run& r, bool bf16, float* y, Spec p) {
+  bool flags[7] = {r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp, bf16};
+  dispatch([&](auto tag) __attribute__((always_inline)) { forward_tagged(r, y, p, tag); }, flags, 7, Flags<>{});
 }
 
-SG2_CLONES void backward_pixels(const Run& r, const float* gy, float* gx, float* gs, float* gb, float* gn, Spec p) {
-  bool flags[6] = {r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp};
-  dispatch([&](auto tag) { backward_tagged(r, gy, gx, gs, gb, gn, p, tag); }, flags, 6, Flags<>{});
+SG2_CLONES void backward_pixels(const Run& r, bool bf16, const float* gy, void* gx, float* gs, float* gb, float* gn,
+                                Spec p) {
+  bool flags[7] = {r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp, bf16};
+  dispatch([&](auto tag) __attribute__((always_inline)) { backward_tagged(r, gy, gx, gs, gb, gn, p, tag); }, flags, 7, Flags<>{});
 }
 
 // Geometry shared by both passes: N samples of P pixels of C channels.
@@ -153,8 +188,16 @@ bool dense(const at::Tensor& x) {
   return x.dim() == 2 ? x.is_contiguous() : x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-at::Tensor like_x(const at::Tensor& x) {
-  return x.dim() == 2 ? at::empty_like(x) : at::empty_like(x, at::MemoryFormat::ChannelsLast);
+at::Tensor like_x(const at::Tensor& x, at::ScalarType kind) {
+  auto opts = x.options().dtype(kind);
+  return x.dim() == 2 ? at::empty_like(x, opts) : at::empty_like(x, opts, at::MemoryFormat::ChannelsLast);
+}
+
+bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
+
+// `base` advanced by `i` elements of `t`'s kind.
+const void* at_elem(const at::Tensor& t, const void* base, int64_t i) {
+  return static_cast<const char*>(base) + i * t.element_size();
 }
 
 // The noise as [N or 1, P] floats (row stride 0 when shared by the batch).
@@ -176,9 +219,10 @@ const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<
 at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
                           Spec p) {
   auto g = geometry(x);
-  auto y = like_x(x);
+  auto y = like_x(x, at::kFloat);
   auto nv = noise_view(noise, g);
-  const float* xp = x.data_ptr<float>();
+  const void* xp = x.data_ptr();
+  bool bf = is_bf16(x);
   const float* sp = ptr_or_null(s);
   const float* bp = ptr_or_null(b);
   float* yp = y.data_ptr<float>();
@@ -187,8 +231,9 @@ at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Te
   at::parallel_for(0, g.N * per_n, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       int64_t n = r / per_n, pix = (r % per_n) * g.W, off = (n * g.P + pix) * g.C;
-      Run run{xp + off, sp ? sp + n * g.C : nullptr, nv.ptr ? nv.ptr + n * nv.stride + pix : nullptr, bp, g.W, g.C};
-      forward_pixels(run, yp + off, p);
+      Run run{at_elem(x, xp, off), sp ? sp + n * g.C : nullptr, nv.ptr ? nv.ptr + n * nv.stride + pix : nullptr, bp,
+              g.W, g.C};
+      forward_pixels(run, bf, yp + off, p);
     }
   });
   return y;
@@ -232,16 +277,18 @@ variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at
   auto g = geometry(x);
   auto gy = x.dim() == 2 ? gy_in.contiguous() : gy_in.contiguous(at::MemoryFormat::ChannelsLast);
   auto nv = noise_view(noise, g);
-  auto opts = x.options();
-  at::Tensor gx = need_x ? like_x(x) : at::Tensor();
+  auto opts = x.options().dtype(at::kFloat);
+  // The gradient comes back in x's kind (bf16 feeds the bf16 convolution's backward directly).
+  at::Tensor gx = need_x ? like_x(x, x.scalar_type()) : at::Tensor();
   at::Tensor gs = need_s ? at::empty({g.N, g.C}, opts) : at::Tensor();
   at::Tensor gb_n = need_b ? at::empty({g.N, g.C}, opts) : at::Tensor();
   at::Tensor gn = need_n ? at::empty({g.N, g.P}, opts) : at::Tensor();
-  const float* xp = x.data_ptr<float>();
+  const void* xp = x.data_ptr();
+  bool bf = is_bf16(x);
   const float* sp = ptr_or_null(s);
   const float* bp = ptr_or_null(b);
   const float* gyp = gy.data_ptr<float>();
-  float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
+  void* gxp = need_x ? gx.data_ptr() : nullptr;
   at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
     // Per row of pixels in float, per sample in double: sums over large images stay accurate.
     std::vector<float> row_s(g.C), row_b(g.C);
@@ -253,8 +300,10 @@ variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at
         std::fill(row_s.begin(), row_s.end(), 0.f);
         std::fill(row_b.begin(), row_b.end(), 0.f);
         int64_t pix = r * g.W, off = (n * g.P + pix) * g.C;
-        Run run{xp + off, sp ? sp + n * g.C : nullptr, nv.ptr ? nv.ptr + n * nv.stride + pix : nullptr, bp, g.W, g.C};
-        backward_pixels(run, gyp + off, gxp ? gxp + off : nullptr, need_s ? row_s.data() : nullptr,
+        Run run{at_elem(x, xp, off), sp ? sp + n * g.C : nullptr, nv.ptr ? nv.ptr + n * nv.stride + pix : nullptr,
+                bp, g.W, g.C};
+        void* gxo = gxp ? const_cast<void*>(at_elem(x, gxp, off)) : nullptr;
+        backward_pixels(run, bf, gyp + off, gxo, need_s ? row_s.data() : nullptr,
                         need_b ? row_b.data() : nullptr, need_n ? gn.data_ptr<float>() + n * g.P + pix : nullptr, p);
         for (int64_t c = 0; c < g.C; ++c) {
           acc_s[c] += row_s[c];
@@ -309,6 +358,107 @@ struct FusedBiasAct : public torch::autograd::Function<FusedBiasAct> {
   }
 };
 
+// The unfused modulation: y = x * s[n, c], written in bfloat16 when the convolution it feeds runs in bf16 (one
+// pass instead of a product and a cast). Backward: gx = g * s and gs = sum over pixels of g * x, in one pass.
+template <bool BF>
+SG2_INLINE void modulate_run(const float* x, const float* s, void* y, int64_t pixels, int64_t C) {
+  for (int64_t i = 0; i < pixels; ++i) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) store<BF>(y, i * C + c, x[i * C + c] * s[c]);
+  }
+}
+
+template <bool BF>
+SG2_INLINE void modulate_back_run(const float* x, const float* s, const void* gy, float* gx, float* gs,
+                                  int64_t pixels, int64_t C) {
+  for (int64_t i = 0; i < pixels; ++i) {
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      float g = load<BF>(gy, i * C + c);
+      if (gs) gs[c] += g * x[i * C + c];
+      if (gx) gx[i * C + c] = g * s[c];
+    }
+  }
+}
+
+SG2_CLONES void modulate_pixels(bool bf, const float* x, const float* s, void* y, int64_t pixels, int64_t C) {
+  if (bf) {
+    modulate_run<true>(x, s, y, pixels, C);
+  } else {
+    modulate_run<false>(x, s, y, pixels, C);
+  }
+}
+
+SG2_CLONES void modulate_back_pixels(bool bf, const float* x, const float* s, const void* gy, float* gx, float* gs,
+                                     int64_t pixels, int64_t C) {
+  if (bf) {
+    modulate_back_run<true>(x, s, gy, gx, gs, pixels, C);
+  } else {
+    modulate_back_run<false>(x, s, gy, gx, gs, pixels, C);
+  }
+}
+
+struct Modulate : public torch::autograd::Function<Modulate> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& s, bool bf16) {
+    ctx->save_for_backward({x, s});
+    auto g = geometry(x);
+    auto y = like_x(x, bf16 ? at::kBFloat16 : at::kFloat);
+    const float* xp = x.data_ptr<float>();
+    const float* sp = s.data_ptr<float>();
+    void* yp = y.data_ptr();
+    int64_t per_n = g.P / g.W;
+    at::parallel_for(0, g.N * per_n, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        int64_t n = r / per_n, off = (n * g.P + (r % per_n) * g.W) * g.C;
+        modulate_pixels(bf16, xp + off, sp + n * g.C, const_cast<void*>(at_elem(y, yp, off)), g.W, g.C);
+      }
+    });
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &s = saved[1];
+    auto g = geometry(x);
+    if (at::GradMode::is_enabled()) {
+      std::vector<int64_t> shape(x.dim(), 1);
+      shape[0] = g.N;
+      shape[1] = g.C;
+      auto gy = grads[0].to(at::kFloat);
+      std::vector<int64_t> spatial;
+      for (int64_t i = 2; i < x.dim(); ++i) spatial.push_back(i);
+      auto gs = spatial.empty() ? gy * x : (gy * x).sum(spatial);
+      return {gy * s.reshape(shape), gs, at::Tensor()};
+    }
+    bool need_x = ctx->needs_input_grad(0), need_s = ctx->needs_input_grad(1);
+    auto gy = x.dim() == 2 ? grads[0].contiguous() : grads[0].contiguous(at::MemoryFormat::ChannelsLast);
+    bool bf = is_bf16(gy);
+    TORCH_CHECK(bf || gy.scalar_type() == at::kFloat, "modulate: unexpected gradient kind");
+    at::Tensor gx = need_x ? like_x(x, at::kFloat) : at::Tensor();
+    at::Tensor gs = need_s ? at::empty({g.N, g.C}, x.options()) : at::Tensor();
+    const float* xp = x.data_ptr<float>();
+    const float* sp = s.data_ptr<float>();
+    const void* gyp = gy.data_ptr();
+    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+      std::vector<float> row(g.C);
+      std::vector<double> acc(g.C);
+      for (int64_t n = n0; n < n1; ++n) {
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t r = 0; r < g.P / g.W; ++r) {
+          std::fill(row.begin(), row.end(), 0.f);
+          int64_t off = (n * g.P + r * g.W) * g.C;
+          modulate_back_pixels(bf, xp + off, sp + n * g.C, at_elem(gy, gyp, off),
+                               need_x ? gx.data_ptr<float>() + off : nullptr, need_s ? row.data() : nullptr, g.W, g.C);
+          for (int64_t c = 0; c < g.C; ++c) acc[c] += row[c];
+        }
+        if (need_s)
+          for (int64_t c = 0; c < g.C; ++c) gs.data_ptr<float>()[n * g.C + c] = static_cast<float>(acc[c]);
+      }
+    });
+    return {gx, gs, at::Tensor()};
+  }
+};
+
 void copy_message(const char* msg, char* err, size_t len) {
   if (err == nullptr || len == 0) return;
   std::strncpy(err, msg, len - 1);
@@ -325,7 +475,8 @@ extern "C" {
 int sg2_fused_bias_act_applies(at::Tensor* x, at::Tensor* s, at::Tensor* noise, at::Tensor* b) {
   try {
     auto ok = [&](at::Tensor* t) { return !t || (t->device().is_cpu() && t->scalar_type() == at::kFloat); };
-    if (!ok(x) || !ok(s) || !ok(noise) || !ok(b)) return 0;
+    bool x_ok = x->device().is_cpu() && (x->scalar_type() == at::kFloat || x->scalar_type() == at::kBFloat16);
+    if (!x_ok || !ok(s) || !ok(noise) || !ok(b)) return 0;
     if ((x->dim() != 2 && x->dim() != 4) || !dense(*x) || x->numel() == 0) return 0;
     int64_t N = x->size(0), C = x->size(1);
     if (s && !(s->dim() == 2 && s->size(0) == N && s->size(1) == C && s->is_contiguous())) return 0;
@@ -348,6 +499,22 @@ int sg2_fused_bias_act(at::Tensor* x, at::Tensor* s, at::Tensor* noise, at::Tens
   try {
     *out = new at::Tensor(FusedBiasAct::apply(*x, opt(s, *x), opt(noise, *x), opt(b, *x), lrelu != 0, gain, clamp));
     return 0;
+  } catch (const std::exception& e) {
+    copy_message(e.what(), err, len);
+    return -1;
+  }
+}
+
+// x * s[n, c] (see Modulate), in bf16 when `bf16`; 0 and no output when the operands do not fit (then the caller
+// multiplies), -1 on error.
+int sg2_modulate(at::Tensor* x, at::Tensor* s, int bf16, at::Tensor** out, char* err, size_t len) {
+  try {
+    bool fits = x->device().is_cpu() && x->scalar_type() == at::kFloat && (x->dim() == 2 || x->dim() == 4) &&
+                dense(*x) && x->numel() > 0 && s->device().is_cpu() && s->scalar_type() == at::kFloat &&
+                s->dim() == 2 && s->size(0) == x->size(0) && s->size(1) == x->size(1) && s->is_contiguous();
+    if (!fits) return 0;
+    *out = new at::Tensor(Modulate::apply(*x, *s, bf16 != 0));
+    return 1;
   } catch (const std::exception& e) {
     copy_message(e.what(), err, len);
     return -1;

@@ -7,6 +7,7 @@ use tch::Tensor;
 type Raw = *mut torch_sys::C_tensor;
 
 extern "C" {
+    fn sg2_modulate(x: Raw, s: Raw, bf16: c_int, out: *mut Raw, err: *mut c_char, len: usize) -> c_int;
     fn sg2_fused_bias_act_applies(x: Raw, s: Raw, noise: Raw, b: Raw) -> c_int;
     fn sg2_fused_bias_act(
         x: Raw,
@@ -49,4 +50,15 @@ pub fn bias_act(
     })
     .unwrap_or_else(|e| panic!("{e}"));
     Some(unsafe { Tensor::from_ptr(out) })
+}
+
+/// `x * s[n, c]` (the unfused modulation) as one op, in bfloat16 when `bf16` (the input of a bf16 convolution);
+/// None where it does not apply (not CPU fp32, not dense channels-last or [N, C]).
+pub fn modulate(x: &Tensor, s: &Tensor, bf16: bool) -> Option<Tensor> {
+    let mut out: Raw = std::ptr::null_mut();
+    let rc = call("fused modulate", |e, n| unsafe {
+        sg2_modulate(raw(Some(x)), raw(Some(s)), bf16 as c_int, &mut out, e, n)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    (rc == 1).then(|| unsafe { Tensor::from_ptr(out) })
 }

@@ -316,7 +316,12 @@ impl Run {
         let path = self.run_dir.join(&name);
         let stem = name.trim_end_matches(".safetensors").to_string();
         if let (Some(f), false) = (self.metrics.as_mut(), self.cfg.logging.metrics.is_empty()) {
-            let results = f(&self.trainer.g_ema, &path)?;
+            // Metrics are defined in fp32: `training.cpu_bf16` is for the training steps only.
+            let bf16 = crate::nn::ops::cpu_bf16();
+            crate::nn::ops::set_cpu_bf16(false);
+            let results = f(&self.trainer.g_ema, &path);
+            crate::nn::ops::set_cpu_bf16(bf16);
+            let results = results?;
             for r in &results {
                 self.line(&format!("{stem} {} {:.4}", r.name, r.value))?;
                 values.insert(format!("Metrics/{}", r.name), r.value);
