@@ -7,18 +7,22 @@ use std::path::{Path, PathBuf};
 
 /// libtorch allocates through glibc malloc, which by default returns freed buffers to the OS and maps them afresh,
 /// so every op pays page faults (measured ~4x slower CPU training of small networks). Keep them in the heap. The
-/// price is peak memory: at config-f 256x256 the heap holds ~40% more than mapping buffers over 32 MiB would, and
-/// mapping them costs ~40% of the speed (BENCHMARKS.md); glibc's own `MALLOC_MMAP_THRESHOLD_` /
-/// `MALLOC_TRIM_THRESHOLD_` variables, when set, win (`MALLOC_MMAP_THRESHOLD_=33554432` for the smaller peak).
+/// price is peak memory, which one arena keeps down: with a heap per thread, buffers freed by libtorch's worker
+/// threads sit in arenas the main thread does not reuse (config-f 256x256: 7.16 GiB with them, 6.46 with one, at
+/// the same speed; mapping large buffers instead costs ~40% of the speed, BENCHMARKS.md). glibc's own
+/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` / `MALLOC_ARENA_MAX` variables, when set, win.
 pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
-        // M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3 in glibc's malloc.h.
+        // M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3, M_ARENA_MAX = -8 in glibc's malloc.h.
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
             libc::mallopt(-3, 1 << 30);
         }
         if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
             libc::mallopt(-1, 1 << 30);
+        }
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            libc::mallopt(-8, 1);
         }
     }
 }

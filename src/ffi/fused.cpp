@@ -46,11 +46,12 @@ SG2_INLINE float from_bf16(uint16_t h) {
   return f;
 }
 
+// Branch-free so that the loops around it vectorise.
 SG2_INLINE uint16_t to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
-  if (f != f) return 0x7FC0;
-  return static_cast<uint16_t>((u + (((u >> 16) & 1) + 0x7FFF)) >> 16);
+  uint32_t rounded = (u + (((u >> 16) & 1) + 0x7FFF)) >> 16;
+  return static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
 }
 
 // Element i of a float (BF = false) or bfloat16 (BF = true) array.
@@ -103,8 +104,9 @@ SG2_INLINE void forward_run(const Run& r, float* y, Spec p) {
   }
 }
 
-// Gradients of a run: gx (written when non-null), and accumulated per channel: gs (x * g), gb (g); gn (written
-// when non-null) is the sum over channels (the noise gradient).
+// Gradients of a run: gx (written), and accumulated per channel: gs (x * g), gb (g); gn (written) is the sum over
+// channels (the noise gradient). Every pointer is valid (the caller passes scratch for what it does not need):
+// conditional stores would keep the loop from vectorising.
 template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP, bool BF>
 SG2_INLINE void backward_run(const Run& r, const float* gy, void* gx, float* gs, float* gb, float* gn, Spec p) {
   for (int64_t i = 0; i < r.pixels; ++i) {
@@ -126,12 +128,12 @@ SG2_INLINE void backward_run(const Run& r, const float* gy, void* gx, float* gs,
       }
       if (GAIN) g = g * p.gain;
       if (LRELU) g = z > 0.f ? g : 0.2f * g;
-      if (gb) gb[c] += g;
-      if (gs) gs[c] += g * v;
+      gb[c] += g;
+      gs[c] += g * v;
       sum += g;
-      if (gx) store<BF>(gx, base + c, S ? g * r.s[c] : g);
+      store<BF>(gx, base + c, S ? g * r.s[c] : g);
     }
-    if (gn) gn[i] = sum;
+    gn[i] = sum;
   }
 }
 
@@ -279,16 +281,17 @@ variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at
   auto nv = noise_view(noise, g);
   auto opts = x.options().dtype(at::kFloat);
   // The gradient comes back in x's kind (bf16 feeds the bf16 convolution's backward directly).
-  at::Tensor gx = need_x ? like_x(x, x.scalar_type()) : at::Tensor();
+  at::Tensor gx = like_x(x, x.scalar_type());
   at::Tensor gs = need_s ? at::empty({g.N, g.C}, opts) : at::Tensor();
   at::Tensor gb_n = need_b ? at::empty({g.N, g.C}, opts) : at::Tensor();
-  at::Tensor gn = need_n ? at::empty({g.N, g.P}, opts) : at::Tensor();
+  at::Tensor gn = at::empty({g.N, g.P}, opts);
   const void* xp = x.data_ptr();
   bool bf = is_bf16(x);
   const float* sp = ptr_or_null(s);
   const float* bp = ptr_or_null(b);
   const float* gyp = gy.data_ptr<float>();
-  void* gxp = need_x ? gx.data_ptr() : nullptr;
+  void* gxp = gx.data_ptr();
+  float* gnp = gn.data_ptr<float>();
   at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
     // Per row of pixels in float, per sample in double: sums over large images stay accurate.
     std::vector<float> row_s(g.C), row_b(g.C);
@@ -302,9 +305,8 @@ variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at
         int64_t pix = r * g.W, off = (n * g.P + pix) * g.C;
         Run run{at_elem(x, xp, off), sp ? sp + n * g.C : nullptr, nv.ptr ? nv.ptr + n * nv.stride + pix : nullptr,
                 bp, g.W, g.C};
-        void* gxo = gxp ? const_cast<void*>(at_elem(x, gxp, off)) : nullptr;
-        backward_pixels(run, bf, gyp + off, gxo, need_s ? row_s.data() : nullptr,
-                        need_b ? row_b.data() : nullptr, need_n ? gn.data_ptr<float>() + n * g.P + pix : nullptr, p);
+        void* gxo = const_cast<void*>(at_elem(x, gxp, off));
+        backward_pixels(run, bf, gyp + off, gxo, row_s.data(), row_b.data(), gnp + n * g.P + pix, p);
         for (int64_t c = 0; c < g.C; ++c) {
           acc_s[c] += row_s[c];
           acc_b[c] += row_b[c];
@@ -323,7 +325,7 @@ variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at
     if (x.dim() == 4) shape = {g.N, 1, x.size(2), x.size(3)};
     gnoise = gn.reshape(shape).sum_to_size(noise.sizes());
   }
-  return {gx, gs, gnoise, gb};
+  return {need_x ? gx : at::Tensor(), gs, gnoise, gb};
 }
 
 struct FusedBiasAct : public torch::autograd::Function<FusedBiasAct> {
@@ -375,8 +377,8 @@ SG2_INLINE void modulate_back_run(const float* x, const float* s, const void* gy
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
       float g = load<BF>(gy, i * C + c);
-      if (gs) gs[c] += g * x[i * C + c];
-      if (gx) gx[i * C + c] = g * s[c];
+      gs[c] += g * x[i * C + c];
+      gx[i * C + c] = g * s[c];
     }
   }
 }
@@ -434,7 +436,7 @@ struct Modulate : public torch::autograd::Function<Modulate> {
     auto gy = x.dim() == 2 ? grads[0].contiguous() : grads[0].contiguous(at::MemoryFormat::ChannelsLast);
     bool bf = is_bf16(gy);
     TORCH_CHECK(bf || gy.scalar_type() == at::kFloat, "modulate: unexpected gradient kind");
-    at::Tensor gx = need_x ? like_x(x, at::kFloat) : at::Tensor();
+    at::Tensor gx = like_x(x, at::kFloat);  // written even when not needed: no conditional stores in the loop
     at::Tensor gs = need_s ? at::empty({g.N, g.C}, x.options()) : at::Tensor();
     const float* xp = x.data_ptr<float>();
     const float* sp = s.data_ptr<float>();
@@ -447,15 +449,15 @@ struct Modulate : public torch::autograd::Function<Modulate> {
         for (int64_t r = 0; r < g.P / g.W; ++r) {
           std::fill(row.begin(), row.end(), 0.f);
           int64_t off = (n * g.P + r * g.W) * g.C;
-          modulate_back_pixels(bf, xp + off, sp + n * g.C, at_elem(gy, gyp, off),
-                               need_x ? gx.data_ptr<float>() + off : nullptr, need_s ? row.data() : nullptr, g.W, g.C);
+          modulate_back_pixels(bf, xp + off, sp + n * g.C, at_elem(gy, gyp, off), gx.data_ptr<float>() + off,
+                               row.data(), g.W, g.C);
           for (int64_t c = 0; c < g.C; ++c) acc[c] += row[c];
         }
         if (need_s)
           for (int64_t c = 0; c < g.C; ++c) gs.data_ptr<float>()[n * g.C + c] = static_cast<float>(acc[c]);
       }
     });
-    return {gx, gs, at::Tensor()};
+    return {need_x ? gx : at::Tensor(), gs, at::Tensor()};
   }
 };
 
