@@ -19,38 +19,33 @@ fn main() {
     }
     let root = Path::new(&dir).parent().expect("libtorch lib folder has a parent").to_path_buf();
     let includes: Vec<PathBuf> = vec![root.join("include"), root.join("include/torch/csrc/api/include")];
+    // Both archives compile against libtorch's headers with its C++ ABI.
+    let libtorch_cpp = || {
+        let mut b = cc::Build::new();
+        b.cpp(true)
+            .pic(true)
+            .warnings(false)
+            .includes(&includes)
+            .flag("-std=c++17")
+            .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+            .flag("-DGLOG_USE_GLOG_EXPORT");
+        b
+    };
     // The fused kernels: optimised and vectorised, but with the float operations in source order (no FMA
     // contraction), so the forward repeats the unfused chain's rounding. ATen's parallel_for is a header template
     // over OpenMP: without -fopenmp it would run on one thread. libgomp is the one libtorch loads.
-    cc::Build::new()
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .includes(&includes)
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
-        .flag("-DGLOG_USE_GLOG_EXPORT")
+    libtorch_cpp()
         .opt_level(3)
         .flag("-ffp-contract=off")
         .flag("-fopenmp")
         .file("src/ffi/fused.cpp")
         .compile("sg2_fused");
-    let mut build = cc::Build::new();
+    let mut build = libtorch_cpp();
     // NCCL's process group lives in libtorch_cuda.
     if Path::new(&dir).join("libtorch_cuda.so").exists() {
         build.define("SG2_WITH_NCCL", None);
     }
-    build
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .includes(&includes)
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("src/ffi/sg2_ext.cpp")
-        .file("src/ffi/c10d.cpp")
-        .compile("sg2_ext");
+    build.file("src/ffi/sg2_ext.cpp").file("src/ffi/c10d.cpp").compile("sg2_ext");
     // The archive calls into libtorch: link those libraries after it.
     println!("cargo:rustc-link-search=native={dir}");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 /// libtorch allocates through glibc malloc, which by default returns freed buffers to the OS and maps them afresh,
 /// so every op pays page faults (measured ~4x slower CPU training of small networks). Keep them in the heap. The
-/// price is peak memory, which one arena keeps down: with a heap per thread, buffers freed by libtorch's worker
-/// threads sit in arenas the main thread does not reuse (config-f 256x256: 7.16 GiB with them, 6.46 with one, at
-/// the same speed; mapping large buffers instead costs ~40% of the speed, BENCHMARKS.md). glibc's own
-/// `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` / `MALLOC_ARENA_MAX` variables, when set, win.
+/// price is peak memory. One arena, so that buffers freed by libtorch's worker threads do not sit in arenas the main
+/// thread never reuses (config-f 256x256: 7.16 GiB with an arena per thread, 6.46 with one in a back-to-back pair at
+/// the same speed, though single runs vary 6.5-7.3 GiB either way); mapping large buffers instead costs ~40% of the
+/// speed (BENCHMARKS.md). glibc's `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` / `MALLOC_ARENA_MAX`, when set,
+/// win.
 pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
