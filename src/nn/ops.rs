@@ -88,22 +88,13 @@ impl BiasAct<'_> {
     pub const NONE: BiasAct<'static> = BiasAct { bias: None, act: Act::Linear, gain: 1.0, clamp: None };
 }
 
-static FUSED: AtomicBool = AtomicBool::new(true);
-
-/// Whether `epilogue` may use the fused CPU op (on by default; tests turn it off to compare with the chain).
-pub fn set_fused(on: bool) {
-    FUSED.store(on, Ordering::Relaxed);
-}
-
 /// A layer's epilogue: `bias_act(x * scale + noise, ...)`, `scale` [N, C] (the demodulation coefficients) and
 /// `noise` broadcasting to [N, 1, H, W]. On the CPU in fp32 it is one fused pass each way
 /// (`ffi::fused`), elsewhere the official chain of element-wise ops; the forward values are the same.
 pub fn epilogue(x: &Tensor, scale: Option<&Tensor>, noise: Option<&Tensor>, post: &BiasAct) -> Tensor {
-    if FUSED.load(Ordering::Relaxed) {
-        let lrelu = post.act == Act::Lrelu;
-        if let Some(y) = crate::ffi::fused::bias_act(x, scale, noise, post.bias, lrelu, post.gain, post.clamp) {
-            return y;
-        }
+    let lrelu = post.act == Act::Lrelu;
+    if let Some(y) = crate::ffi::fused::bias_act(x, scale, noise, post.bias, lrelu, post.gain, post.clamp) {
+        return y;
     }
     epilogue_chain(x, scale, noise, post)
 }
@@ -113,12 +104,7 @@ fn epilogue_chain(x: &Tensor, scale: Option<&Tensor>, noise: Option<&Tensor>, po
     let x = &widen(x.shallow_clone());
     let k = x.kind();
     let mut x = match scale {
-        Some(d) => {
-            let mut shape = vec![1i64; x.dim()];
-            shape[0] = x.size()[0];
-            shape[1] = -1;
-            x * d.to_kind(k).reshape(&shape)
-        }
+        Some(d) => x * per_sample_channel(&d.to_kind(k), x.dim()),
         None => x.shallow_clone(),
     };
     if let Some(n) = noise {
@@ -227,15 +213,18 @@ fn widen(x: Tensor) -> Tensor {
 /// `x * s[n, c]`, the unfused modulation; in bf16 mode the product comes rounded to bf16 for the convolution.
 fn modulate(x: &Tensor, s: &Tensor) -> Tensor {
     let bf16 = x.device() == tch::Device::Cpu && cpu_bf16();
-    if FUSED.load(Ordering::Relaxed) {
-        if let Some(y) = crate::ffi::fused::modulate(x, s, bf16) {
-            return y;
-        }
+    if let Some(y) = crate::ffi::fused::modulate(x, s, bf16) {
+        return y;
     }
-    let mut shape = vec![1i64; x.dim()];
-    shape[0] = x.size()[0];
+    x * per_sample_channel(&s.to_kind(x.kind()), x.dim())
+}
+
+/// s [N, C] shaped to broadcast over an [N, C, ...] tensor of `dim` dimensions.
+fn per_sample_channel(s: &Tensor, dim: usize) -> Tensor {
+    let mut shape = vec![1i64; dim];
+    shape[0] = s.size()[0];
     shape[1] = -1;
-    x * s.to_kind(x.kind()).reshape(&shape)
+    s.reshape(&shape)
 }
 
 /// The official `conv2d_resample` keywords.
