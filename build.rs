@@ -7,6 +7,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi/sg2_ext.cpp");
     println!("cargo:rerun-if-changed=src/ffi/c10d.cpp");
     println!("cargo:rerun-if-changed=src/ffi/fused.cpp");
+    println!("cargo:rerun-if-changed=src/ffi/cpu_alloc.cpp");
     // torch-sys exports its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB.
     let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not report libtorch's lib folder (DEP_TCH_LIBTORCH_LIB)");
@@ -37,6 +38,9 @@ fn main() {
     libtorch_cpp()
         .opt_level(3)
         .flag("-ffp-contract=off")
+        // The select in leaky ReLU's gradient (g or 0.2 g) only becomes a vector blend when evaluating both arms
+        // may not raise FP exceptions; nothing reads the exception flags, and no value changes.
+        .flag("-fno-trapping-math")
         .flag("-fopenmp")
         .file("src/ffi/fused.cpp")
         .compile("sg2_fused");
@@ -45,7 +49,7 @@ fn main() {
     if Path::new(&dir).join("libtorch_cuda.so").exists() {
         build.define("SG2_WITH_NCCL", None);
     }
-    build.file("src/ffi/sg2_ext.cpp").file("src/ffi/c10d.cpp").compile("sg2_ext");
+    build.file("src/ffi/sg2_ext.cpp").file("src/ffi/c10d.cpp").file("src/ffi/cpu_alloc.cpp").compile("sg2_ext");
     // The archive calls into libtorch: link those libraries after it.
     println!("cargo:rustc-link-search=native={dir}");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");

@@ -1,7 +1,7 @@
 use clap::Parser;
 
 fn main() {
-    sg2::util::tune_malloc();
+    sg2::util::tune_allocators();
     // Die quietly on a closed pipe (`sg2 info ... | head`) like other command-line tools.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);

@@ -5,14 +5,21 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Threshold, slack and floor of the large-tensor allocator (`ffi::cpu_alloc`): tensors of 1 MiB and more, kept
+/// blocks within max(1.2 x, + 256 MiB) of the most tensor memory ever alive. At config-f 256x256 the peak resident
+/// size fell from 6.5-7.3 GiB (glibc's heap) to 5.2 GiB at the same speed; a slack of 0.1 gave 4.8 GiB but twice
+/// the page faults in a replay of the allocations.
+const LARGE_TENSOR: usize = 1 << 20;
+const KEEP_SLACK: f64 = 0.2;
+const KEEP_FLOOR: usize = 256 << 20;
+
 /// libtorch allocates through glibc malloc, which by default returns freed buffers to the OS and maps them afresh,
-/// so every op pays page faults (measured ~4x slower CPU training of small networks). Keep them in the heap. The
-/// price is peak memory. One arena, so that buffers freed by libtorch's worker threads do not sit in arenas the main
-/// thread never reuses (config-f 256x256: 7.16 GiB with an arena per thread, 6.46 with one in a back-to-back pair at
-/// the same speed, though single runs vary 6.5-7.3 GiB either way); mapping large buffers instead costs ~40% of the
-/// speed (BENCHMARKS.md). glibc's `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` / `MALLOC_ARENA_MAX`, when set,
-/// win.
-pub fn tune_malloc() {
+/// so every op pays page faults (measured ~4x slower CPU training of small networks). Small buffers stay in the
+/// heap, in one arena (buffers freed by libtorch's worker threads would otherwise sit in arenas the main thread
+/// never reuses); glibc's `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` / `MALLOC_ARENA_MAX`, when set, win.
+/// Large tensors go to the caching allocator of `ffi::cpu_alloc`, which keeps the heap from fragmenting (the heap
+/// alone peaked 1.6-1.8x above the tensor memory alive); `SG2_CPU_ALLOCATOR=system` keeps libtorch's own.
+pub fn tune_allocators() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
         // M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3, M_ARENA_MAX = -8 in glibc's malloc.h.
@@ -25,6 +32,9 @@ pub fn tune_malloc() {
         if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
             libc::mallopt(-8, 1);
         }
+    }
+    if std::env::var("SG2_CPU_ALLOCATOR").as_deref() != Ok("system") {
+        crate::ffi::cpu_alloc::install(LARGE_TENSOR, KEEP_SLACK, KEEP_FLOOR);
     }
 }
 

@@ -32,7 +32,9 @@ struct Spec {
 };
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define SG2_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+// x86-64-v4 (AVX-512 F, BW, DQ, VL), not just avx512f: bfloat16 loads and stores are 16-bit integer vectors,
+// which AVX-512F alone lacks.
+#define SG2_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #else
 #define SG2_CLONES
 #endif
@@ -85,17 +87,23 @@ struct Run {
 
 // The flags are template arguments so that each combination compiles to a branch-free vector loop over channels.
 template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP, bool BF>
-SG2_INLINE void forward_run(const Run& r, float* y, Spec p) {
+SG2_INLINE void forward_run(const Run& r, float* __restrict y, Spec p) {
+  // Local restrict copies: read through `r` inside the loop, the pointers would be reloaded after every store
+  // (which might alias them) and the loop would stay scalar.
+  const void* __restrict x = r.x;
+  const float* __restrict s = r.s;
+  const float* __restrict b = r.b;
+  const int64_t C = r.C;
   for (int64_t i = 0; i < r.pixels; ++i) {
-    int64_t base = i * r.C;
-    float* yo = y + base;
+    int64_t base = i * C;
+    float* __restrict yo = y + base;
     float nz = NZ ? r.noise[i] : 0.f;
 #pragma omp simd
-    for (int64_t c = 0; c < r.C; ++c) {
-      float v = load<BF>(r.x, base + c);
-      if (S) v = v * r.s[c];
+    for (int64_t c = 0; c < C; ++c) {
+      float v = load<BF>(x, base + c);
+      if (S) v = v * s[c];
       if (NZ) v = v + nz;
-      if (B) v = v + r.b[c];
+      if (B) v = v + b[c];
       if (LRELU) v = v > 0.f ? v : 0.2f * v;
       if (GAIN) v = v * p.gain;
       if (CLAMP) v = std::min(std::max(v, -p.clamp), p.clamp);  // NaN passes through, as ATen's clamp
@@ -108,18 +116,23 @@ SG2_INLINE void forward_run(const Run& r, float* y, Spec p) {
 // channels (the noise gradient). Every pointer is valid (the caller passes scratch for what it does not need):
 // conditional stores would keep the loop from vectorising.
 template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP, bool BF>
-SG2_INLINE void backward_run(const Run& r, const float* gy, void* gx, float* gs, float* gb, float* gn, Spec p) {
+SG2_INLINE void backward_run(const Run& r, const float* __restrict gy, void* __restrict gx, float* __restrict gs,
+                             float* __restrict gb, float* __restrict gn, Spec p) {
+  const void* __restrict x = r.x;
+  const float* __restrict s = r.s;
+  const float* __restrict b = r.b;
+  const int64_t C = r.C;
   for (int64_t i = 0; i < r.pixels; ++i) {
-    int64_t base = i * r.C;
-    const float* gyi = gy + base;
+    int64_t base = i * C;
+    const float* __restrict gyi = gy + base;
     float nz = NZ ? r.noise[i] : 0.f;
     float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t c = 0; c < r.C; ++c) {
-      float v = load<BF>(r.x, base + c);
-      float z = S ? v * r.s[c] : v;
+    for (int64_t c = 0; c < C; ++c) {
+      float v = load<BF>(x, base + c);
+      float z = S ? v * s[c] : v;
       if (NZ) z = z + nz;
-      if (B) z = z + r.b[c];
+      if (B) z = z + b[c];
       float g = gyi[c];
       if (CLAMP) {
         float y0 = LRELU ? (z > 0.f ? z : 0.2f * z) : z;
@@ -131,7 +144,7 @@ SG2_INLINE void backward_run(const Run& r, const float* gy, void* gx, float* gs,
       gb[c] += g;
       gs[c] += g * v;
       sum += g;
-      store<BF>(gx, base + c, S ? g * r.s[c] : g);
+      store<BF>(gx, base + c, S ? g * s[c] : g);
     }
     gn[i] = sum;
   }
@@ -363,7 +376,7 @@ struct FusedBiasAct : public torch::autograd::Function<FusedBiasAct> {
 // The unfused modulation: y = x * s[n, c], written in bfloat16 when the convolution it feeds runs in bf16 (one
 // pass instead of a product and a cast). Backward: gx = g * s and gs = sum over pixels of g * x, in one pass.
 template <bool BF>
-SG2_INLINE void modulate_run(const float* x, const float* s, void* y, int64_t pixels, int64_t C) {
+SG2_INLINE void modulate_run(const float* __restrict x, const float* __restrict s, void* __restrict y, int64_t pixels, int64_t C) {
   for (int64_t i = 0; i < pixels; ++i) {
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) store<BF>(y, i * C + c, x[i * C + c] * s[c]);
@@ -371,7 +384,8 @@ SG2_INLINE void modulate_run(const float* x, const float* s, void* y, int64_t pi
 }
 
 template <bool BF>
-SG2_INLINE void modulate_back_run(const float* x, const float* s, const void* gy, float* gx, float* gs,
+SG2_INLINE void modulate_back_run(const float* __restrict x, const float* __restrict s, const void* __restrict gy,
+                                  float* __restrict gx, float* __restrict gs,
                                   int64_t pixels, int64_t C) {
   for (int64_t i = 0; i < pixels; ++i) {
 #pragma omp simd

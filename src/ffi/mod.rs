@@ -3,6 +3,7 @@
 //! errors with libtorch's message.
 
 pub mod c10d;
+pub mod cpu_alloc;
 pub mod fused;
 
 use anyhow::{bail, Result};

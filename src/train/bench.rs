@@ -21,6 +21,8 @@ pub struct TrainBench {
     /// Peak resident memory (GiB, summed over the processes), and GPU memory on CUDA (GiB, nvidia-smi; rank 0's).
     pub peak_rss_gib: f64,
     pub gpu_mem_gib: Option<f64>,
+    /// The large-tensor CPU allocator's counters over the timed steps (when it is installed).
+    pub alloc: Option<crate::ffi::cpu_alloc::AllocStats>,
 }
 
 impl std::fmt::Display for TrainBench {
@@ -35,6 +37,19 @@ impl std::fmt::Display for TrainBench {
         write!(f, "peak RSS {:.2} GiB", self.peak_rss_gib)?;
         if let Some(g) = self.gpu_mem_gib {
             write!(f, "  GPU memory {g:.2} GiB")?;
+        }
+        if let Some(a) = self.alloc {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            write!(
+                f,
+                "\nlarge tensors: peak {:.2} GiB alive, {:.2} GiB alive + kept; of {} allocations {} reused a block, {} \
+                 resized one",
+                gib(a.peak_live),
+                gib(a.peak_mapped),
+                a.reuses + a.resizes + a.maps,
+                a.reuses,
+                a.resizes
+            )?;
         }
         Ok(())
     }
@@ -68,6 +83,8 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32, dist: Arc<Dist>) ->
     }
     ran.sort_by_key(|p| p.index());
     dist.barrier()?;
+    let alloc_before = crate::ffi::cpu_alloc::stats();
+    crate::ffi::cpu_alloc::reset_peaks();
     let clock = Clock::start();
     for _ in 0..steps {
         tr.step(&reals, labels.as_ref())?;
@@ -81,6 +98,13 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32, dist: Arc<Dist>) ->
     let rss = Tensor::from_slice(&[super::log::peak_cpu_mem_gib()]);
     dist.sum_(&[&rss])?;
     let images = steps as f64 * batch as f64;
+    let alloc = crate::ffi::cpu_alloc::stats();
+    let alloc = (alloc.maps > 0).then(|| crate::ffi::cpu_alloc::AllocStats {
+        maps: alloc.maps - alloc_before.maps,
+        reuses: alloc.reuses - alloc_before.reuses,
+        resizes: alloc.resizes - alloc_before.resizes,
+        ..alloc
+    });
     Ok(TrainBench {
         batch: batch as u32,
         steps,
@@ -91,5 +115,6 @@ pub fn bench_train(cfg: &Config, device: Device, steps: u32, dist: Arc<Dist>) ->
         peak_rss_gib: rss.double_value(&[0]),
         gpu_mem_gib: super::log::gpu_mem_gib(device),
         total_secs: total,
+        alloc,
     })
 }
