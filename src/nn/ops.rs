@@ -177,15 +177,25 @@ pub fn downsample2d(x: &Tensor, f: &Tensor, down: i64) -> Tensor {
 static CPU_BF16: AtomicBool = AtomicBool::new(false);
 
 /// Runs the CPU's fp32 weight convolutions in bfloat16 (inputs and weights rounded to bf16, fp32 accumulation,
-/// outputs rounded to bf16 and widened back to fp32), process-wide like CUDA's TF32 switch. Several times faster on CPUs with AMX or
-/// AVX512-BF16, and less exact: an opt-in for training (`training.cpu_bf16`), never for metrics. The FIR filters,
-/// the affine layers and everything element-wise stay fp32.
+/// outputs rounded to bf16: the layer's epilogue takes them as they are, the FIR filters widen them to fp32),
+/// process-wide like CUDA's TF32 switch. Several times faster on CPUs with AMX or AVX512-BF16, and less exact: an
+/// opt-in for training (`training.cpu_bf16`), never for metrics. The FIR filters, the affine layers and everything
+/// element-wise stay fp32.
 pub fn set_cpu_bf16(on: bool) {
     CPU_BF16.store(on, Ordering::Relaxed);
 }
 
 pub fn cpu_bf16() -> bool {
     CPU_BF16.load(Ordering::Relaxed)
+}
+
+/// Runs `f` with [`set_cpu_bf16`] at `on`, then restores the previous setting (also when `f` returns an error).
+pub fn with_cpu_bf16<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    let before = cpu_bf16();
+    set_cpu_bf16(on);
+    let out = f();
+    set_cpu_bf16(before);
+    out
 }
 
 fn conv(x: &Tensor, w: &Tensor, stride: i64, padding: [i64; 2], groups: i64, transpose: bool, flip: bool) -> Tensor {
@@ -451,9 +461,7 @@ mod tests {
         let w = Tensor::randn([8, 16, 3, 3], opts);
         let spec = Conv2dResampleSpec { filter: None, up: 1, down: 1, padding: 1, groups: 1, flip_weight: true };
         let exact = conv2d_resample(&x, &w, &spec);
-        set_cpu_bf16(true);
-        let fast = conv2d_resample(&x, &w, &spec);
-        set_cpu_bf16(false);
+        let fast = with_cpu_bf16(true, || conv2d_resample(&x, &w, &spec));
         assert_eq!(fast.kind(), Kind::BFloat16, "left in bf16 for the epilogue");
         let fast = fast.to_kind(Kind::Float);
         // The fp32 convolution of the bf16-rounded operands, its output rounded to bf16: each value within one bf16
@@ -564,11 +572,11 @@ mod tests {
             };
             let post = BiasAct { bias: Some(&b), act: Act::Lrelu, gain: 2f64.sqrt(), clamp: None };
             let run = |bf16: bool| {
-                set_cpu_bf16(bf16);
-                let y = modulated_conv2d(&x, &w, &s, Some(&noise), &spec, &post);
-                let g = Tensor::run_backward(&[y.square().sum(Kind::Float)], &[&x, &w, &s, &b], false, false);
-                set_cpu_bf16(false);
-                (y, g)
+                with_cpu_bf16(bf16, || {
+                    let y = modulated_conv2d(&x, &w, &s, Some(&noise), &spec, &post);
+                    let g = Tensor::run_backward(&[y.square().sum(Kind::Float)], &[&x, &w, &s, &b], false, false);
+                    (y, g)
+                })
             };
             let (y32, g32) = run(false);
             let (y16, g16) = run(true);

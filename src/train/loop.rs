@@ -317,11 +317,7 @@ impl Run {
         let stem = name.trim_end_matches(".safetensors").to_string();
         if let (Some(f), false) = (self.metrics.as_mut(), self.cfg.logging.metrics.is_empty()) {
             // Metrics are defined in fp32: `training.cpu_bf16` is for the training steps only.
-            let bf16 = crate::nn::ops::cpu_bf16();
-            crate::nn::ops::set_cpu_bf16(false);
-            let results = f(&self.trainer.g_ema, &path);
-            crate::nn::ops::set_cpu_bf16(bf16);
-            let results = results?;
+            let results = crate::nn::ops::with_cpu_bf16(false, || f(&self.trainer.g_ema, &path))?;
             for r in &results {
                 self.line(&format!("{stem} {} {:.4}", r.name, r.value))?;
                 values.insert(format!("Metrics/{}", r.name), r.value);

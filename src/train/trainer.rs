@@ -470,10 +470,9 @@ impl Trainer {
                 let mut pl_mean = s.pl_mean.shallow_clone();
                 // `cpu_bf16` speeds the main phases only: the regularisers differentiate through a gradient, and
                 // bf16 convolutions there move some weights' updates by their own size (tests/train_precision.rs).
-                let bf16 = crate::nn::ops::cpu_bf16();
-                crate::nn::ops::set_cpu_bf16(bf16 && matches!(phase, Phase::Gmain | Phase::Dmain));
-                let out = loss.phase_loss(phase, &s.g, &s.d, &x, &mut pl_mean, gain);
-                crate::nn::ops::set_cpu_bf16(bf16);
+                let bf16 = crate::nn::ops::cpu_bf16() && matches!(phase, Phase::Gmain | Phase::Dmain);
+                let out =
+                    crate::nn::ops::with_cpu_bf16(bf16, || loss.phase_loss(phase, &s.g, &s.d, &x, &mut pl_mean, gain));
                 match out? {
                     Some(out) => s.apply(phase, out),
                     None => Ok(()),
