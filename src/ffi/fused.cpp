@@ -6,74 +6,24 @@
 // The forward repeats the chain's float operations in the same order (this file is compiled with
 // -ffp-contract=off), so it gives the chain's values bit for bit. The backward sums the small gradients (scale,
 // noise, bias) in another order than ATen's reductions. When the backward itself is differentiated (R1 and path
-// length regularisation: create_graph), it is built from differentiable ATen ops instead.
+// length regularisation: create_graph), fused_grad.cpp makes it a differentiable op.
 //
 // x: [N, C] or [N, C, H, W] in dense channels-last memory (so the channels of a pixel are contiguous); scale: [N, C]
 // or undefined; noise: anything broadcasting to [N, 1, H, W] or undefined; bias: [C] or undefined.
-#include <ATen/ATen.h>
+#include "fused_common.h"
+
 #include <ATen/Parallel.h>
-#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <cstring>
 #include <exception>
 #include <vector>
 
+namespace sg2_fused {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-struct Spec {
-  bool lrelu;
-  float gain;
-  bool has_clamp;
-  float clamp;
-};
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-// x86-64-v4 (AVX-512 F, BW, DQ, VL), not just avx512f: bfloat16 loads and stores are 16-bit integer vectors,
-// which AVX-512F alone lacks.
-#define SG2_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define SG2_CLONES
-#endif
-#define SG2_INLINE __attribute__((always_inline)) inline
-
-// bfloat16 as ATen stores it (the upper half of a float), rounded to nearest even as ATen rounds.
-SG2_INLINE float from_bf16(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-// Branch-free so that the loops around it vectorise.
-SG2_INLINE uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  uint32_t rounded = (u + (((u >> 16) & 1) + 0x7FFF)) >> 16;
-  return static_cast<uint16_t>(f != f ? 0x7FC0u : rounded);
-}
-
-// Element i of a float (BF = false) or bfloat16 (BF = true) array.
-template <bool BF>
-SG2_INLINE float load(const void* p, int64_t i) {
-  if constexpr (BF) {
-    return from_bf16(static_cast<const uint16_t*>(p)[i]);
-  } else {
-    return static_cast<const float*>(p)[i];
-  }
-}
-
-template <bool BF>
-SG2_INLINE void store(void* p, int64_t i, float v) {
-  if constexpr (BF) {
-    static_cast<uint16_t*>(p)[i] = to_bf16(v);
-  } else {
-    static_cast<float*>(p)[i] = v;
-  }
-}
 
 // Operands of a run of pixels: x, y / gy, gx are [pixels, C]; s and b are [C] (or null), noise one value per pixel.
 // x (and gx) are bfloat16 when the convolution before ran in bf16, else float.
@@ -178,58 +128,23 @@ SG2_INLINE void backward_tagged(const Run& r, const float* gy, void* gx, float* 
   backward_run<S, NZ, B, LRELU, GAIN, CLAMP, BF>(r, gy, gx, gs, gb, gn, p);
 }
 
+// The instantiation's flags, in the order of the template parameters.
+struct RunFlags {
+  bool f[7];
+  RunFlags(const Run& r, bool bf16, Spec p)
+      : f{r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp, bf16} {}
+};
+
 SG2_CLONES void forward_pixels(const Run& r, bool bf16, float* y, Spec p) {
-  bool flags[7] = {r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp, bf16};
-  dispatch([&](auto tag) __attribute__((always_inline)) { forward_tagged(r, y, p, tag); }, flags, 7, Flags<>{});
+  RunFlags flags(r, bf16, p);
+  dispatch([&](auto tag) __attribute__((always_inline)) { forward_tagged(r, y, p, tag); }, flags.f, 7, Flags<>{});
 }
 
 SG2_CLONES void backward_pixels(const Run& r, bool bf16, const float* gy, void* gx, float* gs, float* gb, float* gn,
                                 Spec p) {
-  bool flags[7] = {r.s != nullptr, r.noise != nullptr, r.b != nullptr, p.lrelu, p.gain != 1.f, p.has_clamp, bf16};
-  dispatch([&](auto tag) __attribute__((always_inline)) { backward_tagged(r, gy, gx, gs, gb, gn, p, tag); }, flags, 7, Flags<>{});
+  RunFlags flags(r, bf16, p);
+  dispatch([&](auto tag) __attribute__((always_inline)) { backward_tagged(r, gy, gx, gs, gb, gn, p, tag); }, flags.f, 7, Flags<>{});
 }
-
-// Geometry shared by both passes: N samples of P pixels of C channels.
-struct Geometry {
-  int64_t N, C, P, W;
-};
-
-Geometry geometry(const at::Tensor& x) {
-  if (x.dim() == 2) return {x.size(0), x.size(1), 1, 1};
-  return {x.size(0), x.size(1), x.size(2) * x.size(3), x.size(3)};
-}
-
-bool dense(const at::Tensor& x) {
-  return x.dim() == 2 ? x.is_contiguous() : x.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
-at::Tensor like_x(const at::Tensor& x, at::ScalarType kind) {
-  auto opts = x.options().dtype(kind);
-  return x.dim() == 2 ? at::empty_like(x, opts) : at::empty_like(x, opts, at::MemoryFormat::ChannelsLast);
-}
-
-bool is_bf16(const at::Tensor& t) { return t.scalar_type() == at::kBFloat16; }
-
-// `base` advanced by `i` elements of `t`'s kind.
-const void* at_elem(const at::Tensor& t, const void* base, int64_t i) {
-  return static_cast<const char*>(base) + i * t.element_size();
-}
-
-// The noise as [N or 1, P] floats (row stride 0 when shared by the batch).
-struct NoiseView {
-  at::Tensor t;
-  const float* ptr;
-  int64_t stride;
-};
-
-NoiseView noise_view(const at::Tensor& noise, const Geometry& g) {
-  if (!noise.defined()) return {noise, nullptr, 0};
-  auto t = noise.reshape({-1, g.P}).contiguous();
-  TORCH_CHECK(t.size(0) == 1 || t.size(0) == g.N, "fused bias_act: noise does not broadcast to the batch");
-  return {t, t.data_ptr<float>(), t.size(0) == 1 ? 0 : g.P};
-}
-
-const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
 at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
                           Spec p) {
@@ -286,9 +201,8 @@ variable_list backward_composite(const at::Tensor& x, const at::Tensor& s, const
   return {gx, gs, gn, gb};
 }
 
-variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise,
-                              const at::Tensor& b, const at::Tensor& gy_in, Spec p, bool need_x, bool need_s,
-                              bool need_n, bool need_b) {
+RawGrads backward_raw_impl(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
+                           const at::Tensor& gy_in, Spec p, bool need_s, bool need_b) {
   auto g = geometry(x);
   auto gy = x.dim() == 2 ? gy_in.contiguous() : gy_in.contiguous(at::MemoryFormat::ChannelsLast);
   auto nv = noise_view(noise, g);
@@ -331,14 +245,21 @@ variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at
       }
     }
   });
-  at::Tensor gb = need_b ? gb_n.to(at::kDouble).sum(0).to(at::kFloat) : at::Tensor();
+  return {gx, gs, gn, gb_n};
+}
+
+variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise,
+                              const at::Tensor& b, const at::Tensor& gy, Spec p, bool need_x, bool need_s,
+                              bool need_n, bool need_b) {
+  auto r = backward_raw_impl(x, s, noise, b, gy, p, need_s, need_b);
+  at::Tensor gb = need_b ? r.gb.to(at::kDouble).sum(0).to(at::kFloat) : at::Tensor();
   at::Tensor gnoise;
   if (need_n) {
-    std::vector<int64_t> shape = {g.N, 1};
-    if (x.dim() == 4) shape = {g.N, 1, x.size(2), x.size(3)};
-    gnoise = gn.reshape(shape).sum_to_size(noise.sizes());
+    std::vector<int64_t> shape = {x.size(0), 1};
+    if (x.dim() == 4) shape = {x.size(0), 1, x.size(2), x.size(3)};
+    gnoise = r.gn.reshape(shape).sum_to_size(noise.sizes());
   }
-  return {need_x ? gx : at::Tensor(), gs, gnoise, gb};
+  return {need_x ? r.gx : at::Tensor(), r.gs, gnoise, gb};
 }
 
 struct FusedBiasAct : public torch::autograd::Function<FusedBiasAct> {
@@ -362,8 +283,12 @@ struct FusedBiasAct : public torch::autograd::Function<FusedBiasAct> {
     Spec p{ctx->saved_data["lrelu"].toBool(), static_cast<float>(ctx->saved_data["gain"].toDouble()), clamp >= 0,
            static_cast<float>(clamp)};
     variable_list g;
-    if (at::GradMode::is_enabled()) {
+    if (at::GradMode::is_enabled() && is_bf16(x)) {
       g = backward_composite(x, s, noise, b, grads[0], p);
+    } else if (at::GradMode::is_enabled()) {
+      bool need[4] = {ctx->needs_input_grad(0), s.defined() && ctx->needs_input_grad(1),
+                      noise.defined() && ctx->needs_input_grad(2), b.defined() && ctx->needs_input_grad(3)};
+      g = bias_act_backward_graph(x, s, noise, b, grads[0], p, need);
     } else {
       g = backward_kernel(x, s, noise, b, grads[0], p, ctx->needs_input_grad(0),
                           s.defined() && ctx->needs_input_grad(1), noise.defined() && ctx->needs_input_grad(2),
@@ -414,6 +339,36 @@ SG2_CLONES void modulate_back_pixels(bool bf, const float* x, const float* s, co
   }
 }
 
+std::pair<at::Tensor, at::Tensor> modulate_backward_raw_impl(const at::Tensor& x, const at::Tensor& s,
+                                                             const at::Tensor& gy_in, bool need_s) {
+  auto g = geometry(x);
+  auto gy = x.dim() == 2 ? gy_in.contiguous() : gy_in.contiguous(at::MemoryFormat::ChannelsLast);
+  bool bf = is_bf16(gy);
+  TORCH_CHECK(bf || gy.scalar_type() == at::kFloat, "modulate: unexpected gradient kind");
+  at::Tensor gx = like_x(x, at::kFloat);  // written even when not needed: no conditional stores in the loop
+  at::Tensor gs = need_s ? at::empty({g.N, g.C}, x.options()) : at::Tensor();
+  const float* xp = x.data_ptr<float>();
+  const float* sp = s.data_ptr<float>();
+  const void* gyp = gy.data_ptr();
+  at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
+    std::vector<float> row(g.C);
+    std::vector<double> acc(g.C);
+    for (int64_t n = n0; n < n1; ++n) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t r = 0; r < g.P / g.W; ++r) {
+        std::fill(row.begin(), row.end(), 0.f);
+        int64_t off = (n * g.P + r * g.W) * g.C;
+        modulate_back_pixels(bf, xp + off, sp + n * g.C, at_elem(gy, gyp, off), gx.data_ptr<float>() + off,
+                             row.data(), g.W, g.C);
+        for (int64_t c = 0; c < g.C; ++c) acc[c] += row[c];
+      }
+      if (need_s)
+        for (int64_t c = 0; c < g.C; ++c) gs.data_ptr<float>()[n * g.C + c] = static_cast<float>(acc[c]);
+    }
+  });
+  return {gx, gs};
+}
+
 struct Modulate : public torch::autograd::Function<Modulate> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& s, bool bf16) {
     ctx->save_for_backward({x, s});
@@ -435,8 +390,8 @@ struct Modulate : public torch::autograd::Function<Modulate> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &s = saved[1];
-    auto g = geometry(x);
-    if (at::GradMode::is_enabled()) {
+    if (at::GradMode::is_enabled() && is_bf16(grads[0])) {
+      auto g = geometry(x);
       std::vector<int64_t> shape(x.dim(), 1);
       shape[0] = g.N;
       shape[1] = g.C;
@@ -446,31 +401,12 @@ struct Modulate : public torch::autograd::Function<Modulate> {
       auto gs = spatial.empty() ? gy * x : (gy * x).sum(spatial);
       return {gy * s.reshape(shape), gs, at::Tensor()};
     }
+    if (at::GradMode::is_enabled()) {
+      auto g = modulate_backward_graph(x, s, grads[0]);
+      return {g[0], g[1], at::Tensor()};
+    }
     bool need_x = ctx->needs_input_grad(0), need_s = ctx->needs_input_grad(1);
-    auto gy = x.dim() == 2 ? grads[0].contiguous() : grads[0].contiguous(at::MemoryFormat::ChannelsLast);
-    bool bf = is_bf16(gy);
-    TORCH_CHECK(bf || gy.scalar_type() == at::kFloat, "modulate: unexpected gradient kind");
-    at::Tensor gx = like_x(x, at::kFloat);  // written even when not needed: no conditional stores in the loop
-    at::Tensor gs = need_s ? at::empty({g.N, g.C}, x.options()) : at::Tensor();
-    const float* xp = x.data_ptr<float>();
-    const float* sp = s.data_ptr<float>();
-    const void* gyp = gy.data_ptr();
-    at::parallel_for(0, g.N, 1, [&](int64_t n0, int64_t n1) {
-      std::vector<float> row(g.C);
-      std::vector<double> acc(g.C);
-      for (int64_t n = n0; n < n1; ++n) {
-        std::fill(acc.begin(), acc.end(), 0.0);
-        for (int64_t r = 0; r < g.P / g.W; ++r) {
-          std::fill(row.begin(), row.end(), 0.f);
-          int64_t off = (n * g.P + r * g.W) * g.C;
-          modulate_back_pixels(bf, xp + off, sp + n * g.C, at_elem(gy, gyp, off), gx.data_ptr<float>() + off,
-                               row.data(), g.W, g.C);
-          for (int64_t c = 0; c < g.C; ++c) acc[c] += row[c];
-        }
-        if (need_s)
-          for (int64_t c = 0; c < g.C; ++c) gs.data_ptr<float>()[n * g.C + c] = static_cast<float>(acc[c]);
-      }
-    });
+    auto [gx, gs] = modulate_backward_raw_impl(x, s, grads[0], need_s);
     return {need_x ? gx : at::Tensor(), gs, at::Tensor()};
   }
 };
@@ -484,6 +420,20 @@ void copy_message(const char* msg, char* err, size_t len) {
 at::Tensor opt(at::Tensor* t, const at::Tensor& x) { return t ? *t : at::empty({0}, x.options()); }
 
 }  // namespace
+
+RawGrads bias_act_backward_raw(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
+                               const at::Tensor& gy, Spec p, bool need_s, bool need_b) {
+  return backward_raw_impl(x, s, noise, b, gy, p, need_s, need_b);
+}
+
+std::pair<at::Tensor, at::Tensor> modulate_backward_raw(const at::Tensor& x, const at::Tensor& s, const at::Tensor& gy,
+                                                        bool need_s) {
+  return modulate_backward_raw_impl(x, s, gy, need_s);
+}
+
+}  // namespace sg2_fused
+
+using namespace sg2_fused;
 
 extern "C" {
 

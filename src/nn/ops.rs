@@ -513,26 +513,18 @@ mod tests {
                 let d = (a - r).abs().max().double_value(&[]);
                 assert!(d <= 1e-5 * r.abs().max().double_value(&[]).max(1.0), "case {case}, input {i}: {d}");
             }
-            // Second order: d/d(params) of |d out / d x|^2, as R1 takes it.
-            let r1 = |y: &Tensor| {
-                let g = Tensor::run_backward(&[y.sum(Kind::Float)], &[&x], true, true);
-                let pen = g[0].square().sum(Kind::Float);
-                Tensor::run_backward(&[pen], &[&s, &b], false, false)
-            };
-            let (a, r) = (r1(&fused), r1(&chain));
-            assert!(a[0].defined(), "case {case}: the penalty depends on the scale");
-            for (i, (a, r)) in a.iter().zip(&r).enumerate() {
-                // Nothing flows back to the bias (the activation's slope is piecewise constant): autograd may give
-                // no tensor or zeros.
-                if !a.defined() || !r.defined() {
-                    let other = if a.defined() { a } else { r };
-                    let zero = !other.defined() || other.abs().max().double_value(&[]) == 0.0;
-                    assert!(zero, "case {case}, 2nd order {i}: nonzero where the other has none");
-                    continue;
-                }
-                let d = (a - r).abs().max().double_value(&[]);
-                assert!(d <= 1e-5 * r.abs().max().double_value(&[]).max(1.0), "case {case}, 2nd order {i}: {d}");
-            }
+            let mut leaves = vec![&x, &s, &b];
+            leaves.extend(nz.as_ref());
+            assert_same_second_order(&format!("case {case}"), &leaves, &fused, &chain);
+        }
+        // Without a scale (D's layers), 4-D and [N, C].
+        for shape in [vec![n, c, h, w], vec![n, c]] {
+            let x = leaf(with_layout(&Tensor::randn(shape.as_slice(), opts), true).detach());
+            let b = leaf(Tensor::randn([c], opts));
+            let post = BiasAct { bias: Some(&b), act: Act::Lrelu, gain: 1.3, clamp: None };
+            let fused = crate::ffi::fused::bias_act(&x, None, None, Some(&b), true, 1.3, None).unwrap();
+            let chain = epilogue_chain(&x, None, None, &post);
+            assert_same_second_order(&format!("no scale {shape:?}"), &[&x, &b], &fused, &chain);
         }
         // [N, C] (the mapping network's layers), and operands it does not take.
         let x = Tensor::randn([4, 9], opts);
@@ -547,6 +539,55 @@ mod tests {
         assert!(crate::ffi::fused::bias_act(&cl, None, None, Some(&wrong), true, 1.0, None).is_none(), "bias");
         let half = cl.to_kind(Kind::Half);
         assert!(crate::ffi::fused::bias_act(&half, None, None, None, true, 1.0, None).is_none(), "fp16");
+    }
+
+    /// The second order of `y` against `reference` (both functions of `leaves`): the first-order gradients of
+    /// <y, gy> (gy a leaf too), weighted by fixed random tensors and summed, differentiated w.r.t. every leaf and
+    /// gy, as R1 and path-length regularisation differentiate a gradient. A gradient one side leaves out must be
+    /// zero on the other.
+    fn assert_same_second_order(case: &str, leaves: &[&Tensor], y: &Tensor, reference: &Tensor) {
+        tch::manual_seed(11);
+        let gy = y.detach().randn_like().set_requires_grad(true);
+        let weights: Vec<Tensor> = leaves.iter().map(|t| t.detach().randn_like()).collect();
+        let second = |y: &Tensor| {
+            let g1 = Tensor::run_backward(&[(y * &gy).sum(Kind::Float)], leaves, true, true);
+            let total = g1
+                .iter()
+                .zip(&weights)
+                .filter(|(g, _)| g.defined())
+                .map(|(g, w)| (g * w).sum(Kind::Float))
+                .reduce(|a, b| a + b)
+                .unwrap();
+            let mut all = leaves.to_vec();
+            all.push(&gy);
+            Tensor::run_backward(&[total], &all, true, false)
+        };
+        let (a, r) = (second(y), second(reference));
+        for (i, (a, r)) in a.iter().zip(&r).enumerate() {
+            let size = |t: &Tensor| if t.defined() { t.abs().max().double_value(&[]) } else { 0.0 };
+            if !a.defined() || !r.defined() {
+                assert!(size(a) == 0.0 && size(r) == 0.0, "{case}, 2nd order {i}: nonzero where the other has none");
+                continue;
+            }
+            let d = (a - r).abs().max().double_value(&[]);
+            assert!(d <= 1e-5 * size(r).max(1.0), "{case}, 2nd order {i}: {d}");
+        }
+        assert!(a.last().unwrap().defined(), "{case}: the gradient's own gradient reaches gy");
+    }
+
+    /// The fused modulation against the product x * s[n, c], to second order.
+    #[test]
+    fn fused_modulation_matches_the_product() {
+        tch::manual_seed(7);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        for shape in [vec![3i64, 20, 5, 7], vec![3, 20]] {
+            let x = with_layout(&Tensor::randn(shape.as_slice(), opts), true).set_requires_grad(true);
+            let s = Tensor::randn([3, 20], opts).set_requires_grad(true);
+            let fused = crate::ffi::fused::modulate(&x, &s, false).expect("fused modulation applies");
+            let product = &x * per_sample_channel(&s, x.dim());
+            assert!(fused.equal(&product), "{shape:?}: forward");
+            assert_same_second_order(&format!("modulate {shape:?}"), &[&x, &s], &fused, &product);
+        }
     }
 
     /// The bf16 path end to end (modulation rounded to bf16, bf16 convolution, the epilogue taking its bf16
