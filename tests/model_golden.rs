@@ -9,7 +9,7 @@ use tch::Tensor;
 
 fn check_forward(net: &str, mode: ModConv) {
     let mut n = golden_nets(net);
-    n.g.modconv = mode;
+    n.g.modconv = Some(mode);
     let io = golden_io(net);
     let z = &io["z"];
     tch::no_grad(|| {
@@ -86,4 +86,21 @@ fn truncation_cutoff_only_touches_first_layers() {
     let cut = n.g.mapping(z, None, 0.5, Some(3));
     assert_close("head", &cut.narrow(1, 0, 3), &trunc.narrow(1, 0, 3));
     assert_close("tail", &cut.narrow(1, 3, 5), &full.narrow(1, 3, 5));
+}
+
+/// Without an explicit form, inference takes the device's faster one: on the CPU the unfused form, bit for bit.
+#[test]
+fn the_default_form_on_the_cpu_is_the_unfused_one() {
+    assert_eq!(ModConv::inference_default(tch::Device::Cpu), ModConv::Unfused);
+    assert_eq!(ModConv::inference_default(tch::Device::Cuda(0)), ModConv::Fused);
+    let mut n = golden_nets("tiny32");
+    assert_eq!(n.g.modconv, None);
+    let z = &golden_io("tiny32")["z"];
+    let default = tch::no_grad(|| n.g.forward(z, None, 1.0, NoiseMode::Const));
+    n.g.modconv = Some(ModConv::Unfused);
+    let unfused = tch::no_grad(|| n.g.forward(z, None, 1.0, NoiseMode::Const));
+    n.g.modconv = Some(ModConv::Fused);
+    let fused = tch::no_grad(|| n.g.forward(z, None, 1.0, NoiseMode::Const));
+    assert!(default.equal(&unfused));
+    assert!(!default.equal(&fused), "the two forms round differently, so the comparison can tell them apart");
 }

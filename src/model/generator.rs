@@ -12,8 +12,9 @@ pub struct Generator {
     pub mapping: MappingNetwork,
     pub synthesis: SynthesisNetwork,
     cfg: ModelConfig,
-    /// How modulated convolutions run; both forms give the official values (see `nn::ops::ModConv`).
-    pub modconv: ModConv,
+    /// How modulated convolutions run; both forms give the official values (see `nn::ops::ModConv`). None: the
+    /// faster form for inference on the device the forward runs on (`ModConv::inference_default`).
+    pub modconv: Option<ModConv>,
 }
 
 impl Generator {
@@ -28,7 +29,7 @@ impl Generator {
             lr_mul: cfg.mapping_lr_mul,
         };
         let mapping = MappingNetwork::new(&(p / "mapping"), spec);
-        Generator { mapping, synthesis, cfg: cfg.clone(), modconv: ModConv::Fused }
+        Generator { mapping, synthesis, cfg: cfg.clone(), modconv: None }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -74,7 +75,7 @@ impl Generator {
 
     /// ws [N, num_ws, w_dim] -> images [N, C, H, W].
     pub fn synthesis(&self, ws: &Tensor, noise_mode: NoiseMode) -> Tensor {
-        self.synthesis.forward(ws, &[LayerNoise::Mode(noise_mode)], self.modconv, false)
+        self.synthesis.forward(ws, &[LayerNoise::Mode(noise_mode)], self.modconv_on(ws), false)
     }
 
     /// Synthesis with one explicit noise tensor per convolution (`synthesis.noise_resolutions()` gives the shapes);
@@ -82,7 +83,11 @@ impl Generator {
     pub fn synthesis_with_noise(&self, ws: &Tensor, noise: Vec<Tensor>, force_fp32: bool) -> Tensor {
         assert_eq!(noise.len(), self.synthesis.num_noise(), "one noise tensor per convolution");
         let noise: Vec<LayerNoise> = noise.into_iter().map(LayerNoise::Given).collect();
-        self.synthesis.forward(ws, &noise, self.modconv, force_fp32)
+        self.synthesis.forward(ws, &noise, self.modconv_on(ws), force_fp32)
+    }
+
+    fn modconv_on(&self, ws: &Tensor) -> ModConv {
+        self.modconv.unwrap_or_else(|| ModConv::inference_default(ws.device()))
     }
 
     pub fn forward(&self, z: &Tensor, c: Option<&Tensor>, truncation_psi: f64, noise_mode: NoiseMode) -> Tensor {

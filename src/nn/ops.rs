@@ -328,6 +328,19 @@ pub enum ModConv {
     Unfused,
 }
 
+impl ModConv {
+    /// The faster form for inference (generate, metrics) on `device`: grouped on CUDA, as the official runs
+    /// inference; unfused on the CPU, where oneDNN's grouped convolution measured 1.2x (256x256, one image) to
+    /// 2.4x (32x32, batch 32) slower than the shared-weight one (BENCHMARKS.md).
+    pub fn inference_default(device: tch::Device) -> ModConv {
+        if device.is_cuda() {
+            ModConv::Fused
+        } else {
+            ModConv::Unfused
+        }
+    }
+}
+
 /// The official `modulated_conv2d` keywords, and the form that runs it.
 #[derive(Debug, Clone, Copy)]
 pub struct ModConvSpec<'a> {

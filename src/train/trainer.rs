@@ -152,8 +152,8 @@ impl Trainer {
         let g_all: std::collections::BTreeMap<String, Tensor> = g_vs.variables().into_iter().collect();
         copy_into(&g_all, "", &mut g_ema_vs, "G_ema")?;
         let mode = modconv_for(cfg, device);
-        g.modconv = mode;
-        g_ema.modconv = mode;
+        g.modconv = Some(mode);
+        g_ema.modconv = Some(mode);
         let (g_params, g_buffers) = split_vars(&g_vs);
         let (d_params, _) = split_vars(&d_vs);
         // Freeze-D: frozen layers leave D's parameter list, so they get no gradient and no Adam state.
