@@ -100,23 +100,6 @@ SG2_INLINE void backward_run(const Run& r, const float* __restrict gy, void* __r
   }
 }
 
-// Runtime flags -> the instantiation. `F` is called with a tag type carrying the six flags.
-template <bool... Fl>
-struct Flags {};
-
-template <typename F, bool... Done>
-SG2_INLINE void dispatch(F&& f, const bool* flags, int left, Flags<Done...>) {
-  if constexpr (sizeof...(Done) == 7) {
-    f(Flags<Done...>{});
-  } else {
-    if (flags[0]) {
-      dispatch(f, flags + 1, left - 1, Flags<Done..., true>{});
-    } else {
-      dispatch(f, flags + 1, left - 1, Flags<Done..., false>{});
-    }
-  }
-}
-
 template <bool S, bool NZ, bool B, bool LRELU, bool GAIN, bool CLAMP, bool BF>
 SG2_INLINE void forward_tagged(const Run& r, float* y, Spec p, Flags<S, NZ, B, LRELU, GAIN, CLAMP, BF>) {
   forward_run<S, NZ, B, LRELU, GAIN, CLAMP, BF>(r, y, p);
@@ -137,13 +120,13 @@ struct RunFlags {
 
 SG2_CLONES void forward_pixels(const Run& r, bool bf16, float* y, Spec p) {
   RunFlags flags(r, bf16, p);
-  dispatch([&](auto tag) __attribute__((always_inline)) { forward_tagged(r, y, p, tag); }, flags.f, 7, Flags<>{});
+  dispatch<7>([&](auto tag) __attribute__((always_inline)) { forward_tagged(r, y, p, tag); }, flags.f, Flags<>{});
 }
 
 SG2_CLONES void backward_pixels(const Run& r, bool bf16, const float* gy, void* gx, float* gs, float* gb, float* gn,
                                 Spec p) {
   RunFlags flags(r, bf16, p);
-  dispatch([&](auto tag) __attribute__((always_inline)) { backward_tagged(r, gy, gx, gs, gb, gn, p, tag); }, flags.f, 7, Flags<>{});
+  dispatch<7>([&](auto tag) __attribute__((always_inline)) { backward_tagged(r, gy, gx, gs, gb, gn, p, tag); }, flags.f, Flags<>{});
 }
 
 at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,

@@ -104,6 +104,22 @@ inline NoiseView noise_view(const at::Tensor& noise, const Geometry& g) {
 
 inline const float* ptr_or_null(const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; }
 
+// Runtime flags -> template arguments: `f` is called with Flags<flags[0], ..., flags[N - 1]>, so that each
+// combination compiles to its own branch-free loop.
+template <bool... Fl>
+struct Flags {};
+
+template <int N, typename F, bool... Done>
+SG2_INLINE void dispatch(F&& f, const bool* flags, Flags<Done...>) {
+  if constexpr (sizeof...(Done) == N) {
+    f(Flags<Done...>{});
+  } else if (flags[0]) {
+    dispatch<N>(f, flags + 1, Flags<Done..., true>{});
+  } else {
+    dispatch<N>(f, flags + 1, Flags<Done..., false>{});
+  }
+}
+
 // The epilogue's first-order gradients before their reductions: gx (x's kind), gs [N, C] (x * g summed over pixels),
 // gn [N, P] (g summed over channels, the noise gradient per pixel), gb [N, C] (g summed over pixels). A tensor is
 // computed only when its flag is set (gn always).

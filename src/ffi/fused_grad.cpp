@@ -75,32 +75,15 @@ SG2_INLINE void epilogue_double_run(const DoubleRun& r, float gain, float clamp)
   }
 }
 
-template <bool... Fl>
-struct Tag {};
-
-// Runtime flags -> template arguments, `left` flags still to place.
-template <typename F, bool... Done>
-SG2_INLINE void dispatch(F&& f, const bool* flags, int left, Tag<Done...>) {
-  if constexpr (sizeof...(Done) == 4) {
-    f(Tag<Done...>{});
-  } else {
-    if (flags[0]) {
-      dispatch(f, flags + 1, left - 1, Tag<Done..., true>{});
-    } else {
-      dispatch(f, flags + 1, left - 1, Tag<Done..., false>{});
-    }
-  }
-}
-
 template <bool GGX, bool DX, bool LRELU, bool CLAMP>
-SG2_INLINE void epilogue_double_tagged(const DoubleRun& r, float gain, float clamp, Tag<GGX, DX, LRELU, CLAMP>) {
+SG2_INLINE void epilogue_double_tagged(const DoubleRun& r, float gain, float clamp, Flags<GGX, DX, LRELU, CLAMP>) {
   epilogue_double_run<GGX, DX, LRELU, CLAMP>(r, gain, clamp);
 }
 
 SG2_CLONES void epilogue_double_pixels(const DoubleRun& r, Spec p) {
   bool flags[4] = {r.ggx != nullptr, r.dx != nullptr, p.lrelu, p.has_clamp};
-  dispatch([&](auto tag) __attribute__((always_inline)) { epilogue_double_tagged(r, p.gain, p.clamp, tag); }, flags,
-           4, Tag<>{});
+  dispatch<4>([&](auto tag) __attribute__((always_inline)) { epilogue_double_tagged(r, p.gain, p.clamp, tag); },
+              flags, Flags<>{});
 }
 
 template <bool GGX, bool GGS>
