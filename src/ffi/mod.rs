@@ -2,6 +2,7 @@
 //! against the same libtorch headers): the TF32 switches here, the c10d bridge in `c10d`. Errors come back as Rust
 //! errors with libtorch's message.
 
+pub mod adam;
 pub mod c10d;
 pub mod cpu_alloc;
 pub mod fused;

@@ -21,6 +21,9 @@ pub struct Adam {
     slots: Vec<(String, Tensor, Tensor, Tensor)>,
     /// Number of updates so far (torch keeps it per parameter; every parameter here is updated together).
     pub step: u64,
+    /// Whether an unconditional step with beta1 = 0 on CPU float tensors runs as one pass per tensor
+    /// (`ffi::adam`, the same values as the ATen ops); false runs the ops.
+    pub one_pass: bool,
 }
 
 impl Adam {
@@ -30,7 +33,7 @@ impl Adam {
             .iter()
             .map(|(n, p)| (n.clone(), p.shallow_clone(), p.zeros_like().detach(), p.zeros_like().detach()))
             .collect();
-        Adam { params, slots, step: 0 }
+        Adam { params, slots, step: 0, one_pass: true }
     }
 
     pub fn parameters(&self) -> Vec<Tensor> {
@@ -53,6 +56,12 @@ impl Adam {
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
         let step_size = lr / bc1;
+        if self.one_pass && keep.is_none() && beta1 == 0.0 {
+            let slots: Vec<_> = self.slots.iter().map(|(_, p, m, v)| (p, m, v)).collect();
+            if crate::ffi::adam::step_beta1_zero(&slots, grads, beta2, step_size, bc2_sqrt, eps) {
+                return;
+            }
+        }
         tch::no_grad(|| {
             for ((_, p, m, v), g) in self.slots.iter_mut().zip(grads) {
                 if !g.defined() {
@@ -165,6 +174,53 @@ mod tests {
         b.step_if(&[Tensor::from_slice(&[f32::NAN, 1.0])], Some(&Tensor::from(false)));
         let after = (vals(&q), b.state_tensors("o").iter().map(|(_, t)| vals(t)).collect::<Vec<_>>());
         assert_eq!(before, after);
+    }
+
+    /// The one-pass update gives the ATen ops' values bit for bit, over parameters of many sizes (vector bodies and
+    /// tails, one spread over threads), with a channels-last gradient and a parameter left without a gradient.
+    #[test]
+    fn one_pass_update_equals_the_ops() {
+        tch::manual_seed(3);
+        let shapes: [&[i64]; 5] = [&[3], &[17, 5], &[512, 300], &[64, 64, 3, 3], &[7]];
+        let make = || -> Vec<(String, Tensor)> {
+            tch::manual_seed(4);
+            shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("p{i}"), Tensor::randn(*s, (Kind::Float, Device::Cpu)) * 1e-3))
+                .collect()
+        };
+        let (a_params, b_params) = (make(), make());
+        // Steps as large as the parameters, so that a last-bit difference in the denominator reaches them.
+        let params = AdamParams { lr: 1e-3, beta1: 0.0, beta2: 0.99f64.powf(0.8), eps: 1e-8 };
+        let mut a = Adam::new(&a_params, params);
+        let mut b = Adam::new(&b_params, params);
+        b.one_pass = false;
+        for step in 0..4 {
+            let grads: Vec<Tensor> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let g = Tensor::randn(*s, (Kind::Float, Device::Cpu)) * 10f64.powi(i as i32 - 2);
+                    match i {
+                        // A convolution's gradient comes channels-last.
+                        3 => g.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]),
+                        4 if step % 2 == 0 => Tensor::new(),
+                        _ => g,
+                    }
+                })
+                .collect();
+            a.step(&grads.iter().map(|g| g.shallow_clone()).collect::<Vec<_>>());
+            b.step(&grads);
+        }
+        let init = make();
+        for (((n, p), (_, q)), (_, p0)) in a_params.iter().zip(&b_params).zip(&init) {
+            assert!(p.equal(q), "{n}: parameter");
+            assert!(!p.equal(p0), "{n}: the steps moved it");
+        }
+        for ((n, x), (_, y)) in a.state_tensors("o").iter().zip(&b.state_tensors("o")) {
+            assert!(x.equal(y), "{n}");
+        }
     }
 
     #[test]
