@@ -11,6 +11,13 @@ use anyhow::{bail, Result};
 use std::os::raw::{c_char, c_int};
 
 extern "C" {
+    fn sg2_leaky_relu(
+        x: *mut torch_sys::C_tensor,
+        slope: f64,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut c_char,
+        len: usize,
+    ) -> c_int;
     fn sg2_set_allow_tf32(allow: c_int, err: *mut c_char, len: usize) -> c_int;
     fn sg2_allow_tf32(op: c_int, err: *mut c_char, len: usize) -> c_int;
 }
@@ -25,6 +32,15 @@ pub(crate) fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> R
         bail!("{what}: {first}");
     }
     Ok(rc)
+}
+
+/// `leaky_relu(x, slope)`, differentiable to any order. Panics on a libtorch failure (out of memory), as tch's own
+/// ops do.
+pub fn leaky_relu(x: &tch::Tensor, slope: f64) -> tch::Tensor {
+    let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
+    call("leaky_relu", |e, n| unsafe { sg2_leaky_relu(x.as_ptr() as *mut _, slope, &mut out, e, n) })
+        .unwrap_or_else(|e| panic!("{e}"));
+    unsafe { tch::Tensor::from_ptr(out) }
 }
 
 /// Allows or forbids TF32 for CUDA matmuls and convolutions (process-wide). The official training and metrics run

@@ -1,5 +1,6 @@
 // Small C entry points into libtorch that tch does not expose. Every function catches C++ exceptions and returns
 // an error code with the message copied into `err`, so no exception crosses into Rust.
+#include <ATen/ATen.h>
 #include <ATen/Context.h>
 
 #include <cstring>
@@ -34,6 +35,17 @@ int sg2_allow_tf32(int op, char* err, size_t len) {
   try {
     auto which = op == 0 ? at::Float32Op::MATMUL : at::Float32Op::CONV;
     return at::globalContext().float32Precision(at::Float32Backend::CUDA, which) == at::Float32Precision::TF32;
+  } catch (const std::exception& e) {
+    copy_message(e.what(), err, len);
+    return -1;
+  }
+}
+
+// leaky_relu with a slope (tch's binding takes none): one op that keeps only its input for the backward.
+int sg2_leaky_relu(at::Tensor* x, double slope, at::Tensor** out, char* err, size_t len) {
+  try {
+    *out = new at::Tensor(at::leaky_relu(*x, slope));
+    return 0;
   } catch (const std::exception& e) {
     copy_message(e.what(), err, len);
     return -1;

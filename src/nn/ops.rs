@@ -32,11 +32,8 @@ pub fn bias_act(x: &Tensor, b: Option<&Tensor>, act: Act, gain: f64, clamp: Opti
         None => x.shallow_clone(),
     };
     if act == Act::Lrelu {
-        // leaky_relu(0.2), then the gain, as the official reference path. tch's leaky_relu has no slope argument;
-        // prelu with a constant 0.2 is the same op (`where(x > 0, x, 0.2 * x)`) and, like leaky_relu, keeps only
-        // its input for the backward pass (a maximum of two scaled copies kept both: a whole activation more).
-        let slope = Tensor::full([1], 0.2, (x.kind(), x.device()));
-        x = x.prelu(&slope);
+        // leaky_relu(0.2), then the gain, as the official reference path.
+        x = crate::ffi::leaky_relu(&x, 0.2);
         if gain != 1.0 {
             x = x * gain;
         }
