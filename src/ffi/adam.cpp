@@ -118,10 +118,7 @@ int sg2_adam_beta1_zero(at::Tensor** p, at::Tensor** g, at::Tensor** m, at::Tens
     });
     return 1;
   } catch (const std::exception& e) {
-    if (err != nullptr && len > 0) {
-      std::strncpy(err, e.what(), len - 1);
-      err[len - 1] = '\0';
-    }
+    sg2_fused::copy_message(e.what(), err, len);
     return -1;
   }
 }

@@ -152,40 +152,26 @@ at::Tensor forward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Te
   return y;
 }
 
-// The backward as differentiable ATen ops (for create_graph).
+// The backward as differentiable ATen ops (for create_graph on bf16 activations).
 variable_list backward_composite(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise,
                                  const at::Tensor& b, const at::Tensor& gy, Spec p) {
-  int64_t d = x.dim();
-  auto per_c = [&](const at::Tensor& t) {  // [C] or [N, C] -> broadcastable over x
-    std::vector<int64_t> shape(d, 1);
-    if (t.dim() == 2) shape[0] = t.size(0);
-    shape[1] = t.size(-1);
-    return t.reshape(shape);
-  };
-  at::Tensor z = s.defined() ? x * per_c(s) : x;
+  at::Tensor z = s.defined() ? x * per_channel(s, x) : x;
   if (noise.defined()) z = z + noise;
-  if (b.defined()) z = z + per_c(b);
-  at::Tensor g = gy;
-  if (p.has_clamp) {
-    at::Tensor y0 = p.lrelu ? at::where(z > 0, z, z * 0.2) : z;
-    if (p.gain != 1.f) y0 = y0 * p.gain;
-    g = at::where(y0.ge(-p.clamp).logical_and(y0.le(p.clamp)), g, at::zeros({}, g.options()));
-  }
-  if (p.gain != 1.f) g = g * p.gain;
-  if (p.lrelu) g = at::where(z.detach() > 0, g, g * 0.2);
-  std::vector<int64_t> spatial;
-  for (int64_t i = 2; i < d; ++i) spatial.push_back(i);
-  at::Tensor gx = s.defined() ? g * per_c(s) : g;
-  at::Tensor gs = s.defined() ? (spatial.empty() ? g * x : (g * x).sum(spatial)) : at::Tensor();
+  if (b.defined()) z = z + per_channel(b, x);
+  at::Tensor g = mask_composite(gy, z.detach(), p);
+  at::Tensor gx = s.defined() ? g * per_channel(s, x) : g;
+  at::Tensor gs = s.defined() ? sum_pixels(g * x) : at::Tensor();
   at::Tensor gn = noise.defined() ? g.sum(1, true).sum_to_size(noise.sizes()) : at::Tensor();
   std::vector<int64_t> all_but_c = {0};
-  all_but_c.insert(all_but_c.end(), spatial.begin(), spatial.end());
+  for (int64_t i = 2; i < x.dim(); ++i) all_but_c.push_back(i);
   at::Tensor gb = b.defined() ? g.sum(all_but_c) : at::Tensor();
   return {gx, gs, gn, gb};
 }
 
-RawGrads backward_raw_impl(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
-                           const at::Tensor& gy_in, Spec p, bool need_s, bool need_b) {
+}  // namespace
+
+RawGrads bias_act_backward_raw(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
+                               const at::Tensor& gy_in, Spec p, bool need_s, bool need_b) {
   auto g = geometry(x);
   auto gy = x.dim() == 2 ? gy_in.contiguous() : gy_in.contiguous(at::MemoryFormat::ChannelsLast);
   auto nv = noise_view(noise, g);
@@ -231,17 +217,15 @@ RawGrads backward_raw_impl(const at::Tensor& x, const at::Tensor& s, const at::T
   return {gx, gs, gn, gb_n};
 }
 
+namespace {
+
 variable_list backward_kernel(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise,
                               const at::Tensor& b, const at::Tensor& gy, Spec p, bool need_x, bool need_s,
                               bool need_n, bool need_b) {
-  auto r = backward_raw_impl(x, s, noise, b, gy, p, need_s, need_b);
+  auto r = bias_act_backward_raw(x, s, noise, b, gy, p, need_s, need_b);
   at::Tensor gb = need_b ? r.gb.to(at::kDouble).sum(0).to(at::kFloat) : at::Tensor();
   at::Tensor gnoise;
-  if (need_n) {
-    std::vector<int64_t> shape = {x.size(0), 1};
-    if (x.dim() == 4) shape = {x.size(0), 1, x.size(2), x.size(3)};
-    gnoise = r.gn.reshape(shape).sum_to_size(noise.sizes());
-  }
+  if (need_n) gnoise = r.gn.reshape(noise_grad_shape(x)).sum_to_size(noise.sizes());
   return {need_x ? r.gx : at::Tensor(), r.gs, gnoise, gb};
 }
 
@@ -322,8 +306,10 @@ SG2_CLONES void modulate_back_pixels(bool bf, const float* x, const float* s, co
   }
 }
 
-std::pair<at::Tensor, at::Tensor> modulate_backward_raw_impl(const at::Tensor& x, const at::Tensor& s,
-                                                             const at::Tensor& gy_in, bool need_s) {
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> modulate_backward_raw(const at::Tensor& x, const at::Tensor& s, const at::Tensor& gy_in,
+                                                        bool need_s) {
   auto g = geometry(x);
   auto gy = x.dim() == 2 ? gy_in.contiguous() : gy_in.contiguous(at::MemoryFormat::ChannelsLast);
   bool bf = is_bf16(gy);
@@ -352,6 +338,8 @@ std::pair<at::Tensor, at::Tensor> modulate_backward_raw_impl(const at::Tensor& x
   return {gx, gs};
 }
 
+namespace {
+
 struct Modulate : public torch::autograd::Function<Modulate> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& s, bool bf16) {
     ctx->save_for_backward({x, s});
@@ -374,45 +362,23 @@ struct Modulate : public torch::autograd::Function<Modulate> {
     auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &s = saved[1];
     if (at::GradMode::is_enabled() && is_bf16(grads[0])) {
-      auto g = geometry(x);
-      std::vector<int64_t> shape(x.dim(), 1);
-      shape[0] = g.N;
-      shape[1] = g.C;
       auto gy = grads[0].to(at::kFloat);
-      std::vector<int64_t> spatial;
-      for (int64_t i = 2; i < x.dim(); ++i) spatial.push_back(i);
-      auto gs = spatial.empty() ? gy * x : (gy * x).sum(spatial);
-      return {gy * s.reshape(shape), gs, at::Tensor()};
+      return {gy * per_channel(s, x), sum_pixels(gy * x), at::Tensor()};
     }
     if (at::GradMode::is_enabled()) {
       auto g = modulate_backward_graph(x, s, grads[0]);
       return {g[0], g[1], at::Tensor()};
     }
     bool need_x = ctx->needs_input_grad(0), need_s = ctx->needs_input_grad(1);
-    auto [gx, gs] = modulate_backward_raw_impl(x, s, grads[0], need_s);
+    auto [gx, gs] = modulate_backward_raw(x, s, grads[0], need_s);
     return {need_x ? gx : at::Tensor(), gs, at::Tensor()};
   }
 };
 
-void copy_message(const char* msg, char* err, size_t len) {
-  if (err == nullptr || len == 0) return;
-  std::strncpy(err, msg, len - 1);
-  err[len - 1] = '\0';
-}
 
 at::Tensor opt(at::Tensor* t, const at::Tensor& x) { return t ? *t : at::empty({0}, x.options()); }
 
 }  // namespace
-
-RawGrads bias_act_backward_raw(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
-                               const at::Tensor& gy, Spec p, bool need_s, bool need_b) {
-  return backward_raw_impl(x, s, noise, b, gy, p, need_s, need_b);
-}
-
-std::pair<at::Tensor, at::Tensor> modulate_backward_raw(const at::Tensor& x, const at::Tensor& s, const at::Tensor& gy,
-                                                        bool need_s) {
-  return modulate_backward_raw_impl(x, s, gy, need_s);
-}
 
 }  // namespace sg2_fused
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 namespace sg2_fused {
 
@@ -118,6 +119,48 @@ SG2_INLINE void dispatch(F&& f, const bool* flags, Flags<Done...>) {
   } else {
     dispatch<N>(f, flags + 1, Flags<Done..., false>{});
   }
+}
+
+// ---- Pieces of the ATen-op (composite) forms.
+
+// [C] or [N, C] shaped to broadcast over x.
+inline at::Tensor per_channel(const at::Tensor& t, const at::Tensor& x) {
+  std::vector<int64_t> shape(x.dim(), 1);
+  if (t.dim() == 2) shape[0] = t.size(0);
+  shape[1] = t.size(-1);
+  return t.reshape(shape);
+}
+
+// t summed over its pixels (dims 2 and up; t itself when it has none).
+inline at::Tensor sum_pixels(const at::Tensor& t) {
+  std::vector<int64_t> d;
+  for (int64_t i = 2; i < t.dim(); ++i) d.push_back(i);
+  return d.empty() ? t : t.sum(d);
+}
+
+// The shape of x's per-pixel noise gradient: [N, 1, H, W], or [N, 1] for [N, C] inputs.
+inline std::vector<int64_t> noise_grad_shape(const at::Tensor& x) {
+  if (x.dim() == 4) return {x.size(0), 1, x.size(2), x.size(3)};
+  return {x.size(0), 1};
+}
+
+// The epilogue's backward mask applied to t (pre-activation z): clamp pass band, gain, leaky ReLU's slope.
+inline at::Tensor mask_composite(const at::Tensor& t, const at::Tensor& z, Spec p) {
+  at::Tensor g = t;
+  if (p.has_clamp) {
+    at::Tensor y0 = p.lrelu ? at::where(z > 0, z, z * 0.2) : z;
+    y0 = y0 * p.gain;
+    g = at::where(y0.ge(-p.clamp).logical_and(y0.le(p.clamp)), g, at::zeros({}, g.options()));
+  }
+  g = g * p.gain;
+  return p.lrelu ? at::where(z > 0, g, g * 0.2) : g;
+}
+
+// An exception's message into a C caller's buffer.
+inline void copy_message(const char* msg, char* err, size_t len) {
+  if (err == nullptr || len == 0) return;
+  std::strncpy(err, msg, len - 1);
+  err[len - 1] = '\0';
 }
 
 // The epilogue's first-order gradients before their reductions: gx (x's kind), gs [N, C] (x * g summed over pixels),

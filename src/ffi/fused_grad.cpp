@@ -110,10 +110,11 @@ SG2_INLINE void modulate_double_run(const DoubleRun& r) {
   }
 }
 
-SG2_CLONES void modulate_double_pixels(const DoubleRun& r) {
-  if (r.ggx && r.ggs) {
+// At least one of ggx and ggs is present.
+SG2_CLONES void modulate_double_pixels(const DoubleRun& r, bool ggx, bool ggs) {
+  if (ggx && ggs) {
     modulate_double_run<true, true>(r);
-  } else if (r.ggx) {
+  } else if (ggx) {
     modulate_double_run<true, false>(r);
   } else {
     modulate_double_run<false, true>(r);
@@ -183,8 +184,6 @@ at::Tensor over_rows(const Geometry& g, DoubleRun proto, bool want_ds, const at:
   return ds;
 }
 
-at::Tensor full_like_x(const at::Tensor& x) { return like_x(x, at::kFloat); }
-
 // The epilogue's double backward: (d x, d s, d gy), each only where wanted and nonzero.
 variable_list epilogue_double(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise, const at::Tensor& b,
                               const at::Tensor& gy_in, Spec p, const at::Tensor& ggx_in, const at::Tensor& ggs_in,
@@ -198,10 +197,10 @@ variable_list epilogue_double(const at::Tensor& x, const at::Tensor& s, const at
   if (!want_dx && !want_ds && !need_gy) return {at::Tensor(), at::Tensor(), at::Tensor()};
   auto gy = dense_float(gy_in, x);
   auto ggx = has_ggx ? dense_float(ggx_in, x) : at::Tensor();
-  auto dgy = full_like_x(x);
-  auto dx = want_dx ? full_like_x(x) : at::Tensor();
+  auto dgy = like_x(x, at::kFloat);
+  auto dx = want_dx ? like_x(x, at::kFloat) : at::Tensor();
   Rows rs = rows(s, g.C, 1.f, opts), rb = rows(b, g.C, 0.f, opts);
-  Rows rn = noise.defined() ? rows(noise, g.P, 0.f, opts) : rows(at::Tensor(), g.P, 0.f, opts);
+  Rows rn = rows(noise, g.P, 0.f, opts);
   Rows rggs = rows(s.defined() ? ggs_in : at::Tensor(), g.C, 0.f, opts);
   Rows rggb = rows(ggb_in, g.C, 0.f, opts), rggn = rows(ggn_in, g.P, 0.f, opts);
   DoubleRun proto{x.data_ptr<float>(), nullptr, nullptr, nullptr, gy.data_ptr<float>(),
@@ -222,51 +221,19 @@ variable_list modulate_double(const at::Tensor& x, const at::Tensor& s, const at
   auto opts = x.options().dtype(at::kFloat);
   auto gy = dense_float(gy_in, x);
   auto ggx = has_ggx ? dense_float(ggx_in, x) : at::Tensor();
-  auto dgy = full_like_x(x);
-  auto dx = has_ggs ? full_like_x(x) : at::Tensor();
+  auto dgy = like_x(x, at::kFloat);
+  auto dx = has_ggs ? like_x(x, at::kFloat) : at::Tensor();
   Rows rs = rows(s, g.C, 1.f, opts), zc = rows(at::Tensor(), g.C, 0.f, opts), zp = rows(at::Tensor(), g.P, 0.f, opts);
-  Rows rggs = has_ggs ? rows(ggs_in, g.C, 0.f, opts) : zc;
+  Rows rggs = rows(ggs_in, g.C, 0.f, opts);
   DoubleRun proto{x.data_ptr<float>(), nullptr, nullptr, nullptr, gy.data_ptr<float>(),
-                  has_ggx ? ggx.data_ptr<float>() : nullptr, has_ggs ? rggs.ptr : nullptr, nullptr, nullptr,
+                  has_ggx ? ggx.data_ptr<float>() : nullptr, nullptr, nullptr, nullptr,
                   dgy.data_ptr<float>(), has_ggs ? dx.data_ptr<float>() : nullptr, nullptr, 0, 0};
-  auto ds = over_rows(g, proto, want_ds, opts, rs, zc, zp, rggs, zc, zp, [&](const DoubleRun& r) {
-    DoubleRun m = r;
-    if (!proto.ggs) m.ggs = nullptr;  // absent: the row loop set the zero fill, the flag says "none"
-    modulate_double_pixels(m);
-  });
+  auto ds = over_rows(g, proto, want_ds, opts, rs, zc, zp, rggs, zc, zp,
+                      [&](const DoubleRun& r) { modulate_double_pixels(r, has_ggx, has_ggs); });
   return {want_dx ? dx : at::Tensor(), ds, need_gy ? dgy : at::Tensor()};
 }
 
 // ---- The same derivatives from ATen ops (third order).
-
-at::Tensor per_channel(const at::Tensor& t, const at::Tensor& x) {  // [C] or [N, C] -> broadcastable over x
-  std::vector<int64_t> shape(x.dim(), 1);
-  if (t.dim() == 2) shape[0] = t.size(0);
-  shape[1] = t.size(-1);
-  return t.reshape(shape);
-}
-
-std::vector<int64_t> spatial_dims(const at::Tensor& x) {
-  std::vector<int64_t> d;
-  for (int64_t i = 2; i < x.dim(); ++i) d.push_back(i);
-  return d;
-}
-
-at::Tensor sum_pixels(const at::Tensor& t) {
-  auto d = spatial_dims(t);
-  return d.empty() ? t : t.sum(d);
-}
-
-at::Tensor mask_composite(const at::Tensor& t, const at::Tensor& z, Spec p) {
-  at::Tensor g = t;
-  if (p.has_clamp) {
-    at::Tensor y0 = p.lrelu ? at::where(z > 0, z, z * 0.2) : z;
-    y0 = y0 * p.gain;
-    g = at::where(y0.ge(-p.clamp).logical_and(y0.le(p.clamp)), g, at::zeros({}, g.options()));
-  }
-  g = g * p.gain;
-  return p.lrelu ? at::where(z > 0, g, g * 0.2) : g;
-}
 
 variable_list epilogue_double_composite(const at::Tensor& x, const at::Tensor& s, const at::Tensor& noise,
                                         const at::Tensor& b, const at::Tensor& gy, Spec p, const at::Tensor& ggx,
@@ -277,11 +244,7 @@ variable_list epilogue_double_composite(const at::Tensor& x, const at::Tensor& s
   at::Tensor h = at::zeros_like(x, x.options().dtype(at::kFloat));
   if (ggx.defined()) h = h + (s.defined() ? ggx * per_channel(s, x) : ggx);
   if (ggs.defined() && s.defined()) h = h + per_channel(ggs, x) * x;
-  if (ggn.defined()) {
-    std::vector<int64_t> shape = {x.size(0), 1};
-    if (x.dim() == 4) shape = {x.size(0), 1, x.size(2), x.size(3)};
-    h = h + ggn.reshape(shape);
-  }
+  if (ggn.defined()) h = h + ggn.reshape(noise_grad_shape(x));
   if (ggb.defined()) h = h + per_channel(ggb, x);
   at::Tensor g = mask_composite(gy, z, p);
   at::Tensor dx = ggs.defined() && s.defined() ? per_channel(ggs, x) * g : at::Tensor();
@@ -368,11 +331,7 @@ variable_list bias_act_backward_graph(const at::Tensor& x, const at::Tensor& s, 
   auto out = EpilogueGrad::apply(x, or_empty(s, x), or_empty(noise, x), or_empty(b, x), gy, p.lrelu,
                                  static_cast<double>(p.gain), p.has_clamp ? static_cast<double>(p.clamp) : -1.0);
   at::Tensor gnoise, gb;
-  if (need[2]) {
-    std::vector<int64_t> shape = {x.size(0), 1};
-    if (x.dim() == 4) shape = {x.size(0), 1, x.size(2), x.size(3)};
-    gnoise = out[2].reshape(shape).sum_to_size(noise.sizes());
-  }
+  if (need[2]) gnoise = out[2].reshape(noise_grad_shape(x)).sum_to_size(noise.sizes());
   if (need[3]) gb = out[3].to(at::kDouble).sum(0).to(at::kFloat);
   return {need[0] ? out[0] : at::Tensor(), need[1] ? out[1] : at::Tensor(), gnoise, gb};
 }
