@@ -9,6 +9,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi/fused.cpp");
     println!("cargo:rerun-if-changed=src/ffi/fused_grad.cpp");
     println!("cargo:rerun-if-changed=src/ffi/adam.cpp");
+    println!("cargo:rerun-if-changed=src/ffi/wino.cpp");
     println!("cargo:rerun-if-changed=src/ffi/fused_common.h");
     println!("cargo:rerun-if-changed=src/ffi/cpu_alloc.cpp");
     // torch-sys exports its lib folder to direct dependents as DEP_TCH_LIBTORCH_LIB.
@@ -48,6 +49,7 @@ fn main() {
         .file("src/ffi/fused.cpp")
         .file("src/ffi/fused_grad.cpp")
         .file("src/ffi/adam.cpp")
+        .file("src/ffi/wino.cpp")
         .compile("sg2_fused");
     let mut build = libtorch_cpp();
     // NCCL's process group lives in libtorch_cuda.

@@ -123,9 +123,13 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             // The precision switches as `sg2 train` sets them from the config.
             crate::ffi::set_allow_tf32(cfg.training.allow_tf32)?;
             crate::nn::ops::set_cpu_bf16(cfg.training.cpu_bf16);
-            let precision = match (device.is_cuda(), cfg.training.allow_tf32, cfg.training.cpu_bf16) {
-                (true, true, _) => ", TF32",
-                (false, _, true) => ", bf16 convolutions",
+            crate::nn::ops::set_cpu_winograd(cfg.training.cpu_winograd);
+            let t = &cfg.training;
+            let precision = match (device.is_cuda(), t.allow_tf32, t.cpu_bf16, t.cpu_winograd) {
+                (true, true, _, _) => ", TF32",
+                (false, _, true, true) => ", bf16 convolutions, fp32 Winograd in the regularisers",
+                (false, _, true, false) => ", bf16 convolutions",
+                (false, _, false, true) => ", fp32 Winograd convolutions",
                 _ => "",
             };
             let world = dist.world;

@@ -117,11 +117,12 @@ impl Global {
         }
     }
 
-    /// Applies `--threads`, turns TF32 and CPU bf16 off (the official precision; a subcommand may allow them),
-    /// resolves `--device`.
+    /// Applies `--threads`, turns TF32, CPU bf16 and Winograd off (the official numbers; a subcommand may allow
+    /// them), resolves `--device`.
     pub fn setup(&self) -> Result<tch::Device> {
         crate::ffi::set_allow_tf32(false)?;
         crate::nn::ops::set_cpu_bf16(false);
+        crate::nn::ops::set_cpu_winograd(false);
         if let Some(n) = self.threads()? {
             tch::set_num_threads(n as i32);
             let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();

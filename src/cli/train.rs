@@ -94,6 +94,7 @@ fn train(args: Args, asked: tch::Device, dist: Arc<Dist>) -> Result<()> {
     let config = resolve_config(&args)?;
     crate::ffi::set_allow_tf32(config.training.allow_tf32)?;
     crate::nn::ops::set_cpu_bf16(config.training.cpu_bf16);
+    crate::nn::ops::set_cpu_winograd(config.training.cpu_winograd);
     let stem = args
         .config
         .file_stem()

@@ -6,6 +6,7 @@ pub mod adam;
 pub mod c10d;
 pub mod cpu_alloc;
 pub mod fused;
+pub mod wino;
 
 use anyhow::{bail, Result};
 use std::os::raw::{c_char, c_int};

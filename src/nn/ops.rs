@@ -172,6 +172,15 @@ pub fn downsample2d(x: &Tensor, f: &Tensor, down: i64) -> Tensor {
 }
 
 static CPU_BF16: AtomicBool = AtomicBool::new(false);
+static CPU_WINOGRAD: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f` with `flag` at `on`, then restores the previous setting (also when `f` returns an error).
+fn with_flag<T>(flag: &AtomicBool, on: bool, f: impl FnOnce() -> T) -> T {
+    let before = flag.swap(on, Ordering::Relaxed);
+    let out = f();
+    flag.store(before, Ordering::Relaxed);
+    out
+}
 
 /// Runs the CPU's fp32 weight convolutions in bfloat16 (inputs and weights rounded to bf16, fp32 accumulation,
 /// outputs rounded to bf16: the layer's epilogue takes them as they are, the FIR filters widen them to fp32),
@@ -188,11 +197,24 @@ pub fn cpu_bf16() -> bool {
 
 /// Runs `f` with [`set_cpu_bf16`] at `on`, then restores the previous setting (also when `f` returns an error).
 pub fn with_cpu_bf16<T>(on: bool, f: impl FnOnce() -> T) -> T {
-    let before = cpu_bf16();
-    set_cpu_bf16(on);
-    let out = f();
-    set_cpu_bf16(before);
-    out
+    with_flag(&CPU_BF16, on, f)
+}
+
+/// Runs the CPU's fp32 3x3 convolutions of 8x8 pixels and more (stride 1, padding 1: every layer's main
+/// convolution) by Winograd's F(4x4, 3x3) (`ffi::wino`), their first-order gradients too; process-wide. Still
+/// fp32, with a few 1e-6 of the output's scale more rounding than the direct convolution: training's default
+/// (`training.cpu_winograd`), never used for generation or metrics, which repeat the official values.
+pub fn set_cpu_winograd(on: bool) {
+    CPU_WINOGRAD.store(on, Ordering::Relaxed);
+}
+
+pub fn cpu_winograd() -> bool {
+    CPU_WINOGRAD.load(Ordering::Relaxed)
+}
+
+/// Runs `f` with [`set_cpu_winograd`] at `on`, then restores the previous setting.
+pub fn with_cpu_winograd<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    with_flag(&CPU_WINOGRAD, on, f)
 }
 
 fn conv(x: &Tensor, w: &Tensor, stride: i64, padding: [i64; 2], groups: i64, transpose: bool, flip: bool) -> Tensor {
@@ -201,6 +223,12 @@ fn conv(x: &Tensor, w: &Tensor, stride: i64, padding: [i64; 2], groups: i64, tra
     // A bf16 input comes from `modulate`, which rounds while it scales.
     let bf16 = x.kind() == Kind::BFloat16 || (x.kind() == Kind::Float && x.device() == tch::Device::Cpu && cpu_bf16());
     let (x, w) = if bf16 { (x.to_kind(Kind::BFloat16), w.to_kind(Kind::BFloat16)) } else { (x.shallow_clone(), w) };
+    let winograd = !bf16 && !transpose && stride == 1 && groups == 1 && padding == [1, 1] && s[2] == 3 && s[3] == 3;
+    if winograd && cpu_winograd() {
+        if let Some(y) = crate::ffi::wino::conv3x3(&x, &w) {
+            return y;
+        }
+    }
     if transpose {
         x.conv_transpose2d(&w, None::<Tensor>, [stride, stride], padding, [0, 0], groups, [1, 1])
     } else {

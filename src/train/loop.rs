@@ -316,8 +316,11 @@ impl Run {
         let path = self.run_dir.join(&name);
         let stem = name.trim_end_matches(".safetensors").to_string();
         if let (Some(f), false) = (self.metrics.as_mut(), self.cfg.logging.metrics.is_empty()) {
-            // Metrics are defined in fp32: `training.cpu_bf16` is for the training steps only.
-            let results = crate::nn::ops::with_cpu_bf16(false, || f(&self.trainer.g_ema, &path))?;
+            // Metrics are defined on the direct fp32 convolutions: `training.cpu_bf16` and `cpu_winograd` are for
+            // the training steps only.
+            let g_ema = &self.trainer.g_ema;
+            let results =
+                crate::nn::ops::with_cpu_bf16(false, || crate::nn::ops::with_cpu_winograd(false, || f(g_ema, &path)))?;
             for r in &results {
                 self.line(&format!("{stem} {} {:.4}", r.name, r.value))?;
                 values.insert(format!("Metrics/{}", r.name), r.value);

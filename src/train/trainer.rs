@@ -626,7 +626,10 @@ impl Trainer {
                 let l: Vec<i64> = seeds.iter().map(|&s| s as i64 % c_dim).collect();
                 self.one_hot(&Tensor::from_slice(&l))
             });
-            let img = tch::no_grad(|| self.g_ema.forward(&z, c.as_ref(), 1.0, NoiseMode::Const));
+            // Generated as `sg2 generate` would: direct convolutions (`training.cpu_winograd` is for the steps).
+            let img = crate::nn::ops::with_cpu_winograd(false, || {
+                tch::no_grad(|| self.g_ema.forward(&z, c.as_ref(), 1.0, NoiseMode::Const))
+            });
             let u8s = to_uint8_nhwc(&img);
             for i in 0..seeds.len() {
                 images.push(ImageU8::from_nhwc(&u8s, i as i64));

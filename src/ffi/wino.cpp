@@ -1,0 +1,406 @@
+// 3x3, stride 1, padding 1 convolutions in fp32 by Winograd's minimal filtering F(4x4, 3x3) (Lavin and Gray,
+// "Fast Algorithms for Convolutional Neural Networks", 2016): each 4x4 output tile takes 36 multiplications per
+// input/output channel pair instead of 144. The input's 6x6 tiles and the weights are transformed, the 36 tile
+// positions become 36 independent matrix products (MKL through at::bmm), and the products are transformed back.
+// The same three steps give the input gradient (the transposed, flipped weights) and the weight gradient (the
+// gradient's tiles take the filter's place). Activations are channels-last, so every transform is a vector loop
+// over contiguous channels.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <type_traits>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fused_common.h"
+
+namespace sg2_wino {
+namespace {
+
+constexpr int64_t CB = 16;  // channels per vector block
+#define SG2_INLINE_LAMBDA __attribute__((always_inline))
+
+// Transforms along one axis of a tile, on CB channels at once. `s` and `d` are the strides (in floats) between
+// the tile's rows of channels in the source and destination.
+
+// B^T d: a 6-point input column to its 6 transform points.
+template <int64_t CBN>
+SG2_INLINE void bt6(const float* x, int64_t s, float* y, int64_t d, int64_t cb_rt) {
+  const int64_t cb = CBN ? CBN : cb_rt;
+#pragma omp simd
+  for (int64_t c = 0; c < cb; ++c) {
+    float d0 = x[c], d1 = x[s + c], d2 = x[2 * s + c], d3 = x[3 * s + c], d4 = x[4 * s + c], d5 = x[5 * s + c];
+    y[c] = 4.f * d0 - 5.f * d2 + d4;
+    y[d + c] = -4.f * (d1 + d2) + d3 + d4;
+    y[2 * d + c] = 4.f * (d1 - d2) - d3 + d4;
+    y[3 * d + c] = 2.f * (d3 - d1) - d2 + d4;
+    y[4 * d + c] = 2.f * (d1 - d3) - d2 + d4;
+    y[5 * d + c] = 4.f * d1 - 5.f * d3 + d5;
+  }
+}
+
+// A^T m: 6 transform points to the 4 outputs of a column.
+template <int64_t CBN>
+SG2_INLINE void at6(const float* x, int64_t s, float* y, int64_t d, int64_t cb_rt) {
+  const int64_t cb = CBN ? CBN : cb_rt;
+#pragma omp simd
+  for (int64_t c = 0; c < cb; ++c) {
+    float m0 = x[c], m1 = x[s + c], m2 = x[2 * s + c], m3 = x[3 * s + c], m4 = x[4 * s + c], m5 = x[5 * s + c];
+    float p12 = m1 + m2, n12 = m1 - m2, p34 = m3 + m4, n34 = m3 - m4;
+    y[c] = m0 + p12 + p34;
+    y[d + c] = n12 + 2.f * n34;
+    y[2 * d + c] = p12 + 4.f * p34;
+    y[3 * d + c] = n12 + 8.f * n34 + m5;
+  }
+}
+
+// A g: a 4-point gradient column to the 6 transform points (the weight gradient's "filter" side).
+template <int64_t CBN>
+SG2_INLINE void a4(const float* x, int64_t s, float* y, int64_t d, int64_t cb_rt) {
+  const int64_t cb = CBN ? CBN : cb_rt;
+#pragma omp simd
+  for (int64_t c = 0; c < cb; ++c) {
+    float g0 = x[c], g1 = x[s + c], g2 = x[2 * s + c], g3 = x[3 * s + c];
+    float p02 = g0 + g2, p13 = g1 + g3, q02 = g0 + 4.f * g2, q13 = 2.f * g1 + 8.f * g3;
+    y[c] = g0;
+    y[d + c] = p02 + p13;
+    y[2 * d + c] = p02 - p13;
+    y[3 * d + c] = q02 + q13;
+    y[4 * d + c] = q02 - q13;
+    y[5 * d + c] = g3;
+  }
+}
+
+struct Grid {
+  int64_t N, H, W, TH, TW, T;
+};
+
+Grid grid(const at::Tensor& x) {
+  int64_t N = x.size(0), H = x.size(2), W = x.size(3);
+  int64_t TH = (H + 3) / 4, TW = (W + 3) / 4;
+  return {N, H, W, TH, TW, N * TH * TW};
+}
+
+#ifndef SG2_WINO_TB
+#define SG2_WINO_TB 64
+#endif
+constexpr int64_t TB = SG2_WINO_TB;  // tiles per block: a block's transforms and products stay in the core's cache
+
+// Floats between a block's 36 transform planes of `ch` channels: TB * ch, plus a cache line so that the planes
+// (a multiple of 4 KiB apart otherwise) do not all fall into the same L1 set.
+inline int64_t plane(int64_t ch) { return TB * ch + 16; }
+
+// ---- BLAS: MKL's sgemm, looked up at run time (libtorch exports them where it has MKL), each
+// call single-threaded inside the tile loop's parallel region.
+using SgemmFn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                         const int*, const float*, const int*, const float*, float*, const int*);
+using SetThreadsFn = int (*)(int);
+
+// A symbol of the process, or of libtorch_cpu when that was loaded with local symbols (as Python loads it).
+void* lookup(const char* name) {
+  if (void* p = dlsym(RTLD_DEFAULT, name)) return p;
+  void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+  return lib ? dlsym(lib, name) : nullptr;
+}
+
+struct Blas {
+  SgemmFn sgemm = reinterpret_cast<SgemmFn>(lookup("sgemm_"));
+  SetThreadsFn set_threads = reinterpret_cast<SetThreadsFn>(lookup("MKL_Set_Num_Threads_Local"));
+  bool complete() const { return sgemm && set_threads; }
+};
+
+const Blas& blas() {
+  static const Blas b;
+  return b;
+}
+
+// Row-major C[M, N] = A B + beta C, or A^T B with `ta` (A stored [K, M]).
+void gemm(int M, int N, int K, const float* A, int lda, bool ta, const float* B, int ldb, float* C, int ldc,
+          float beta) {
+  const float one = 1.f;
+  // Column-major, this is C^T = B^T A^T.
+  blas().sgemm("N", ta ? "T" : "N", &N, &M, &K, &one, B, &ldb, A, &lda, &beta, C, &ldc);
+}
+
+// Per-thread scratch that grows as needed and lives with the thread (no page faults per call).
+float* scratch(int slot, size_t floats) {
+  thread_local std::vector<float> bufs[3];
+  auto& b = bufs[slot];
+  if (b.size() < floats) b.resize(floats);
+  return b.data();
+}
+
+// MKL runs one thread per caller inside the region (restored on exit).
+struct OneBlasThread {
+  int before = blas().set_threads(1);
+  ~OneBlasThread() { blas().set_threads(before); }
+};
+
+
+SG2_INLINE void copy(const float* src, float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) dst[c] = src[c];
+}
+
+SG2_INLINE void zero(float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t c = 0; c < n; ++c) dst[c] = 0.f;
+}
+
+// Runs f.template operator()<CB>(c0) on full channel blocks, then f<0>(c0, rest) on the last partial one, so the
+// loops over a full block have a constant trip count.
+template <typename F>
+SG2_INLINE void channel_blocks(int64_t C, F&& f) {
+  int64_t c0 = 0;
+  for (; c0 + CB <= C; c0 += CB) f(std::integral_constant<int64_t, CB>{}, c0, CB);
+  if (c0 < C) f(std::integral_constant<int64_t, 0>{}, c0, C - c0);
+}
+
+// Tiles [t0, t0 + nb) of channels-last x to V[36, TB, C] (rows nb.. zero): V[i * 6 + j, t] = (B^T d_t B)[i, j]
+// for the 6x6 patch d_t (rows 4 ty - 1 .. 4 ty + 4, zero outside the image).
+SG2_CLONES void input_tiles(const float* x, float* v, const Grid& g, int64_t C, int64_t t0, int64_t nb) {
+  alignas(64) float d[36 * CB], tmp[36 * CB];
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t t = t0 + b, n = t / (g.TH * g.TW), ty = (t / g.TW) % g.TH, tx = t % g.TW;
+    bool inside = ty > 0 && tx > 0 && 4 * ty + 5 <= g.H && 4 * tx + 5 <= g.W;
+    const float* corner = x + ((n * g.H + 4 * ty - 1) * g.W + 4 * tx - 1) * C;
+    channel_blocks(C, [&](auto width, int64_t c0, int64_t cb_rt) SG2_INLINE_LAMBDA {
+      constexpr int64_t N_ = decltype(width)::value;
+      const int64_t cb = N_ ? N_ : cb_rt;
+      // The patch in place, or gathered with its zeros at the border.
+      const float* src = corner + c0;
+      int64_t rs = g.W * C, cs = C;
+      if (!inside) {
+        for (int64_t i = 0; i < 6; ++i) {
+          int64_t yy = 4 * ty - 1 + i;
+          for (int64_t j = 0; j < 6; ++j) {
+            int64_t xx = 4 * tx - 1 + j;
+            float* dst = d + (i * 6 + j) * CB;
+            if (yy >= 0 && yy < g.H && xx >= 0 && xx < g.W) {
+              copy(x + ((n * g.H + yy) * g.W + xx) * C + c0, dst, cb);
+            } else {
+              zero(dst, cb);
+            }
+          }
+        }
+        src = d, rs = 6 * CB, cs = CB;
+      }
+      for (int64_t j = 0; j < 6; ++j) bt6<N_>(src + j * cs, rs, tmp + j * CB, 6 * CB, cb);  // columns
+      for (int64_t i = 0; i < 6; ++i) bt6<N_>(tmp + i * 6 * CB, CB, v + i * 6 * plane(C) + b * C + c0, plane(C), cb);
+    });
+  }
+  for (int64_t k = 0; k < 36 && nb < TB; ++k) zero(v + k * plane(C) + nb * C, (TB - nb) * C);
+}
+
+// The output gradient's tiles to Gt[36, TB, O] (rows nb.. zero): (A g_t A^T) for the 4x4 tile g_t (zero outside
+// the image).
+SG2_CLONES void grad_tiles(const float* gy, float* v, const Grid& g, int64_t O, int64_t t0, int64_t nb) {
+  alignas(64) float d[16 * CB], tmp[24 * CB];
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t t = t0 + b, n = t / (g.TH * g.TW), ty = (t / g.TW) % g.TH, tx = t % g.TW;
+    bool inside = 4 * ty + 4 <= g.H && 4 * tx + 4 <= g.W;
+    const float* corner = gy + ((n * g.H + 4 * ty) * g.W + 4 * tx) * O;
+    channel_blocks(O, [&](auto width, int64_t c0, int64_t cb_rt) SG2_INLINE_LAMBDA {
+      constexpr int64_t N_ = decltype(width)::value;
+      const int64_t cb = N_ ? N_ : cb_rt;
+      const float* src = corner + c0;
+      int64_t rs = g.W * O, cs = O;
+      if (!inside) {
+        for (int64_t i = 0; i < 4; ++i) {
+          int64_t yy = 4 * ty + i;
+          for (int64_t j = 0; j < 4; ++j) {
+            int64_t xx = 4 * tx + j;
+            float* dst = d + (i * 4 + j) * CB;
+            if (yy < g.H && xx < g.W) {
+              copy(gy + ((n * g.H + yy) * g.W + xx) * O + c0, dst, cb);
+            } else {
+              zero(dst, cb);
+            }
+          }
+        }
+        src = d, rs = 4 * CB, cs = CB;
+      }
+      for (int64_t j = 0; j < 4; ++j) a4<N_>(src + j * cs, rs, tmp + j * CB, 4 * CB, cb);  // [6][4]
+      for (int64_t i = 0; i < 6; ++i) a4<N_>(tmp + i * 4 * CB, CB, v + i * 6 * plane(O) + b * O + c0, plane(O), cb);
+    });
+  }
+  for (int64_t k = 0; k < 36 && nb < TB; ++k) zero(v + k * plane(O) + nb * O, (TB - nb) * O);
+}
+
+// M[36, TB, O] of tiles [t0, t0 + nb) to the channels-last output: y_t = A^T m_t A, cropped to the image.
+SG2_CLONES void output_tiles(const float* m, float* y, const Grid& g, int64_t O, int64_t t0, int64_t nb) {
+  alignas(64) float tmp[24 * CB], out[16 * CB];
+  for (int64_t b = 0; b < nb; ++b) {
+    int64_t t = t0 + b, n = t / (g.TH * g.TW), ty = (t / g.TW) % g.TH, tx = t % g.TW;
+    bool inside = 4 * ty + 4 <= g.H && 4 * tx + 4 <= g.W;
+    float* corner = y + ((n * g.H + 4 * ty) * g.W + 4 * tx) * O;
+    channel_blocks(O, [&](auto width, int64_t c0, int64_t cb_rt) SG2_INLINE_LAMBDA {
+      constexpr int64_t N_ = decltype(width)::value;
+      const int64_t cb = N_ ? N_ : cb_rt;
+      for (int64_t j = 0; j < 6; ++j) {  // columns: tmp[4][6]
+        at6<N_>(m + j * plane(O) + b * O + c0, 6 * plane(O), tmp + j * CB, 6 * CB, cb);
+      }
+      if (inside) {
+        for (int64_t i = 0; i < 4; ++i) at6<N_>(tmp + i * 6 * CB, CB, corner + i * g.W * O + c0, O, cb);
+        return;
+      }
+      for (int64_t i = 0; i < 4; ++i) at6<N_>(tmp + i * 6 * CB, CB, out + i * 4 * CB, CB, cb);  // [4][4]
+      for (int64_t i = 0; i < 4 && 4 * ty + i < g.H; ++i) {
+        for (int64_t j = 0; j < 4 && 4 * tx + j < g.W; ++j) {
+          copy(out + (i * 4 + j) * CB, corner + (i * g.W + j) * O + c0, cb);
+        }
+      }
+    });
+  }
+}
+
+at::Tensor channels_last(const at::Tensor& x) { return x.contiguous(at::MemoryFormat::ChannelsLast); }
+
+// GG[i * 6 + j, a * 3 + b] = G[i, a] G[j, b]: the filter transform G w G^T as one matrix on the 9 taps (its
+// entries computed in double, then rounded once). Never freed: no destructor runs after libtorch's at exit.
+const at::Tensor& gg() {
+  static const at::Tensor* m = new at::Tensor([] {
+    const double G[6][3] = {{1. / 4, 0, 0},           {-1. / 6, -1. / 6, -1. / 6}, {-1. / 6, 1. / 6, -1. / 6},
+                            {1. / 24, 1. / 12, 1. / 6}, {1. / 24, -1. / 12, 1. / 6},  {0, 0, 1}};
+    auto t = at::empty({36, 9}, at::kDouble);
+    double* p = t.data_ptr<double>();
+    for (int i = 0; i < 6; ++i)
+      for (int j = 0; j < 6; ++j)
+        for (int a = 0; a < 3; ++a)
+          for (int b = 0; b < 3; ++b) p[(i * 6 + j) * 9 + a * 3 + b] = G[i][a] * G[j][b];
+    return t.to(at::kFloat);
+  }());
+  return *m;
+}
+
+// U[36, C, O] = G w[o, c] G^T for weights [O, C, 3, 3]; `transposed` takes the input gradient's weights instead
+// (w[o, c] flipped, with C and O exchanged): U[36, O, C].
+at::Tensor weight_transform(const at::Tensor& w, bool transposed) {
+  auto taps = transposed ? w.flip({2, 3}).permute({2, 3, 0, 1}) : w.permute({2, 3, 1, 0});  // [3, 3, rows, cols]
+  int64_t rows = taps.size(2), cols = taps.size(3);
+  return at::mm(gg(), taps.reshape({9, rows * cols})).reshape({36, rows, cols});
+}
+
+// Splits the tiles into blocks of TB, each thread taking a contiguous range of blocks.
+template <typename F>
+void over_blocks(const Grid& g, F&& f) {
+  int64_t blocks = (g.T + TB - 1) / TB;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    OneBlasThread one;
+    f(b0, b1);
+  });
+}
+
+// y = conv2d(x, w, padding 1), or with `transposed` the input gradient conv_transpose2d(x, w, padding 1).
+at::Tensor conv_raw(const at::Tensor& x_in, const at::Tensor& w, bool transposed) {
+  auto x = channels_last(x_in);
+  Grid g = grid(x);
+  int64_t C = x.size(1), O = transposed ? w.size(1) : w.size(0);
+  auto u = weight_transform(w, transposed);
+  auto y = at::empty({g.N, O, g.H, g.W}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  const float *px = x.data_ptr<float>(), *pu = u.data_ptr<float>();
+  float* py = y.data_ptr<float>();
+  over_blocks(g, [&](int64_t b0, int64_t b1) {
+    float* v = scratch(0, 36 * plane(C));
+    float* m = scratch(1, 36 * plane(O));
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      int64_t t0 = blk * TB, nb = std::min(TB, g.T - t0);
+      input_tiles(px, v, g, C, t0, nb);
+      for (int64_t k = 0; k < 36; ++k) gemm(TB, O, C, v + k * plane(C), C, false, pu + k * C * O, O, m + k * plane(O), O, 0.f);
+      output_tiles(m, py, g, O, t0, nb);
+    }
+  });
+  return y;
+}
+
+// The weight gradient of conv2d(x, w, padding 1) for the output gradient gy: [O, C, 3, 3].
+at::Tensor weight_grad_raw(const at::Tensor& x_in, const at::Tensor& gy_in) {
+  auto x = channels_last(x_in);
+  auto gy = channels_last(gy_in);
+  Grid g = grid(x);
+  int64_t C = x.size(1), O = gy.size(1);
+  int threads = at::get_num_threads();
+  // One accumulator per thread, summed in a fixed order: the result does not depend on scheduling.
+  auto acc = at::zeros({threads, 36, O, C}, x.options());
+  const float *px = x.data_ptr<float>(), *pg = gy.data_ptr<float>();
+  float* pacc = acc.data_ptr<float>();
+  over_blocks(g, [&](int64_t b0, int64_t b1) {
+    float* v = scratch(0, 36 * plane(C));
+    float* gt = scratch(1, 36 * plane(O));
+    float* mw = pacc + at::get_thread_num() * 36 * O * C;
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      int64_t t0 = blk * TB, nb = std::min(TB, g.T - t0);
+      input_tiles(px, v, g, C, t0, nb);
+      grad_tiles(pg, gt, g, O, t0, nb);
+      for (int64_t k = 0; k < 36; ++k) gemm(O, C, nb, gt + k * plane(O), O, true, v + k * plane(C), C, mw + k * O * C, C, 1.f);
+    }
+  });
+  // G^T M G for every (o, c): the filter transform's transpose, [9, 36] x [36, O * C].
+  auto mw = threads == 1 ? acc.reshape({36, O * C}) : acc.sum(0).reshape({36, O * C});
+  return at::mm(gg().t(), mw).reshape({3, 3, O, C}).permute({2, 3, 0, 1}).contiguous();
+}
+
+struct WinogradConv : public torch::autograd::Function<WinogradConv> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+    ctx->save_for_backward({x, w});
+    return conv_raw(x, w, false);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &w = saved[1];
+    auto gy = grads[0];
+    bool gx_needed = ctx->needs_input_grad(0), gw_needed = ctx->needs_input_grad(1);
+    auto aten = [&](bool gx, bool gw) {
+      return at::convolution_backward(gy, x, w, at::OptionalIntArrayRef(), {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1,
+                                      {gx, gw, false});
+    };
+    if (at::GradMode::is_enabled()) {
+      // Under create_graph the gradients must be differentiable again: ATen's convolution backward is.
+      auto r = aten(gx_needed, gw_needed);
+      return {std::get<0>(r), std::get<1>(r)};
+    }
+    at::Tensor gx, gw;
+    if (gx_needed) gx = conv_raw(gy, w, true);
+    // Below 16x16 the weight gradient's few tiles do not pay for their transforms.
+    if (gw_needed) gw = x.size(2) * x.size(3) >= 256 ? weight_grad_raw(x, gy) : std::get<1>(aten(false, true));
+    return {gx, gw};
+  }
+};
+
+}  // namespace
+
+// Whether conv3x3 takes (x, w) and pays: fp32 on the CPU with a BLAS, 4-D x of at least 8x8 pixels (below,
+// oneDNN's direct convolution was faster), a 3x3 weight whose input channels match.
+bool supports(const at::Tensor& x, const at::Tensor& w) {
+  return blas().complete() && x.device().is_cpu() && w.device().is_cpu() && x.scalar_type() == at::kFloat &&
+         w.scalar_type() == at::kFloat && x.dim() == 4 && w.dim() == 4 && w.size(2) == 3 && w.size(3) == 3 &&
+         w.size(1) == x.size(1) && x.size(2) * x.size(3) >= 64 && x.numel() > 0;
+}
+
+at::Tensor conv3x3(const at::Tensor& x, const at::Tensor& w) { return WinogradConv::apply(x, w); }
+
+}  // namespace sg2_wino
+
+extern "C" {
+
+// conv2d(x, w, padding 1) by Winograd (an autograd op: first-order gradients by Winograd, higher orders by
+// ATen); 0 and no output when the operands do not fit, -1 on error.
+int sg2_wino_conv3x3(at::Tensor* x, at::Tensor* w, at::Tensor** out, char* err, size_t len) {
+  try {
+    if (!sg2_wino::supports(*x, *w)) return 0;
+    *out = new at::Tensor(sg2_wino::conv3x3(*x, *w));
+    return 1;
+  } catch (const std::exception& e) {
+    sg2_fused::copy_message(e.what(), err, len);
+    return -1;
+  }
+}
+
+}  // extern "C"
