@@ -28,13 +28,14 @@ constexpr int64_t CB = 16;  // channels per vector block
 // Transforms along one axis of a tile, on CB channels at once. `s` and `d` are the strides (in floats) between
 // the tile's rows of channels in the source and destination.
 
-// B^T d: a 6-point input column to its 6 transform points.
+// B^T d: a 6-point input column (six rows of channels) to its 6 transform points.
 template <int64_t CBN>
-SG2_INLINE void bt6(const float* x, int64_t s, float* y, int64_t d, int64_t cb_rt) {
+SG2_INLINE void bt6p(const float* const* x, float* y, int64_t d, int64_t cb_rt) {
   const int64_t cb = CBN ? CBN : cb_rt;
+  const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5];
 #pragma omp simd
   for (int64_t c = 0; c < cb; ++c) {
-    float d0 = x[c], d1 = x[s + c], d2 = x[2 * s + c], d3 = x[3 * s + c], d4 = x[4 * s + c], d5 = x[5 * s + c];
+    float d0 = x0[c], d1 = x1[c], d2 = x2[c], d3 = x3[c], d4 = x4[c], d5 = x5[c];
     y[c] = 4.f * d0 - 5.f * d2 + d4;
     y[d + c] = -4.f * (d1 + d2) + d3 + d4;
     y[2 * d + c] = 4.f * (d1 - d2) - d3 + d4;
@@ -42,6 +43,13 @@ SG2_INLINE void bt6(const float* x, int64_t s, float* y, int64_t d, int64_t cb_r
     y[4 * d + c] = 2.f * (d1 - d3) - d2 + d4;
     y[5 * d + c] = 4.f * d1 - 5.f * d3 + d5;
   }
+}
+
+// bt6p on rows `s` floats apart.
+template <int64_t CBN>
+SG2_INLINE void bt6(const float* x, int64_t s, float* y, int64_t d, int64_t cb) {
+  const float* rows[6] = {x, x + s, x + 2 * s, x + 3 * s, x + 4 * s, x + 5 * s};
+  bt6p<CBN>(rows, y, d, cb);
 }
 
 // A^T m: 6 transform points to the 4 outputs of a column.
@@ -164,33 +172,34 @@ SG2_INLINE void channel_blocks(int64_t C, F&& f) {
 // Tiles [t0, t0 + nb) of channels-last x to V[36, TB, C] (rows nb.. zero): V[i * 6 + j, t] = (B^T d_t B)[i, j]
 // for the 6x6 patch d_t (rows 4 ty - 1 .. 4 ty + 4, zero outside the image).
 SG2_CLONES void input_tiles(const float* x, float* v, const Grid& g, int64_t C, int64_t t0, int64_t nb) {
-  alignas(64) float d[36 * CB], tmp[36 * CB];
+  alignas(64) static const float zeros[CB] = {};
+  alignas(64) float tmp[36 * CB];
   for (int64_t b = 0; b < nb; ++b) {
     int64_t t = t0 + b, n = t / (g.TH * g.TW), ty = (t / g.TW) % g.TH, tx = t % g.TW;
-    bool inside = ty > 0 && tx > 0 && 4 * ty + 5 <= g.H && 4 * tx + 5 <= g.W;
-    const float* corner = x + ((n * g.H + 4 * ty - 1) * g.W + 4 * tx - 1) * C;
+    // The patch's pixels where they are, the zero block where the patch leaves the image.
+    const float* rows[6];
+    for (int64_t i = 0; i < 6; ++i) {
+      int64_t yy = 4 * ty - 1 + i;
+      rows[i] = yy >= 0 && yy < g.H ? x + (n * g.H + yy) * g.W * C : nullptr;
+    }
+    const float* px[36];
+    int64_t step[36];
+    for (int64_t i = 0; i < 6; ++i) {
+      for (int64_t j = 0; j < 6; ++j) {
+        int64_t xx = 4 * tx - 1 + j;
+        bool in = rows[i] && xx >= 0 && xx < g.W;
+        px[i * 6 + j] = in ? rows[i] + xx * C : zeros;
+        step[i * 6 + j] = in;
+      }
+    }
     channel_blocks(C, [&](auto width, int64_t c0, int64_t cb_rt) SG2_INLINE_LAMBDA {
       constexpr int64_t N_ = decltype(width)::value;
       const int64_t cb = N_ ? N_ : cb_rt;
-      // The patch in place, or gathered with its zeros at the border.
-      const float* src = corner + c0;
-      int64_t rs = g.W * C, cs = C;
-      if (!inside) {
-        for (int64_t i = 0; i < 6; ++i) {
-          int64_t yy = 4 * ty - 1 + i;
-          for (int64_t j = 0; j < 6; ++j) {
-            int64_t xx = 4 * tx - 1 + j;
-            float* dst = d + (i * 6 + j) * CB;
-            if (yy >= 0 && yy < g.H && xx >= 0 && xx < g.W) {
-              copy(x + ((n * g.H + yy) * g.W + xx) * C + c0, dst, cb);
-            } else {
-              zero(dst, cb);
-            }
-          }
-        }
-        src = d, rs = 6 * CB, cs = CB;
+      for (int64_t j = 0; j < 6; ++j) {  // columns
+        const float* col[6];
+        for (int64_t i = 0; i < 6; ++i) col[i] = px[i * 6 + j] + step[i * 6 + j] * c0;
+        bt6p<N_>(col, tmp + j * CB, 6 * CB, cb);
       }
-      for (int64_t j = 0; j < 6; ++j) bt6<N_>(src + j * cs, rs, tmp + j * CB, 6 * CB, cb);  // columns
       for (int64_t i = 0; i < 6; ++i) bt6<N_>(tmp + i * 6 * CB, CB, v + i * 6 * plane(C) + b * C + c0, plane(C), cb);
     });
   }
