@@ -354,6 +354,58 @@ at::Tensor weight_grad_raw(const at::Tensor& x_in, const at::Tensor& gy_in) {
   return at::mm(gg().t(), mw).reshape({3, 3, O, C}).permute({2, 3, 0, 1}).contiguous();
 }
 
+// The weight gradient, by Winograd where the image has enough tiles to pay (16x16 and up), else ATen's.
+at::Tensor weight_grad(const at::Tensor& x, const at::Tensor& gy, const at::Tensor& w) {
+  if (x.size(2) * x.size(3) >= 256) return weight_grad_raw(x, gy);
+  return std::get<1>(at::convolution_backward(gy, x, w, at::OptionalIntArrayRef(), {1, 1}, {1, 1}, {1, 1}, false,
+                                              {0, 0}, 1, {false, true, false}));
+}
+
+at::Tensor present(const at::Tensor& t) { return t.defined() && t.numel() > 0 ? t : at::Tensor(); }
+
+at::Tensor sum_defined(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined()) return b;
+  return b.defined() ? a + b : a;
+}
+
+// The gradients (gx, gw) of conv2d(x, w, padding 1) for gy, as an op that can be differentiated again (R1 and
+// path length differentiate them): gx = conv_transpose(gy, w) and gw = wgrad(x, gy) are bilinear, so their
+// derivatives are the same three convolutions again. A gradient not asked for comes as an empty tensor.
+struct WinogradConvGrad : public torch::autograd::Function<WinogradConvGrad> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& gy,
+                                                const at::Tensor& x, const at::Tensor& w, bool need_gx,
+                                                bool need_gw) {
+    ctx->set_materialize_grads(false);
+    ctx->save_for_backward({gy, x, w});
+    auto empty = at::empty({0}, x.options());
+    return {need_gx ? conv_raw(gy, w, true) : empty, need_gw ? weight_grad(x, gy, w) : empty};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &gy = saved[0], &x = saved[1], &w = saved[2];
+    auto ggx = present(grads[0]), ggw = present(grads[1]);
+    bool higher = at::GradMode::is_enabled();  // a third order: ATen's differentiable ops
+    auto fwd = [&](const at::Tensor& a, const at::Tensor& k) {
+      return higher ? at::conv2d(a, k, {}, 1, 1) : conv_raw(a, k, false);
+    };
+    at::Tensor d_gy, d_x, d_w;
+    if (ctx->needs_input_grad(0)) {
+      d_gy = sum_defined(ggx.defined() ? fwd(ggx, w) : at::Tensor(), ggw.defined() ? fwd(x, ggw) : at::Tensor());
+    }
+    if (ctx->needs_input_grad(1) && ggw.defined()) {
+      d_x = higher ? at::conv_transpose2d(gy, ggw, {}, 1, 1) : conv_raw(gy, ggw, true);
+    }
+    if (ctx->needs_input_grad(2) && ggx.defined()) {
+      d_w = higher ? std::get<1>(at::convolution_backward(gy, ggx, w, at::OptionalIntArrayRef(), {1, 1}, {1, 1},
+                                                          {1, 1}, false, {0, 0}, 1, {false, true, false}))
+                   : weight_grad(ggx, gy, w);
+    }
+    return {d_gy, d_x, d_w, at::Tensor(), at::Tensor()};
+  }
+};
+
 struct WinogradConv : public torch::autograd::Function<WinogradConv> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
     ctx->save_for_backward({x, w});
@@ -364,22 +416,14 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &w = saved[1];
-    auto gy = grads[0];
+    const auto& gy = grads[0];
     bool gx_needed = ctx->needs_input_grad(0), gw_needed = ctx->needs_input_grad(1);
-    auto aten = [&](bool gx, bool gw) {
-      return at::convolution_backward(gy, x, w, at::OptionalIntArrayRef(), {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1,
-                                      {gx, gw, false});
-    };
     if (at::GradMode::is_enabled()) {
-      // Under create_graph the gradients must be differentiable again: ATen's convolution backward is.
-      auto r = aten(gx_needed, gw_needed);
-      return {std::get<0>(r), std::get<1>(r)};
+      // Under create_graph: gradients that can be differentiated again.
+      auto r = WinogradConvGrad::apply(gy, x, w, gx_needed, gw_needed);
+      return {present(r[0]), present(r[1])};
     }
-    at::Tensor gx, gw;
-    if (gx_needed) gx = conv_raw(gy, w, true);
-    // Below 16x16 the weight gradient's few tiles do not pay for their transforms.
-    if (gw_needed) gw = x.size(2) * x.size(3) >= 256 ? weight_grad_raw(x, gy) : std::get<1>(aten(false, true));
-    return {gx, gw};
+    return {gx_needed ? conv_raw(gy, w, true) : at::Tensor(), gw_needed ? weight_grad(x, gy, w) : at::Tensor()};
   }
 };
 

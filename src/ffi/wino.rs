@@ -71,7 +71,7 @@ mod tests {
             let exact = direct(&x.to_kind(Kind::Double), &wt.to_kind(Kind::Double));
             let (e_wino, e_direct) = (rel(&y, &exact), rel(&r, &exact));
             assert!(e_wino < 2e-5, "{:?}: forward off by {e_wino} (direct {e_direct})", SHAPES[i]);
-            let gy = y.randn_like();
+            let gy = Tensor::randn(y.size(), (Kind::Float, Device::Cpu));
             let g = Tensor::run_backward(&[(&y * &gy).sum(Kind::Float)], &[&x, &wt], false, false);
             let gr = Tensor::run_backward(&[(&r * &gy).sum(Kind::Float)], &[&x, &wt], false, false);
             for (k, name) in ["input", "weight"].iter().enumerate() {
@@ -81,19 +81,40 @@ mod tests {
         }
     }
 
+    /// The first-order gradients of <y, gy> w.r.t. `grads_of` (with a graph), weighted by fixed random tensors,
+    /// summed, and differentiated w.r.t. x, w and gy: what R1 and path length do to a convolution.
+    fn second_order(y: &Tensor, x: &Tensor, w: &Tensor, grads_of: &[&Tensor]) -> Vec<Tensor> {
+        // Drawn by shape (randn_like would follow each tensor's memory layout, which differs between the two).
+        let randn = |t: &Tensor| Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+        tch::manual_seed(9);
+        let gy = randn(y).set_requires_grad(true);
+        let g1 = Tensor::run_backward(&[(y * &gy).sum(Kind::Float)], grads_of, true, true);
+        let total = g1.iter().map(|g| (g * randn(g)).sum(Kind::Float)).reduce(|a, b| a + b).unwrap();
+        Tensor::run_backward(&[total], &[x, w, &gy], true, false)
+    }
+
     #[test]
     fn gradients_of_gradients_match_the_direct_convolution() {
-        // R1's pattern: the input gradient with a graph, its squared norm differentiated w.r.t. the weight.
         tch::manual_seed(5);
-        let x = channels_last(Tensor::randn([3, 16, 12, 12], (Kind::Float, Device::Cpu))).set_requires_grad(true);
-        let w = (Tensor::randn([8, 16, 3, 3], (Kind::Float, Device::Cpu)) * 0.1).set_requires_grad(true);
-        let r1 = |y: Tensor| {
-            let gx = Tensor::run_backward(&[y.square().sum(Kind::Float)], &[&x], true, true);
-            Tensor::run_backward(&[gx[0].square().sum(Kind::Float)], &[&w], false, false)[0].shallow_clone()
-        };
-        let ours = r1(conv3x3(&x, &w).unwrap());
-        let reference = r1(direct(&x, &w));
-        assert!(rel(&ours, &reference) < 2e-5, "off by {}", rel(&ours, &reference));
+        // 12x12: the weight gradient by ATen; 16x16 and 18x20: by Winograd.
+        for (n, c, o, h, w) in [(3, 16, 8, 12, 12), (2, 16, 24, 16, 16), (2, 5, 6, 18, 20)] {
+            let x = channels_last(Tensor::randn([n, c, h, w], (Kind::Float, Device::Cpu))).set_requires_grad(true);
+            let wt = (Tensor::randn([o, c, 3, 3], (Kind::Float, Device::Cpu)) * 0.1).set_requires_grad(true);
+            let ours_y = conv3x3(&x, &wt).unwrap();
+            let direct_y = direct(&x, &wt);
+            // Only the input gradient (R1, path length), then both.
+            for (k, grads_of) in [vec![&x], vec![&x, &wt]].iter().enumerate() {
+                let ours = second_order(&ours_y, &x, &wt, grads_of);
+                let reference = second_order(&direct_y, &x, &wt, grads_of);
+                for (i, (a, r)) in ours.iter().zip(&reference).enumerate() {
+                    assert_eq!(a.defined(), r.defined(), "{:?} case {k} output {i}", (n, c, o, h, w));
+                    if a.defined() {
+                        let e = rel(a, r);
+                        assert!(e < 2e-5, "{:?} case {k} output {i}: off by {e}", (n, c, o, h, w));
+                    }
+                }
+            }
+        }
     }
 
     #[test]
