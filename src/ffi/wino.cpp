@@ -67,13 +67,15 @@ SG2_INLINE void at6(const float* x, int64_t s, float* y, int64_t d, int64_t cb_r
   }
 }
 
-// A g: a 4-point gradient column to the 6 transform points (the weight gradient's "filter" side).
+// A g: a 4-point gradient column (four rows of channels) to the 6 transform points (the weight gradient's "filter"
+// side).
 template <int64_t CBN>
-SG2_INLINE void a4(const float* x, int64_t s, float* y, int64_t d, int64_t cb_rt) {
+SG2_INLINE void a4p(const float* const* x, float* y, int64_t d, int64_t cb_rt) {
   const int64_t cb = CBN ? CBN : cb_rt;
+  const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3];
 #pragma omp simd
   for (int64_t c = 0; c < cb; ++c) {
-    float g0 = x[c], g1 = x[s + c], g2 = x[2 * s + c], g3 = x[3 * s + c];
+    float g0 = x0[c], g1 = x1[c], g2 = x2[c], g3 = x3[c];
     float p02 = g0 + g2, p13 = g1 + g3, q02 = g0 + 4.f * g2, q13 = 2.f * g1 + 8.f * g3;
     y[c] = g0;
     y[d + c] = p02 + p13;
@@ -82,6 +84,13 @@ SG2_INLINE void a4(const float* x, int64_t s, float* y, int64_t d, int64_t cb_rt
     y[4 * d + c] = q02 - q13;
     y[5 * d + c] = g3;
   }
+}
+
+// a4p on rows `s` floats apart.
+template <int64_t CBN>
+SG2_INLINE void a4(const float* x, int64_t s, float* y, int64_t d, int64_t cb) {
+  const float* rows[4] = {x, x + s, x + 2 * s, x + 3 * s};
+  a4p<CBN>(rows, y, d, cb);
 }
 
 struct Grid {
@@ -162,76 +171,68 @@ SG2_INLINE void channel_blocks(int64_t C, F&& f) {
   if (c0 < C) f(std::integral_constant<int64_t, 0>{}, c0, C - c0);
 }
 
-// Tiles [t0, t0 + nb) of channels-last x to V[36, TB, C] (rows nb.. zero): V[i * 6 + j, t] = (B^T d_t B)[i, j]
-// for the 6x6 patch d_t (rows 4 ty - 1 .. 4 ty + 4, zero outside the image).
-SG2_CLONES void input_tiles(const float* x, float* v, const Grid& g, int64_t C, int64_t t0, int64_t nb) {
+// The K x K patch of image n (channels-last, C channels) with its corner at (y0, x0): pointers to its pixels where
+// they lie in the image, to a zero block where it leaves the image, and per pixel whether a channel offset applies.
+template <int64_t K>
+SG2_INLINE void patch(const float* x, const Grid& g, int64_t C, int64_t n, int64_t y0, int64_t x0, const float** px,
+                      int64_t* step) {
   alignas(64) static const float zeros[CB] = {};
-  alignas(64) float tmp[36 * CB];
+  for (int64_t i = 0; i < K; ++i) {
+    int64_t yy = y0 + i;
+    for (int64_t j = 0; j < K; ++j) {
+      int64_t xx = x0 + j;
+      bool in = yy >= 0 && yy < g.H && xx >= 0 && xx < g.W;
+      px[i * K + j] = in ? x + ((n * g.H + yy) * g.W + xx) * C : zeros;
+      step[i * K + j] = in;
+    }
+  }
+}
+
+// Tiles [t0, t0 + nb) to the 36 transform planes (rows nb.. zero), the patch's columns by `column`, then its rows
+// by `row`, both of the forms above (K points in, 6 out). Inputs: the 6x6 patch at (4 ty - 1, 4 tx - 1) of x, B^T d
+// B. Output gradients: the 4x4 tile at (4 ty, 4 tx), A g A^T.
+template <int64_t K, typename Column, typename Row>
+SG2_INLINE void tiles_to_planes(const float* x, float* v, const Grid& g, int64_t C, int64_t t0, int64_t nb,
+                                int64_t offset, Column column, Row row) {
+  alignas(64) float tmp[6 * K * CB];
+  const float* px[K * K];
+  int64_t step[K * K];
   for (int64_t b = 0; b < nb; ++b) {
     int64_t t = t0 + b, n = t / (g.TH * g.TW), ty = (t / g.TW) % g.TH, tx = t % g.TW;
-    // The patch's pixels where they are, the zero block where the patch leaves the image.
-    const float* rows[6];
-    for (int64_t i = 0; i < 6; ++i) {
-      int64_t yy = 4 * ty - 1 + i;
-      rows[i] = yy >= 0 && yy < g.H ? x + (n * g.H + yy) * g.W * C : nullptr;
-    }
-    const float* px[36];
-    int64_t step[36];
-    for (int64_t i = 0; i < 6; ++i) {
-      for (int64_t j = 0; j < 6; ++j) {
-        int64_t xx = 4 * tx - 1 + j;
-        bool in = rows[i] && xx >= 0 && xx < g.W;
-        px[i * 6 + j] = in ? rows[i] + xx * C : zeros;
-        step[i * 6 + j] = in;
-      }
-    }
+    patch<K>(x, g, C, n, 4 * ty + offset, 4 * tx + offset, px, step);
     channel_blocks(C, [&](auto width, int64_t c0, int64_t cb_rt) SG2_INLINE_LAMBDA {
       constexpr int64_t N_ = decltype(width)::value;
       const int64_t cb = N_ ? N_ : cb_rt;
-      for (int64_t j = 0; j < 6; ++j) {  // columns
-        const float* col[6];
-        for (int64_t i = 0; i < 6; ++i) col[i] = px[i * 6 + j] + step[i * 6 + j] * c0;
-        bt6p<N_>(col, tmp + j * CB, 6 * CB, cb);
+      for (int64_t j = 0; j < K; ++j) {  // columns: tmp[6][K]
+        const float* col[K];
+        for (int64_t i = 0; i < K; ++i) col[i] = px[i * K + j] + step[i * K + j] * c0;
+        column(width, col, tmp + j * CB, K * CB, cb);
       }
-      for (int64_t i = 0; i < 6; ++i) bt6<N_>(tmp + i * 6 * CB, CB, v + i * 6 * plane(C) + b * C + c0, plane(C), cb);
+      for (int64_t i = 0; i < 6; ++i) row(width, tmp + i * K * CB, CB, v + i * 6 * plane(C) + b * C + c0, plane(C), cb);
     });
   }
   for (int64_t k = 0; k < 36 && nb < TB; ++k) zero(v + k * plane(C) + nb * C, (TB - nb) * C);
 }
 
-// The output gradient's tiles to Gt[36, TB, O] (rows nb.. zero): (A g_t A^T) for the 4x4 tile g_t (zero outside
-// the image).
+// Tiles [t0, t0 + nb) of channels-last x to V[36, TB, C]: V[i * 6 + j, t] = (B^T d_t B)[i, j] for the 6x6 patch
+// d_t (rows 4 ty - 1 .. 4 ty + 4, zero outside the image).
+SG2_CLONES void input_tiles(const float* x, float* v, const Grid& g, int64_t C, int64_t t0, int64_t nb) {
+  tiles_to_planes<6>(
+      x, v, g, C, t0, nb, -1,
+      [](auto w, const float* const* c, float* y, int64_t d, int64_t cb)
+          SG2_INLINE_LAMBDA { bt6p<decltype(w)::value>(c, y, d, cb); },
+      [](auto w, const float* r, int64_t s, float* y, int64_t d, int64_t cb)
+          SG2_INLINE_LAMBDA { bt6<decltype(w)::value>(r, s, y, d, cb); });
+}
+
+// The output gradient's tiles to Gt[36, TB, O]: (A g_t A^T) for the 4x4 tile g_t (zero outside the image).
 SG2_CLONES void grad_tiles(const float* gy, float* v, const Grid& g, int64_t O, int64_t t0, int64_t nb) {
-  alignas(64) float d[16 * CB], tmp[24 * CB];
-  for (int64_t b = 0; b < nb; ++b) {
-    int64_t t = t0 + b, n = t / (g.TH * g.TW), ty = (t / g.TW) % g.TH, tx = t % g.TW;
-    bool inside = 4 * ty + 4 <= g.H && 4 * tx + 4 <= g.W;
-    const float* corner = gy + ((n * g.H + 4 * ty) * g.W + 4 * tx) * O;
-    channel_blocks(O, [&](auto width, int64_t c0, int64_t cb_rt) SG2_INLINE_LAMBDA {
-      constexpr int64_t N_ = decltype(width)::value;
-      const int64_t cb = N_ ? N_ : cb_rt;
-      const float* src = corner + c0;
-      int64_t rs = g.W * O, cs = O;
-      if (!inside) {
-        for (int64_t i = 0; i < 4; ++i) {
-          int64_t yy = 4 * ty + i;
-          for (int64_t j = 0; j < 4; ++j) {
-            int64_t xx = 4 * tx + j;
-            float* dst = d + (i * 4 + j) * CB;
-            if (yy < g.H && xx < g.W) {
-              copy(gy + ((n * g.H + yy) * g.W + xx) * O + c0, dst, cb);
-            } else {
-              zero(dst, cb);
-            }
-          }
-        }
-        src = d, rs = 4 * CB, cs = CB;
-      }
-      for (int64_t j = 0; j < 4; ++j) a4<N_>(src + j * cs, rs, tmp + j * CB, 4 * CB, cb);  // [6][4]
-      for (int64_t i = 0; i < 6; ++i) a4<N_>(tmp + i * 4 * CB, CB, v + i * 6 * plane(O) + b * O + c0, plane(O), cb);
-    });
-  }
-  for (int64_t k = 0; k < 36 && nb < TB; ++k) zero(v + k * plane(O) + nb * O, (TB - nb) * O);
+  tiles_to_planes<4>(
+      gy, v, g, O, t0, nb, 0,
+      [](auto w, const float* const* c, float* y, int64_t d, int64_t cb)
+          SG2_INLINE_LAMBDA { a4p<decltype(w)::value>(c, y, d, cb); },
+      [](auto w, const float* r, int64_t s, float* y, int64_t d, int64_t cb)
+          SG2_INLINE_LAMBDA { a4<decltype(w)::value>(r, s, y, d, cb); });
 }
 
 // M[36, TB, O] of tiles [t0, t0 + nb) to the channels-last output: y_t = A^T m_t A, cropped to the image.

@@ -201,7 +201,7 @@ pub fn with_cpu_bf16<T>(on: bool, f: impl FnOnce() -> T) -> T {
 }
 
 /// Runs the CPU's fp32 3x3 convolutions of 8x8 pixels and more (stride 1, padding 1: every layer's main
-/// convolution) by Winograd's F(4x4, 3x3) (`ffi::wino`), their first-order gradients too; process-wide. Still
+/// convolution) by Winograd's F(4x4, 3x3) (`ffi::wino`), their gradients too (to second order); process-wide. Still
 /// fp32, with a few 1e-6 of the output's scale more rounding than the direct convolution: training's default
 /// (`training.cpu_winograd`), never used for generation or metrics, which repeat the official values.
 pub fn set_cpu_winograd(on: bool) {
