@@ -9,10 +9,15 @@ use sg2::model::NoiseMode;
 use sg2::train::trainer::StepDraws;
 use sg2::train::Trainer;
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
+
+/// The convolution switches are process-wide: tests that set them take turns (`cargo test` runs them in threads).
+static SWITCHES: Mutex<()> = Mutex::new(());
 
 /// The change of every trained G and D variable over one step with every phase, from the same weights and draws.
 fn updates(bf16: bool, winograd: bool) -> BTreeMap<String, Tensor> {
+    let _turn = SWITCHES.lock().unwrap_or_else(|e| e.into_inner());
     sg2::nn::ops::set_cpu_bf16(bf16);
     sg2::nn::ops::set_cpu_winograd(winograd);
     let cfg = tiny_config(&["training.batch=8", "training.style_mixing_prob=0", "training.adam_eps=1"]);
