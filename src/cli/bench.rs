@@ -120,10 +120,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             crate::train::run::check_world(&cfg, dist.world)?;
             let device = dist.device(device)?;
             let modconv = crate::train::trainer::modconv_for(&cfg, device);
-            // The precision switches as `sg2 train` sets them from the config.
-            crate::ffi::set_allow_tf32(cfg.training.allow_tf32)?;
-            crate::nn::ops::set_cpu_bf16(cfg.training.cpu_bf16);
-            crate::nn::ops::set_cpu_winograd(cfg.training.cpu_winograd);
+            crate::train::set_precision(&cfg.training)?;
             let t = &cfg.training;
             let precision = match (device.is_cuda(), t.allow_tf32, t.cpu_bf16, t.cpu_winograd) {
                 (true, true, _, _) => ", TF32",

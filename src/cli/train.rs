@@ -92,9 +92,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
 fn train(args: Args, asked: tch::Device, dist: Arc<Dist>) -> Result<()> {
     let device = dist.device(asked)?;
     let config = resolve_config(&args)?;
-    crate::ffi::set_allow_tf32(config.training.allow_tf32)?;
-    crate::nn::ops::set_cpu_bf16(config.training.cpu_bf16);
-    crate::nn::ops::set_cpu_winograd(config.training.cpu_winograd);
+    crate::train::set_precision(&config.training)?;
     let stem = args
         .config
         .file_stem()

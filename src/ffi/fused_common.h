@@ -131,6 +131,9 @@ inline at::Tensor per_channel(const at::Tensor& t, const at::Tensor& x) {
   return t.reshape(shape);
 }
 
+// An operand passed as an empty tensor (the autograd functions' "absent"), or never set, as an undefined tensor.
+inline at::Tensor present(const at::Tensor& t) { return t.defined() && t.numel() > 0 ? t : at::Tensor(); }
+
 // t summed over its pixels (dims 2 and up; t itself when it has none).
 inline at::Tensor sum_pixels(const at::Tensor& t) {
   std::vector<int64_t> d;

@@ -264,7 +264,6 @@ variable_list modulate_double_composite(const at::Tensor& x, const at::Tensor& s
 
 // ---- The autograd functions.
 
-at::Tensor present(const at::Tensor& t) { return t.numel() > 0 ? t : at::Tensor(); }
 at::Tensor or_empty(const at::Tensor& t, const at::Tensor& x) { return t.defined() ? t : at::empty({0}, x.options()); }
 
 // Outputs gx, gs [N, C], gn [N, P], gb [N, C] (see RawGrads); absent operands come as empty tensors.

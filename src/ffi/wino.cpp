@@ -162,8 +162,8 @@ SG2_INLINE void zero(float* dst, int64_t n) {
   for (int64_t c = 0; c < n; ++c) dst[c] = 0.f;
 }
 
-// Runs f.template operator()<CB>(c0) on full channel blocks, then f<0>(c0, rest) on the last partial one, so the
-// loops over a full block have a constant trip count.
+// Runs f(width, c0, cb) on the full channel blocks with width = integral_constant<CB>, then on the last partial one
+// with width 0 and cb its size, so the loops over a full block have a constant trip count.
 template <typename F>
 SG2_INLINE void channel_blocks(int64_t C, F&& f) {
   int64_t c0 = 0;
@@ -355,8 +355,6 @@ at::Tensor weight_grad(const at::Tensor& x, const at::Tensor& gy, const at::Tens
                                               {0, 0}, 1, {false, true, false}));
 }
 
-at::Tensor present(const at::Tensor& t) { return t.defined() && t.numel() > 0 ? t : at::Tensor(); }
-
 at::Tensor sum_defined(const at::Tensor& a, const at::Tensor& b) {
   if (!a.defined()) return b;
   return b.defined() ? a + b : a;
@@ -379,7 +377,7 @@ struct WinogradConvGrad : public torch::autograd::Function<WinogradConvGrad> {
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
     const auto &gy = saved[0], &x = saved[1], &w = saved[2];
-    auto ggx = present(grads[0]), ggw = present(grads[1]);
+    auto ggx = sg2_fused::present(grads[0]), ggw = sg2_fused::present(grads[1]);
     bool higher = at::GradMode::is_enabled();  // a third order: ATen's differentiable ops
     auto fwd = [&](const at::Tensor& a, const at::Tensor& k) {
       return higher ? at::conv2d(a, k, {}, 1, 1) : conv_raw(a, k, false);
@@ -415,7 +413,7 @@ struct WinogradConv : public torch::autograd::Function<WinogradConv> {
     if (at::GradMode::is_enabled()) {
       // Under create_graph: gradients that can be differentiated again.
       auto r = WinogradConvGrad::apply(gy, x, w, gx_needed, gw_needed);
-      return {present(r[0]), present(r[1])};
+      return {sg2_fused::present(r[0]), sg2_fused::present(r[1])};
     }
     return {gx_needed ? conv_raw(gy, w, true) : at::Tensor(), gw_needed ? weight_grad(x, gy, w) : at::Tensor()};
   }

@@ -10,7 +10,7 @@ extern "C" {
     fn sg2_wino_conv3x3(x: Raw, w: Raw, out: *mut Raw, err: *mut c_char, len: usize) -> c_int;
 }
 
-/// `conv2d(x, w, padding 1)` as a differentiable op whose forward and first-order gradients run by Winograd's
+/// `conv2d(x, w, padding 1)` as a differentiable op whose forward and gradients (to second order) run by Winograd's
 /// minimal filtering (2.25x fewer multiplications than the direct convolution, float results within a few 1e-6 of
 /// the direct ones relative to the output's scale); None where it does not apply or does not pay (not fp32 on the
 /// CPU, not a 3x3 weight, images under 8x8): the caller then convolves directly.

@@ -18,6 +18,15 @@ pub mod trainer;
 pub use train_loop::{train, Resume, TrainOptions, TrainReport};
 pub use trainer::Trainer;
 
+/// The process-wide precision switches as a training config sets them: TF32 on CUDA, bf16 and Winograd
+/// convolutions on the CPU (`sg2 train` and `sg2 bench train` alike).
+pub fn set_precision(t: &crate::config::TrainingConfig) -> anyhow::Result<()> {
+    crate::ffi::set_allow_tf32(t.allow_tf32)?;
+    crate::nn::ops::set_cpu_bf16(t.cpu_bf16);
+    crate::nn::ops::set_cpu_winograd(t.cpu_winograd);
+    Ok(())
+}
+
 /// Wall-clock seconds since `start`.
 pub(crate) struct Clock(std::time::Instant);
 
