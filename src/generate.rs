@@ -3,7 +3,7 @@
 //! Also the style-mixing figure and latent walks. The CLI (`cli::generate`) only parses options and writes files.
 
 use crate::image_io::{to_uint8_nhwc, ImageU8};
-use crate::model::{Generator, NoiseMode, Space};
+use crate::model::{slerp, Generator, NoiseMode, Space};
 use crate::rng::{randn_tensor, RandomState};
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
@@ -187,18 +187,6 @@ pub fn style_mix_grid(
     crate::image_io::grid(&tiles, cols.len() + 1)
 }
 
-/// Spherical interpolation between rows of `a` and `b` (z space), as the official PPL code's slerp.
-pub fn slerp(a: &Tensor, b: &Tensor, t: f64) -> Tensor {
-    let a = a / a.norm_scalaropt_dim(2, [-1i64].as_slice(), true);
-    let b = b / b.norm_scalaropt_dim(2, [-1i64].as_slice(), true);
-    let d = (&a * &b).sum_dim_intlist([-1i64].as_slice(), true, Kind::Float);
-    let p = d.clamp(-1.0, 1.0).acos() * t;
-    let c = &b - &d * &a;
-    let c = &c / c.norm_scalaropt_dim(2, [-1i64].as_slice(), true).clamp_min(1e-12);
-    let dd = &a * p.cos() + c * p.sin();
-    &dd / dd.norm_scalaropt_dim(2, [-1i64].as_slice(), true)
-}
-
 /// Frames of a looping walk through the key seeds: `frames` per segment, lerp in w or slerp in z.
 pub fn interpolation_frames(
     g: &Generator,
@@ -228,7 +216,7 @@ pub fn interpolation_frames(
         let (a, b) = (seg, (seg + 1) % seeds.len());
         let w = match space {
             Space::Z => {
-                let z = slerp(&zs[a], &zs[b], t);
+                let z = slerp(&zs[a], &zs[b], &Tensor::from(t));
                 tch::no_grad(|| g.mapping(&z, c.as_ref(), opts.truncation_psi, None))
             }
             Space::W => ws[a].lerp(&ws[b], t),

@@ -132,10 +132,15 @@ fn run_projected(a: &GenerateArgs, w_path: &Path, device: tch::Device) -> Result
         Ok(())
     })
     .with_context(|| w_path.display().to_string())?;
-    if let Some(grid_path) = &a.grid {
-        let cols = (all.len() as f64).sqrt().ceil() as usize;
-        crate::image_io::grid(&all, cols.max(1))?.save_png(grid_path)?;
-        println!("Grid: {}", grid_path.display());
+    save_grid(&all, a.grid.as_deref())
+}
+
+/// Tiles `images` in a near-square grid at `path`, when one was asked for.
+fn save_grid(images: &[crate::image_io::ImageU8], path: Option<&std::path::Path>) -> Result<()> {
+    if let Some(path) = path {
+        let cols = (images.len() as f64).sqrt().ceil() as usize;
+        crate::image_io::grid(images, cols.max(1))?.save_png(path)?;
+        println!("Grid: {}", path.display());
     }
     Ok(())
 }
@@ -171,12 +176,7 @@ pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
         Ok(())
     })?;
     pb.finish_and_clear();
-    if let Some(grid_path) = &a.grid {
-        let cols = (all.len() as f64).sqrt().ceil() as usize;
-        crate::image_io::grid(&all, cols.max(1))?.save_png(grid_path)?;
-        println!("Grid: {}", grid_path.display());
-    }
-    Ok(())
+    save_grid(&all, a.grid.as_deref())
 }
 
 pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {

@@ -12,7 +12,7 @@ use super::features::random_labels;
 use super::shard::Shard;
 use crate::data::Dataset;
 use crate::dist::Dist;
-use crate::model::{Generator, Space};
+use crate::model::{slerp, Generator, Space};
 use crate::util::{progress_bar, Progress};
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
@@ -29,16 +29,6 @@ pub struct PplSpec {
     pub sampling: Sampling,
     pub crop: bool,
     pub epsilon: f64,
-}
-
-/// Row-wise spherical interpolation with a per-row `t` [N, 1], as the official `slerp`.
-pub fn slerp(a: &Tensor, b: &Tensor, t: &Tensor) -> Tensor {
-    let norm = |x: &Tensor| x / x.norm_scalaropt_dim(2, [-1i64].as_slice(), true);
-    let (a, b) = (norm(a), norm(b));
-    let d = (&a * &b).sum_dim_intlist([-1i64].as_slice(), true, Kind::Float);
-    let p = t * d.acos();
-    let c = norm(&(&b - &d * &a));
-    norm(&(&a * p.cos() + c * p.sin()))
 }
 
 /// Synthesised images in [-1, 1] -> the VGG16 input of the official: optional centre crop, area reduction to 256 by

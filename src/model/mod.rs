@@ -12,5 +12,5 @@ pub mod synthesis;
 
 pub use discriminator::Discriminator;
 pub use generator::Generator;
-pub use mapping::Space;
+pub use mapping::{slerp, Space};
 pub use synthesis::NoiseMode;
