@@ -91,3 +91,37 @@ fn resume_with_another_model_names_the_key() {
     assert!(!ok, "{err}");
     assert!(err.contains("the snapshot's model.fmap_max = 16 differs from the config's 8"), "{err}");
 }
+
+/// Damage inside the tensor data (which the format's own checks cannot see) and a diverged network are refused by
+/// name; so is a path that is not a regular file (a FIFO would block forever).
+#[test]
+fn altered_bytes_nan_weights_and_special_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = import_golden("tiny32", dir.path());
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x40;
+    let flipped = dir.path().join("flipped.safetensors");
+    std::fs::write(&flipped, &bytes).unwrap();
+    for r in on_network(&flipped) {
+        refused(r, &["flipped.safetensors: damaged"]);
+    }
+
+    let (mut tensors, meta) = read_safetensors(&ckpt).unwrap();
+    let name = "G_ema.synthesis.b32.torgb.weight";
+    let _ = tensors.get_mut(name).unwrap().get(0).get(0).fill_(f64::NAN);
+    let nan = dir.path().join("nan.safetensors");
+    write_safetensors(&nan, &tensors.into_iter().collect::<Vec<_>>(), &meta).unwrap();
+    let (ok, _, err) = run_sg2(&["--device", "cpu", "info", "--network", s(&nan)]);
+    assert!(ok, "info inspects a diverged network: {err}");
+    let out = dir.path().join("nan-out");
+    let gen = run_sg2(&["--device", "cpu", "generate", "--network", s(&nan), "--seeds", "0", "--outdir", s(&out)]);
+    refused(gen, &["nan.safetensors: G_ema.synthesis.b32.torgb.weight holds NaN or infinite values"]);
+    assert!(!out.join("seed0000.png").exists());
+
+    let fifo = dir.path().join("fifo.safetensors");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for r in on_network(&fifo) {
+        refused(r, &["fifo.safetensors: not a regular file"]);
+    }
+}

@@ -108,13 +108,26 @@ impl FeatureStats {
     fn from_tensors(capture: Capture, t: &BTreeMap<String, Tensor>) -> Result<FeatureStats> {
         let count = t.get("count").context("no count")?;
         let (n, max) = (count.int64_value(&[0]) as usize, count.int64_value(&[1]) as usize);
+        ensure!(n > 0 && n <= max, "count {n} of at most {max} images");
         let mut s = FeatureStats::new(capture, max);
         s.num_items = n;
+        let get = |name: &str| -> Result<Tensor> {
+            let x = t.get(name).with_context(|| format!("no {name}"))?;
+            ensure!(x.isfinite().all().int64_value(&[]) != 0, "{name} holds NaN or infinite values");
+            Ok(x.shallow_clone())
+        };
         match capture {
-            Capture::All => s.all = vec![t.get("features").context("no features")?.shallow_clone()],
+            Capture::All => {
+                let f = get("features")?;
+                ensure!(f.dim() == 2 && f.size()[0] == n as i64, "features {:?} for {n} images", f.size());
+                s.all = vec![f];
+            }
             Capture::MeanCov => {
-                s.raw_mean = Some(t.get("raw_mean").context("no raw_mean")?.shallow_clone());
-                s.raw_cov = Some(t.get("raw_cov").context("no raw_cov")?.shallow_clone());
+                let (m, c) = (get("raw_mean")?, get("raw_cov")?);
+                let d = m.size();
+                ensure!(d.len() == 1 && c.size() == [d[0], d[0]], "raw_mean {:?} and raw_cov {:?}", d, c.size());
+                s.raw_mean = Some(m);
+                s.raw_cov = Some(c);
             }
         }
         Ok(s)
@@ -178,18 +191,27 @@ pub fn cached(
     Ok((stats, false))
 }
 
-/// The statistics cached in `dir` for `key`, if a readable file of that key is there. A file that cannot be read
-/// or belongs to another key counts as absent (it is recomputed and replaced).
+/// The statistics cached in `dir` for `key`, if a readable file of that key is there. A file that cannot be read,
+/// fails its checksum, holds non-finite or inconsistent values or belongs to another key counts as absent (it is
+/// recomputed and replaced); a damaged one is reported.
 pub fn load_cached(dir: &Path, key: &CacheKey, capture: Capture) -> Option<FeatureStats> {
     let path = key.path(dir);
     if !path.is_file() {
         return None;
     }
-    let (t, meta) = read_safetensors(&path).ok()?;
-    if meta.get("sg2.stats_key") != Some(&key.text()) {
-        return None;
+    let loaded = read_safetensors(&path).and_then(|(t, meta)| {
+        if meta.get("sg2.stats_key") != Some(&key.text()) {
+            return Ok(None);
+        }
+        FeatureStats::from_tensors(capture, &t).map(Some)
+    });
+    match loaded {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: {}: {e:#}; recomputing the statistics", path.display());
+            None
+        }
     }
-    FeatureStats::from_tensors(capture, &t).ok()
 }
 
 /// Stores `stats` in `dir` for `key`. A cache that cannot be written (read-only home, full disk) costs time on the
@@ -245,9 +267,22 @@ mod tests {
             let before = calls.get();
             assert!(!run(&k).1 && calls.get() == before + 1);
         }
-        // A damaged file is recomputed and replaced.
+        // A damaged file is recomputed and replaced: garbage, an altered value, a NaN written with a valid checksum.
         std::fs::write(key.path(dir.path()), b"garbage").unwrap();
         assert!(!run(&key).1);
+        assert!(run(&key).1);
+        let mut bytes = std::fs::read(key.path(dir.path())).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        std::fs::write(key.path(dir.path()), &bytes).unwrap();
+        assert!(!run(&key).1);
+        let (mut t, meta) = read_safetensors(&key.path(dir.path())).unwrap();
+        let _ = t.get_mut("raw_mean").unwrap().get(0).fill_(f64::NAN);
+        write_safetensors(&key.path(dir.path()), &t.into_iter().collect::<Vec<_>>(), &meta).unwrap();
+        let before = calls.get();
+        let (c, hit) = run(&key);
+        assert!(!hit && calls.get() == before + 1);
+        assert!(c.mean_cov().unwrap().0.isfinite().all().int64_value(&[]) == 1);
         assert!(run(&key).1);
         // No cache folder: always computed.
         let (_, hit) = cached(None, &key, Capture::MeanCov, || Ok(FeatureStats::new(Capture::MeanCov, 1))).unwrap();

@@ -14,6 +14,9 @@ pub const FORMAT: &str = "sg2-checkpoint-1";
 pub const KEY_FORMAT: &str = "sg2.format";
 pub const KEY_CONFIG: &str = "sg2.config";
 pub const KEY_VERSION: &str = "sg2.version";
+/// SHA-256 of every tensor (name, dtype, shape, bytes, in name order), written with the file and checked on reading:
+/// a truncated copy or flipped bytes are an error, not silently different weights or statistics.
+pub const KEY_SHA256: &str = "sg2.sha256";
 
 /// A loaded checkpoint: every tensor on the CPU, by full name.
 pub struct Checkpoint {
@@ -58,24 +61,43 @@ fn tensor_bytes(t: &Tensor) -> Vec<u8> {
     buf
 }
 
-/// Writes named tensors and metadata to a safetensors file atomically.
+/// The [`KEY_SHA256`] digest of named tensors.
+fn digest<'a>(tensors: impl Iterator<Item = (&'a str, Dtype, &'a [usize], &'a [u8])>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut sorted: Vec<_> = tensors.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = Sha256::new();
+    for (name, dtype, shape, bytes) in sorted {
+        h.update(format!("{name}\0{dtype:?}\0{shape:?}\0{}\0", bytes.len()).as_bytes());
+        h.update(bytes);
+    }
+    crate::data::shards::hex(&h.finalize())
+}
+
+/// Writes named tensors and metadata to a safetensors file atomically, with their [`KEY_SHA256`].
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], metadata: &BTreeMap<String, String>) -> Result<()> {
     let mut owned = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         owned.push((name.clone(), dtype_of(t.kind()).with_context(|| name.clone())?, shape, tensor_bytes(t)));
     }
+    let sha = digest(owned.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice())));
     let views = owned
         .iter()
         .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b)?)))
         .collect::<Result<Vec<_>>>()?;
-    let meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut meta: HashMap<String, String> = metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    meta.insert(KEY_SHA256.into(), sha);
     let bytes = safetensors::serialize(views, Some(meta))?;
     crate::util::write_bytes_atomic(path, &bytes)
 }
 
 fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     ensure!(!path.is_dir(), "{}: is a folder, not a checkpoint file", path.display());
+    // A FIFO or device would block or never end; safetensors files are regular files.
+    if let Ok(m) = std::fs::metadata(path) {
+        ensure!(m.is_file(), "{}: not a regular file", path.display());
+    }
     let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let len = file.metadata().with_context(|| format!("{}: cannot stat", path.display()))?.len();
     ensure!(len > 0, "{}: empty file (0 bytes), not a checkpoint", path.display());
@@ -100,6 +122,15 @@ pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeM
     let st = safetensors::SafeTensors::deserialize(&mmap)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
     let metadata = header_metadata(path, &mmap)?;
+    if let Some(want) = metadata.get(KEY_SHA256) {
+        let views = st.tensors();
+        let got = digest(views.iter().map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())));
+        ensure!(
+            &got == want,
+            "{}: damaged: the tensors do not match the checksum written with them (a truncated or altered copy)",
+            path.display()
+        );
+    }
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;
@@ -228,6 +259,12 @@ pub fn load_generator(path: &Path, device: Device) -> Result<(Config, VarStore, 
     let mut vs = VarStore::new(device);
     let g = Generator::new(&vs.root(), &ckpt.config.model);
     ckpt.load_into(prefix, &mut vs).with_context(|| format!("{}", path.display()))?;
+    // A diverged network would give black or constant images without a word.
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some((name, _)) = vars.iter().find(|(_, t)| t.isfinite().all().int64_value(&[]) == 0) {
+        bail!("{}: {prefix}.{name} holds NaN or infinite values (the network diverged)", path.display());
+    }
     vs.freeze();
     Ok((ckpt.config, vs, g))
 }
