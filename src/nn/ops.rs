@@ -152,6 +152,11 @@ pub fn upfirdn2d(x: &Tensor, f: &Tensor, up: i64, down: i64, pad: Pad4, gain: f6
     x.conv2d(&weight, None::<Tensor>, [down, down], conv_pad, [1, 1], c)
 }
 
+/// `n // 2` as Python floors it: the official padding arithmetic goes negative for filters shorter than the factor.
+fn half(n: i64) -> i64 {
+    n.div_euclid(2)
+}
+
 fn filter_size(f: &Tensor) -> (i64, i64) {
     let s = f.size();
     (s[1], s[0])
@@ -160,14 +165,14 @@ fn filter_size(f: &Tensor) -> (i64, i64) {
 /// 2x (or `up`x) upsampling with the FIR filter, as `upfirdn2d.upsample2d`.
 pub fn upsample2d(x: &Tensor, f: &Tensor, up: i64) -> Tensor {
     let (fw, fh) = filter_size(f);
-    let pad = [(fw + up - 1) / 2, (fw - up) / 2, (fh + up - 1) / 2, (fh - up) / 2];
+    let pad = [half(fw + up - 1), half(fw - up), half(fh + up - 1), half(fh - up)];
     upfirdn2d(x, f, up, 1, pad, (up * up) as f64)
 }
 
 /// 2x (or `down`x) downsampling with the FIR filter, as `upfirdn2d.downsample2d`.
 pub fn downsample2d(x: &Tensor, f: &Tensor, down: i64) -> Tensor {
     let (fw, fh) = filter_size(f);
-    let pad = [(fw - down + 1) / 2, (fw - down) / 2, (fh - down + 1) / 2, (fh - down) / 2];
+    let pad = [half(fw - down + 1), half(fw - down), half(fh - down + 1), half(fh - down)];
     upfirdn2d(x, f, 1, down, pad, 1.0)
 }
 
@@ -285,16 +290,16 @@ pub fn conv2d_resample(x: &Tensor, w: &Tensor, spec: &Conv2dResampleSpec) -> Ten
     let (fw, fh) = f.map(filter_size).unwrap_or((1, 1));
     let (mut px0, mut px1, mut py0, mut py1) = (padding, padding, padding, padding);
     if up > 1 {
-        px0 += (fw + up - 1) / 2;
-        px1 += (fw - up) / 2;
-        py0 += (fh + up - 1) / 2;
-        py1 += (fh - up) / 2;
+        px0 += half(fw + up - 1);
+        px1 += half(fw - up);
+        py0 += half(fh + up - 1);
+        py1 += half(fh - up);
     }
     if down > 1 {
-        px0 += (fw - down + 1) / 2;
-        px1 += (fw - down) / 2;
-        py0 += (fh - down + 1) / 2;
-        py1 += (fh - down) / 2;
+        px0 += half(fw - down + 1);
+        px1 += half(fw - down);
+        py0 += half(fh - down + 1);
+        py1 += half(fh - down);
     }
     // flip_weight = true means "no flip" (plain correlation) in the official wrapper.
     let no_flip = !flip_weight;
@@ -442,6 +447,34 @@ mod tests {
         assert_eq!(f.size(), vec![4, 4]);
         assert!((f.double_value(&[1, 2]) - 9.0 / 64.0).abs() < 1e-7);
         assert!((f.sum(Kind::Double).double_value(&[]) - 1.0).abs() < 1e-6);
+    }
+
+    /// The reference's `upsample2d`, `downsample2d` and `conv2d_resample` for filters of 1 to 5 taps and every
+    /// layer shape of G and D (tests/fixtures/make_resample_golden.py).
+    #[test]
+    fn resampling_matches_the_reference_for_short_and_long_filters() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/resample-cases.safetensors");
+        let (g, meta) = crate::model::checkpoint::read_safetensors(std::path::Path::new(path)).unwrap();
+        let filters: Vec<Vec<f64>> = serde_json::from_str(&meta["filters"]).unwrap();
+        let convs: Vec<(i64, i64, i64)> = serde_json::from_str(&meta["convs"]).unwrap();
+        let x = &g["x"];
+        let close = |name: &str, y: &Tensor| {
+            let want = &g[name];
+            assert_eq!(y.size(), want.size(), "{name}");
+            let err = (y - want).abs().max().double_value(&[]);
+            assert!(err < 1e-5, "{name}: max error {err}");
+        };
+        for (i, taps) in filters.iter().enumerate() {
+            let f = setup_filter(taps, tch::Device::Cpu);
+            close(&format!("f{i}_up2"), &upsample2d(x, &f, 2));
+            close(&format!("f{i}_down2"), &downsample2d(x, &f, 2));
+            for &(k, up, down) in &convs {
+                let spec =
+                    Conv2dResampleSpec { filter: Some(&f), up, down, padding: k / 2, groups: 1, flip_weight: up == 1 };
+                let y = with_cpu_winograd(false, || conv2d_resample(x, &g[&format!("w{k}")], &spec));
+                close(&format!("f{i}_k{k}_up{up}_down{down}"), &y);
+            }
+        }
     }
 
     #[test]
