@@ -354,26 +354,63 @@ impl Default for LoggingConfig {
 
 /// Reads, overrides and validates a config file.
 pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+    load_labeled(path, &labeled_sets(overrides))
+}
+
+/// `--set` overrides, each labelled as itself for messages.
+pub fn labeled_sets(overrides: &[String]) -> Vec<(String, String)> {
+    overrides.iter().map(|ov| (format!("--set {ov}"), ov.clone())).collect()
+}
+
+/// As [`load`], with each override given as (the option that made it, `key=value`): an error about an overridden
+/// key names that option rather than the file.
+pub fn load_labeled(path: &Path, overrides: &[(String, String)]) -> Result<Config, ConfigError> {
+    // A FIFO or device (/dev/zero) would block or fill memory; configs are small regular files.
+    let meta = std::fs::metadata(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(ConfigError(format!("{}: not a regular file", path.display())));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError(format!(
+            "{}: {} bytes; a config is a small TOML file (at most {MAX_CONFIG_BYTES})",
+            path.display(),
+            meta.len()
+        )));
+    }
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-    parse(&text, &path.display().to_string(), overrides)
+    parse_labeled(&text, &path.display().to_string(), overrides)
 }
+
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// Parses TOML text (named `origin` in messages), applies `key=value` overrides, validates.
 pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Config, ConfigError> {
+    parse_labeled(text, origin, &labeled_sets(overrides))
+}
+
+/// As [`parse`], with labelled overrides (see [`load_labeled`]).
+pub fn parse_labeled(text: &str, origin: &str, overrides: &[(String, String)]) -> Result<Config, ConfigError> {
     let mut value: toml::Table =
         text.parse().map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
-    for ov in overrides {
-        apply_override(&mut value, ov).map_err(|e| ConfigError(format!("--set {ov}: {e}")))?;
+    for (label, ov) in overrides {
+        apply_override(&mut value, ov).map_err(|e| ConfigError(format!("{label}: {e}")))?;
     }
-    let cfg: Config = toml::Value::Table(value)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", one_line(&e.to_string()))))?;
+    // The last override of the key a message is about, else the file, is where the value came from.
+    let source_of = |key: &str| {
+        let set = overrides.iter().rev().find(|(_, ov)| ov.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+        set.map_or(origin, |(label, _)| label.as_str()).to_string()
+    };
+    let cfg: Config = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| {
+        let msg = one_line(&e.to_string());
+        let key = msg.rsplit_once(" in ").map_or("", |(_, k)| k.trim());
+        ConfigError(format!("{}: {msg}", source_of(key)))
+    })?;
     let mut cfg = cfg;
     if std::mem::take(&mut cfg.training.rollback) {
         cfg.training.nan_policy = NanPolicy::Rollback;
     }
-    cfg.validate().map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+    cfg.validate().map_err(|e| ConfigError(format!("{}: {e}", source_of(e.split(" = ").next().unwrap_or("")))))?;
     Ok(cfg)
 }
 

@@ -120,6 +120,12 @@ pub fn generate_projected(
     if ws.dim() != 3 || ws.size()[1..] != want {
         bail!("w has shape {:?}, the network takes [N, {}, {}]", ws.size(), want[0], want[1]);
     }
+    if ws.size()[0] == 0 {
+        bail!("w holds no vectors (shape {:?})", ws.size());
+    }
+    if ws.isfinite().all().int64_value(&[]) == 0 {
+        bail!("w holds NaN or infinite values");
+    }
     for i in 0..ws.size()[0] {
         let w = ws.narrow(0, i, 1).to_device(device);
         let img = tch::no_grad(|| g.synthesis(&w, mode));

@@ -78,12 +78,49 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
+/// The nearest of `path` and its ancestors that exists ("." for a relative path with none).
+fn nearest_existing(path: &Path) -> PathBuf {
+    path.ancestors()
+        .find(|a| !a.as_os_str().is_empty() && std::fs::symlink_metadata(a).is_ok())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Creates the folder `dir` and its parents; a file standing in the way is named in the error.
+pub fn create_dir(dir: &Path) -> Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let blocker = nearest_existing(dir);
+    anyhow::ensure!(blocker != dir, "{}: is a file, not a folder", dir.display());
+    anyhow::ensure!(
+        blocker.is_dir(),
+        "{}: cannot create folder: {} is a file, not a folder",
+        dir.display(),
+        blocker.display()
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))
+}
+
+/// Checks, before any work, that the file `path` (given as `option`) can be written: not a folder, no file where
+/// a folder of its path should be, and a folder that takes new files. Nothing is left behind.
+pub fn check_output_file(path: &Path, option: &str) -> Result<()> {
+    let shown = || format!("{option} {}", path.display());
+    anyhow::ensure!(!path.is_dir(), "{}: is a folder; give a file name", shown());
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let existing = nearest_existing(parent);
+    anyhow::ensure!(existing.is_dir(), "{}: {} is a file, not a folder", shown(), existing.display());
+    if existing == parent {
+        let probe = temp_path_for(path);
+        std::fs::File::create(&probe).with_context(|| format!("{}: cannot write in {}", shown(), parent.display()))?;
+        let _ = std::fs::remove_file(&probe);
+    }
+    Ok(())
+}
+
 /// Writes `path` atomically: the bytes go to a temp file that is synced and then renamed over `path`.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
-        }
+        create_dir(dir)?;
     }
     let tmp = temp_path_for(path);
     let result = (|| -> Result<()> {

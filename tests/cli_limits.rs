@@ -178,3 +178,77 @@ fn generation_and_metrics_options() {
     refused(sg2(&["bench", "loader", "--batch", "0"]), &["--batch 0"]);
     refused(sg2(&["bench", "dataset", "--resolution", "1048576"]), &["--resolution 1048576"]);
 }
+
+/// Output paths, special files, launcher flags and the options that override config keys: refused up front by
+/// the name the user gave, with nothing written.
+#[test]
+fn outputs_overrides_and_special_files_are_checked_before_any_work() {
+    let t = tempfile::tempdir().unwrap();
+    let net = tiny32(t.path());
+    let (out, file) = (t.path().join("out"), t.path().join("file.txt"));
+    std::fs::write(&file, b"x").unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let gen = |extra: &[&str]| {
+        let mut a = vec!["--device", "cpu", "generate", "--network", s(&net), "--seeds", "0-1"];
+        a.extend_from_slice(extra);
+        sg2(&a)
+    };
+    refused(gen(&["--outdir", s(&out), "--grid", s(&out)]), &[&format!("--grid {}: is a folder", out.display())]);
+    let under_file = file.join("g.png");
+    refused(gen(&["--outdir", s(&out), "--grid", s(&under_file)]), &["file.txt is a file, not a folder"]);
+    refused(gen(&["--outdir", s(&file)]), &["file.txt: is a file, not a folder"]);
+    refused(gen(&["--outdir", s(&out), "--trunc", "1e39"]), &["--trunc 1e39: must be from -100 to 100"]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing generated");
+    let mix =
+        sg2(&["--device", "cpu", "style-mix", "--network", s(&net), "--rows", "0", "--cols", "1", "--out", s(&out)]);
+    refused(mix, &["--out", "is a folder"]);
+    let imp = sg2(&["import", "--g", s(&net), "--kwargs", s(&net), "--out", s(&under_file)]);
+    refused(imp, &["--out", "file.txt is a file, not a folder"]);
+
+    // A projected w that is empty or not finite.
+    for (name, w) in [
+        ("empty.npz", tch::Tensor::zeros([0, 8, 64], (tch::Kind::Float, tch::Device::Cpu))),
+        ("nan.npz", tch::Tensor::full([1, 8, 64], f64::NAN, (tch::Kind::Float, tch::Device::Cpu))),
+    ] {
+        let p = t.path().join(name);
+        sg2::npz::write_npz(&p, &[("w", &w)]).unwrap();
+        let r =
+            sg2(&["--device", "cpu", "generate", "--network", s(&net), "--projected-w", s(&p), "--outdir", s(&out)]);
+        refused(r, &[name, if name == "nan.npz" { "NaN or infinite" } else { "holds no vectors" }]);
+    }
+    let proj =
+        sg2(&["project", "--network", s(&net), "--target", s(&file), "--num-steps", "100000000", "--outdir", s(&out)]);
+    refused(proj, &["--num-steps 100000000: must be from 1 to 100000"]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing written");
+
+    // Options that stand for config keys are named as given; /dev/zero is not read.
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/fmnist32.toml");
+    let train = |extra: &[&str]| {
+        let mut a = vec!["train", "--config", s(&config), "--data", s(&out), "--outdir", s(&out)];
+        a.extend_from_slice(extra);
+        sg2(&a)
+    };
+    refused(train(&["--resolution", "48"]), &["--resolution 48: model.resolution = 48: must be a power of two"]);
+    refused(train(&["--kimg", "nan"]), &["--kimg NaN: training.total_kimg = NaN: must be a finite number"]);
+    refused(train(&["--set", "training.batch=0"]), &["--set training.batch=0: training.batch = 0"]);
+    refused(train(&["--node-rank", "5"]), &["--node-rank 5 must be below --nnodes 1"]);
+    refused(train(&["--nproc-per-node", "0"]), &["--nproc-per-node 0: must be >= 1"]);
+    refused(sg2(&["info", "--config", "/dev/zero", "--config-only"]), &["/dev/zero: not a regular file"]);
+    let bench = sg2(&["bench", "train", "--config", s(&config), "--batch", "0"]);
+    refused(bench, &["--batch 0: training.batch = 0"]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing written");
+
+    let wide = sg2(&[
+        "dataset-tool",
+        "create_lsun_wide",
+        "--source",
+        s(&out),
+        "--dest",
+        s(&t.path().join("w")),
+        "--width",
+        "48",
+        "--height",
+        "36",
+    ]);
+    refused(wide, &["--width 48: must be a power of two"]);
+}

@@ -221,6 +221,12 @@ fn an_interrupted_replacement_is_finished_by_the_next_command() {
     assert!(ok, "{err}");
     assert!(err.contains("rolled back an interrupted replacement: the previous dataset is restored"), "{err}");
     assert!(out.contains("images       3") && !old.exists(), "{out}");
+    // Training finishes the swap too before it looks for the folder.
+    std::fs::rename(&dest, &old).unwrap();
+    let mut cfg = sg2::config::Config::default();
+    (cfg.model.resolution, cfg.model.channels) = (32, 1);
+    let ds = sg2::train::run::open_dataset(&dest, &cfg).unwrap();
+    assert!(ds.count == 3 && !old.exists());
 
     // Killed while removing the replaced dataset: the create command removes the rest and goes on.
     copy(&new_ds, &old);

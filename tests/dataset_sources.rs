@@ -186,6 +186,13 @@ fn grayscale_folder_keeps_one_channel_unless_rgb() {
     let ds = Dataset::open(&d2).unwrap();
     assert_eq!(ds.channels, 3);
     assert_eq!(&ds.record(8, 0)[64..128], &g.data[..]);
+
+    // Undecodable files before the first grayscale image do not decide the channels (they are skipped).
+    std::fs::write(dir.join("!bad.png"), b"\x89PNG\r\n\x1a\n garbage").unwrap();
+    let d3 = t.path().join("d3");
+    create(&mut Images::open(&dir).unwrap(), &opts(&d3, 8, None)).unwrap();
+    let ds = Dataset::open(&d3).unwrap();
+    assert_eq!((ds.channels, ds.count), (1, 2));
 }
 
 /// Links are followed once: a cycle back to the folder, a second link to a folder and a link to a file add nothing

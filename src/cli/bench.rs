@@ -111,11 +111,11 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             crate::data::bench::bench_loader(resolution as usize, batches, batch)?
         }
         BenchCommand::Train { config, set, batch, steps, .. } => {
-            let mut sets = set;
+            let mut sets = crate::config::labeled_sets(&set);
             if let Some(b) = batch {
-                sets.push(format!("training.batch={b}"));
+                sets.push((format!("--batch {b}"), format!("training.batch={b}")));
             }
-            let cfg = crate::config::load(&config, &sets)?;
+            let cfg = crate::config::load_labeled(&config, &sets)?;
             let dist = std::sync::Arc::new(crate::dist::Dist::from_env(device)?);
             crate::train::run::check_world(&cfg, dist.world)?;
             let device = dist.device(device)?;

@@ -281,6 +281,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             Ok(())
         }
         DatasetCommand::Grid { dataset, out, resolution, count } => {
+            crate::util::check_output_file(&out, "--out")?;
             let ds = Dataset::open(&dataset)?;
             inspect::grid(&ds, &out, resolution, count)?;
             println!("wrote {}", out.display());
@@ -292,6 +293,10 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             }
             let opts = preview::PreviewOptions { pipe, p, seed, count };
             opts.pipe()?;
+            crate::util::check_output_file(&out, "--out")?;
+            if let Some(t) = &tensor_out {
+                crate::util::check_output_file(t, "--tensor-out")?;
+            }
             let written = preview::write_preview(&Dataset::open(&dataset)?, &opts, &out, tensor_out.as_deref())?;
             for path in written {
                 println!("wrote {}", path.display());

@@ -122,7 +122,7 @@ fn run_projected(a: &GenerateArgs, w_path: &Path, device: tch::Device) -> Result
     };
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     let ws = crate::npz::read_npz(w_path, "w")?;
-    std::fs::create_dir_all(&a.outdir).with_context(|| format!("{}: cannot create folder", a.outdir.display()))?;
+    crate::util::create_dir(&a.outdir)?;
     let mut all = vec![];
     generate_projected(&net, &ws, mode, device, |i, img| {
         let path = a.outdir.join(format!("proj{i:02}.png"));
@@ -147,6 +147,9 @@ fn save_grid(images: &[crate::image_io::ImageU8], path: Option<&std::path::Path>
 
 pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     let device = g.setup()?;
+    if let Some(grid) = &a.grid {
+        crate::util::check_output_file(grid, "--grid")?;
+    }
     if let Some(w_path) = &a.projected_w {
         return run_projected(&a, w_path, device);
     }
@@ -159,7 +162,7 @@ pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
         let cols = (seeds.len() as f64).sqrt().ceil() as u64;
         ensure_fits("--seeds with --grid", &net, 1, cols, (seeds.len() as u64).div_ceil(cols.max(1)))?;
     }
-    std::fs::create_dir_all(&a.outdir).with_context(|| format!("{}: cannot create folder", a.outdir.display()))?;
+    crate::util::create_dir(&a.outdir)?;
     let pb = progress_bar(Progress::Count, seeds.len() as u64, "images", seeds.len() >= 32);
     let mut all = vec![];
     let total = seeds.len();
@@ -185,6 +188,7 @@ pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
     let cols = parse_seeds(&a.cols).context("--cols")?;
     let styles = parse_index_list(&a.styles).context("--styles")?;
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
+    crate::util::check_output_file(&a.out, "--out")?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     ensure_fits("--rows/--cols", &net, 1, cols.len() as u64 + 1, rows.len() as u64 + 1)?;
     println!("Generating style-mix grid: {} rows x {} columns, styles {:?} ...", rows.len(), cols.len(), styles);
@@ -201,6 +205,7 @@ pub fn run_interpolate(a: InterpolateArgs, g: &Global) -> Result<()> {
         bail!("--fps must be in 1..=100");
     }
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
+    crate::util::check_output_file(&a.out, "--out")?;
     if a.frames == 0 {
         bail!("--frames 0: must be >= 1");
     }

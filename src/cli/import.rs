@@ -47,6 +47,7 @@ fn summary(out: &Path, cfg: &Config, what: &str) {
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
     g.setup()?;
+    crate::util::check_output_file(&args.out, "--out")?;
     if let Some(pkl) = &args.pickle {
         let (cfg, o) = crate::model::import::import_pickle(pkl, &args.out)?;
         let nets = match (o.g.is_some(), o.d.is_some()) {

@@ -32,10 +32,24 @@ impl LaunchArgs {
         self.nproc_per_node != 1 || self.nnodes != 1
     }
 
+    /// The flags against each other, whether or not they start workers.
+    pub fn check(&self) -> Result<()> {
+        anyhow::ensure!(self.nproc_per_node >= 1, "--nproc-per-node 0: must be >= 1");
+        anyhow::ensure!(self.nnodes >= 1, "--nnodes 0: must be >= 1");
+        anyhow::ensure!(
+            self.node_rank < self.nnodes,
+            "--node-rank {} must be below --nnodes {}",
+            self.node_rank,
+            self.nnodes
+        );
+        Ok(())
+    }
+
     /// Starts this machine's workers with this program's command line (launcher flags removed) when the flags ask
     /// for several processes, waits for them and returns Some(their exit status); None when this process should do
     /// the work itself. On the CPU (`device`) each worker gets max(1, cores / N) threads unless --threads is given.
     pub fn maybe_launch(&self, device: tch::Device) -> Result<Option<i32>> {
+        self.check()?;
         if !self.launches() {
             return Ok(None);
         }
@@ -71,6 +85,19 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         launch: LaunchArgs,
+    }
+
+    #[test]
+    fn flags_are_checked_against_each_other() {
+        let check = |args: &[&str]| Cli::try_parse_from([&["x"], args].concat()).unwrap().launch.check();
+        assert!(check(&[]).is_ok() && check(&["--nnodes", "2", "--node-rank", "1"]).is_ok());
+        for (args, want) in [
+            (&["--nproc-per-node", "0"][..], "--nproc-per-node 0: must be >= 1"),
+            (&["--nnodes", "0"][..], "--nnodes 0: must be >= 1"),
+            (&["--node-rank", "5"][..], "--node-rank 5 must be below --nnodes 1"),
+        ] {
+            assert_eq!(check(args).unwrap_err().to_string(), want);
+        }
     }
 
     #[test]

@@ -95,10 +95,14 @@ pub fn check_batch(n: usize) -> Result<()> {
 
 /// Truncation psi beyond this magnitude extrapolates so far from the average that images fall apart.
 pub const PSI_WARN: f64 = 2.0;
+/// Beyond this w is only the direction of (w - w_avg) times a huge number: saturated or constant images, and past
+/// float32's range an overflow.
+pub const PSI_MAX: f64 = 100.0;
 
-/// `--trunc`: a finite number; a warning when it is far outside the usual 0 to 1.
+/// `--trunc`: a finite number of magnitude at most [`PSI_MAX`]; a warning when it is far outside the usual 0 to 1.
 pub fn check_psi(psi: f64) -> Result<()> {
     anyhow::ensure!(psi.is_finite(), "--trunc {psi}: must be a finite number");
+    anyhow::ensure!(psi.abs() <= PSI_MAX, "--trunc {psi:e}: must be from -{PSI_MAX} to {PSI_MAX}");
     if psi.abs() > PSI_WARN {
         eprintln!(
             "warning: --trunc {psi}: far outside the usual 0 to 1 (|psi| > {PSI_WARN}); images will be distorted"

@@ -5,7 +5,7 @@ use crate::image_io::save_gif_with;
 use crate::metrics::detector::{Detector, VGG16};
 use crate::model::checkpoint::load_generator;
 use crate::project::{load_target, project, render, side_by_side, ProjectOptions};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ pub struct Args {
     /// (Lanczos); gray for 1-channel networks.
     #[arg(long)]
     pub target: PathBuf,
-    /// Optimisation steps.
+    /// Optimisation steps (1 to 100000).
     #[arg(long, default_value_t = 1000)]
     pub num_steps: usize,
     /// Seed of libtorch's generator, which draws the initial noise maps and the noise added to w at each step.
@@ -41,13 +41,14 @@ pub struct Args {
 
 pub fn run(a: Args, g: &Global) -> Result<()> {
     let device = g.setup()?;
-    ensure!(a.num_steps > 0, "--num-steps must be at least 1");
+    // Every step's w is kept (as the official keeps them for the video): the bound keeps that in memory.
+    ensure!((1..=100_000).contains(&a.num_steps), "--num-steps {}: must be from 1 to 100000", a.num_steps);
     println!("Loading networks from \"{}\"...", a.network.display());
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     let vgg = Detector::find_and_load(a.detector_dir.as_deref(), VGG16, device)?;
     let (res, channels) = (net.img_resolution() as u32, net.img_channels() as u32);
     let target = load_target(&a.target, res, channels)?;
-    std::fs::create_dir_all(&a.outdir).with_context(|| format!("{}: cannot create folder", a.outdir.display()))?;
+    crate::util::create_dir(&a.outdir)?;
     let opts = ProjectOptions { num_steps: a.num_steps, seed: a.seed, ..ProjectOptions::default() };
     println!("Computing W midpoint and stddev using {} samples...", opts.w_avg_samples);
 

@@ -59,20 +59,30 @@ fn parse_resume(s: &str) -> Result<Resume, String> {
 
 /// The config with the command line's overrides: --set, then --kimg, --seed and --resolution as `--set`s.
 pub fn resolve_config(args: &Args) -> Result<crate::config::Config> {
-    let mut sets = args.set.clone();
+    let mut sets = crate::config::labeled_sets(&args.set);
     if let Some(k) = args.kimg {
-        sets.push(format!("training.total_kimg={k:?}"));
+        sets.push((format!("--kimg {k}"), format!("training.total_kimg={}", toml_float(k))));
     }
     if let Some(s) = args.seed {
-        sets.push(format!("training.seed={s}"));
+        sets.push((format!("--seed {s}"), format!("training.seed={s}")));
     }
     if let Some(r) = args.resolution {
-        sets.push(format!("model.resolution={r}"));
+        sets.push((format!("--resolution {r}"), format!("model.resolution={r}")));
     }
-    Ok(crate::config::load(&args.config, &sets)?)
+    Ok(crate::config::load_labeled(&args.config, &sets)?)
+}
+
+/// A float as TOML writes it (`nan`, `inf`, `-inf` included), so the config's own check judges it.
+fn toml_float(x: f64) -> String {
+    match x {
+        _ if x.is_nan() => "nan".into(),
+        _ if x.is_infinite() => (if x > 0.0 { "inf" } else { "-inf" }).into(),
+        _ => format!("{x:?}"),
+    }
 }
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
+    args.launch.check()?;
     if args.launch.launches() {
         // Checked once here rather than in every worker.
         let world = args.launch.nproc_per_node * args.launch.nnodes;

@@ -67,9 +67,11 @@ impl CreateOptions {
     /// Checks every option's range before any work is done (an LSUN zip is extracted only after this).
     pub fn validate(&self) -> Result<()> {
         let r = self.resolution;
+        // The wide sets take their resolution from --width.
+        let option = if matches!(self.crop, Crop::Wide { .. }) { "--width" } else { "--resolution" };
         ensure!(
             r.is_power_of_two() && (4..=MAX_RESOLUTION).contains(&r),
-            "--resolution {r}: must be a power of two from 4 to {MAX_RESOLUTION}"
+            "{option} {r}: must be a power of two from 4 to {MAX_RESOLUTION}"
         );
         if let Crop::Wide { width, height } = self.crop {
             ensure!(width == r, "--width {width}: must equal the resolution {r}");
@@ -228,18 +230,16 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
     let order: Option<Vec<u64>> = opts.shuffle.then(|| permutation(n, opts.seed));
     let at = |p: u64| order.as_ref().map_or(p, |o| o[p as usize]);
 
+    // Decided by the first image that decodes (an undecodable one is skipped later, by the usual rules).
+    let mut first_channels = || {
+        (0..n).find_map(|p| match source.get(at(p)).ok()?.payload {
+            Payload::Raw(p) => Some(p.channels as usize),
+            Payload::Encoded(b) => is_grayscale(&b).ok().map(|gray| if gray { 1 } else { 3 }),
+        })
+    };
     let channels = match opts.channels {
         Some(c) => c,
-        None => match source.get(at(0))?.payload {
-            Payload::Raw(p) => p.channels as usize,
-            Payload::Encoded(b) => {
-                if is_grayscale(&b).unwrap_or(false) {
-                    1
-                } else {
-                    3
-                }
-            }
-        },
+        None => first_channels().unwrap_or(3),
     };
     ensure!(channels == 1 || channels == 3, "channels must be 1 or 3");
     let per_shard = opts

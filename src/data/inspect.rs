@@ -4,7 +4,7 @@ use super::shards::{sha256_file, Dataset};
 use super::transform::from_chw;
 use crate::image_io::ImageU8;
 use crate::util::{progress_bar, Progress};
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -105,7 +105,7 @@ pub fn extract(
     let r = pick_level(ds, resolution)?;
     ensure!(max_images != Some(0), "--max-images 0: must be >= 1");
     let n = max_images.unwrap_or(ds.count).min(ds.count);
-    std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create folder", dest.display()))?;
+    crate::util::create_dir(dest)?;
     let pb = progress_bar(Progress::Count, n, "extracting", progress);
     for i in 0..n {
         let img = from_chw(ds.record(r, i), ds.channels, r, r);

@@ -204,7 +204,7 @@ impl ShardWriter {
         per_shard: u64,
         plan: serde_json::Value,
     ) -> Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        crate::util::create_dir(dir)?;
         let journal = Journal {
             plan,
             channels,

@@ -102,6 +102,9 @@ impl Launch {
                 _ => bail!("--nnodes {}: give --master-addr and --master-port (rank 0's host)", self.nnodes),
             }
         };
+        // An address that does not resolve would leave the workers retrying until the rendezvous timeout.
+        std::net::ToSocketAddrs::to_socket_addrs(&(master_addr.as_str(), master_port))
+            .with_context(|| format!("--master-addr {master_addr}: cannot resolve"))?;
         let exe = std::env::current_exe().context("cannot find this program's path to start workers")?;
         let mut worker_args = worker_args(args);
         let has_threads = worker_args.iter().any(|a| a.to_string_lossy().starts_with("--threads"));

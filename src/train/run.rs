@@ -19,6 +19,10 @@ use tch::{Device, Tensor};
 
 /// Opens the dataset and checks it fits the network.
 pub fn open_dataset(data: &Path, cfg: &Config) -> Result<Dataset> {
+    // A replacement that a kill interrupted is finished first (as `Dataset::open` does), so the folder may reappear.
+    for msg in crate::data::dest::recover_swap(data).with_context(|| format!("--data {}", data.display()))? {
+        eprintln!("{msg}");
+    }
     if !data.exists() {
         bail!("--data {}: no such folder", data.display());
     }
@@ -356,6 +360,15 @@ impl Run {
                 let l = trainer.state.loader;
                 trainer.state.loader =
                     crate::data::loader::LoaderState { epoch: l.epoch + 1, position: 0, seed: l.seed };
+            }
+            let position = trainer.state.loader.position;
+            if position >= ds.count {
+                bail!(
+                    "--resume {}: its loader position {position} is beyond the dataset's {} images (a damaged \
+                     training state)",
+                    snap.display(),
+                    ds.count
+                );
             }
         }
         let (run_dir, lock) = match existing {

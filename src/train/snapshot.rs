@@ -124,7 +124,27 @@ fn state_of(path: &Path, metadata: &BTreeMap<String, String>) -> Result<TrainSta
     let text = metadata.get(KEY_TRAIN).with_context(|| {
         format!("{}: holds no training state (not a training snapshot; it can only generate)", path.display())
     })?;
-    serde_json::from_str(text).with_context(|| format!("{}: unreadable training state", path.display()))
+    let state: TrainState =
+        serde_json::from_str(text).with_context(|| format!("{}: unreadable training state", path.display()))?;
+    state.check().with_context(|| format!("{}: damaged training state", path.display()))?;
+    Ok(state)
+}
+
+impl TrainState {
+    /// The ranges a training run can produce (the header is not under the tensors' checksum).
+    fn check(&self) -> Result<()> {
+        let f = self.lr_factor;
+        anyhow::ensure!(f.is_finite() && f > 0.0 && f <= 1.0, "lr_factor {f} is not in (0, 1]");
+        let p = self.augment_p;
+        // ADA's p has no upper bound in the official adjustment either.
+        anyhow::ensure!(p.is_finite() && p >= 0.0, "augment_p {p} is not a finite number >= 0");
+        let [sum, n] = self.ada_signs;
+        anyhow::ensure!(
+            sum.is_finite() && n.is_finite() && sum.abs() <= n,
+            "ada_signs [{sum}, {n}] are not a sum of signs and its count"
+        );
+        Ok(())
+    }
 }
 
 /// Points `latest` at `snapshot` (a file name in `run_dir`), atomically.
@@ -284,6 +304,32 @@ mod tests {
         }
         assert_eq!(nimg_of_label("12"), None);
         assert_eq!(nimg_of_label("000001_5"), None);
+    }
+
+    #[test]
+    fn a_training_state_out_of_range_is_damaged() {
+        let good = serde_json::json!({
+            "cur_nimg": 64, "batch_idx": 2, "cur_tick": 1, "seed": 0,
+            "loader": {"epoch": 0, "position": 64, "seed": 0},
+            "lr_factor": 0.5, "rollbacks": 1, "opt_g_step": 2, "opt_d_step": 2, "best": null,
+            "augment_p": 1.2, "ada_signs": [-3.0, 8.0]
+        });
+        let state_with = |key: &str, v: serde_json::Value| {
+            let mut j = good.clone();
+            j[key] = v;
+            let meta = BTreeMap::from([(KEY_TRAIN.to_string(), j.to_string())]);
+            state_of(Path::new("s.safetensors"), &meta).map_err(|e| format!("{e:#}"))
+        };
+        assert!(state_with("rollbacks", 1.into()).is_ok());
+        for (key, v, want) in [
+            ("lr_factor", serde_json::json!(-1.0), "lr_factor -1 is not in (0, 1]"),
+            ("lr_factor", serde_json::json!(1e308), "lr_factor"),
+            ("augment_p", serde_json::json!(-0.1), "augment_p -0.1"),
+            ("ada_signs", serde_json::json!([9.0, 8.0]), "ada_signs [9, 8]"),
+        ] {
+            let e = state_with(key, v).unwrap_err();
+            assert!(e.starts_with("s.safetensors: damaged training state: ") && e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl EventWriter {
     /// Creates `events.out.tfevents.<unix seconds>.<host>.sg2` in `dir` (a new file per process, as TensorBoard
     /// expects: a resumed run adds a file beside the old ones and TensorBoard merges them).
     pub fn create(dir: &Path) -> Result<EventWriter> {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+        crate::util::create_dir(dir)?;
         let secs = wall_time() as u64;
         let host = hostname();
         let mut n = 0;

@@ -76,7 +76,7 @@ pub fn extract_lmdb(zip_path: &Path, dir: &Path, progress: bool) -> Result<()> {
     if out.exists() && std::fs::metadata(&out)?.len() == size {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create folder", dir.display()))?;
+    crate::util::create_dir(dir)?;
     let part = dir.join("data.mdb.partial");
     let mut hasher = crc32fast::Hasher::new();
     let mut done = 0u64;

@@ -118,6 +118,7 @@ fn decode_webp(bytes: &[u8]) -> Result<Option<ImageU8>> {
 pub fn is_grayscale(bytes: &[u8]) -> Result<bool> {
     let fmt = sniff(bytes).context("not a PNG, JPEG, WebP or GIF image")?;
     let img = image::load_from_memory_with_format(bytes, fmt).context("undecodable image")?;
+    anyhow::ensure!(img.width() > 0 && img.height() > 0, "empty image (0 pixels)");
     Ok(!img.color().has_color())
 }
 
