@@ -173,6 +173,7 @@ fn generation_and_metrics_options() {
     refused(metrics(&["--num-gen", "0"]), &["--num-gen 0: must be from 1 to 10000000"]);
     refused(metrics(&["--num-real", "99999999999"]), &["--num-real 99999999999"]);
     refused(metrics(&["--trunc", "nan"]), &["--trunc NaN: must be a finite number"]);
+    refused(metrics(&["--metrics", "fid50k_full,,kid50k_full"]), &["fid50k_full,,kid50k_full: an empty name"]);
     let rank = sg2(&["metrics", "--real", s(&ds), "--fake", s(&ds), "--rank", s(&t.path().join("r.tsv")), "--k", "0"]);
     refused(rank, &["--k 0: must be >= 1"]);
     refused(sg2(&["bench", "loader", "--batch", "0"]), &["--batch 0"]);

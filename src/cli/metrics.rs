@@ -105,7 +105,14 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     if args.no_cache {
         opts.cache_dir = None;
     }
-    let names: Vec<String> = args.metrics.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let mut names: Vec<String> = vec![];
+    for n in args.metrics.split(',').map(str::trim) {
+        ensure!(!n.is_empty(), "--metrics {}: an empty name in the list", args.metrics);
+        // A metric named twice is computed once.
+        if !names.iter().any(|m| m == n) {
+            names.push(n.to_string());
+        }
+    }
     match (&args.network, &args.data, &args.real, &args.fake) {
         (Some(net), Some(data), None, None) => {
             ensure!(args.rank.is_none(), "--rank needs --real REF --fake CANDIDATES");
