@@ -117,6 +117,43 @@ pub fn check_output_file(path: &Path, option: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates an output folder ([`create_dir`]) and clears the temp files a killed earlier run left in it.
+pub fn create_out_dir(dir: &Path) -> Result<()> {
+    create_dir(dir)?;
+    let removed = remove_dead_temps(dir);
+    if !removed.is_empty() {
+        eprintln!("{}: removed {} temporary file(s) left by an interrupted run", dir.display(), removed.len());
+    }
+    Ok(())
+}
+
+/// Whether process `pid` still runs.
+pub fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // Signal 0 only checks: 0 = exists, EPERM = exists but not ours.
+    let found = unsafe { libc::kill(pid, 0) } == 0;
+    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes the temp files of [`write_atomic`] (`.<name>.<pid>.tmp`) in `dir` whose writer is gone (a kill left
+/// them); a running writer's are kept. Returns what was removed.
+pub fn remove_dead_temps(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return vec![] };
+    let mut removed = vec![];
+    for p in entries.flatten().map(|e| e.path()) {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let Some(stem) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { continue };
+        let pid = stem.rsplit_once('.').and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !process_alive(pid)) && p.is_file() && std::fs::remove_file(&p).is_ok() {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
 /// Writes `path` atomically: the bytes go to a temp file that is synced and then renamed over `path`.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent() {
@@ -195,6 +232,21 @@ pub fn panic_line(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_temps_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        let dead = dir.path().join(format!(".seed0042.png.{}.tmp", child.id()));
+        let live = temp_path_for(&dir.path().join("seed0043.png"));
+        let other = dir.path().join(".notes.tmp");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(remove_dead_temps(dir.path()), vec![dead.clone()]);
+        assert!(!dead.exists() && live.exists() && other.exists());
+    }
 
     #[test]
     fn atomic_write_replaces_whole_file_and_leaves_no_temp() {

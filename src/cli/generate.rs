@@ -122,7 +122,7 @@ fn run_projected(a: &GenerateArgs, w_path: &Path, device: tch::Device) -> Result
     };
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     let ws = crate::npz::read_npz(w_path, "w")?;
-    crate::util::create_dir(&a.outdir)?;
+    crate::util::create_out_dir(&a.outdir)?;
     let mut all = vec![];
     generate_projected(&net, &ws, mode, device, |i, img| {
         let path = a.outdir.join(format!("proj{i:02}.png"));
@@ -162,7 +162,7 @@ pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
         let cols = (seeds.len() as f64).sqrt().ceil() as u64;
         ensure_fits("--seeds with --grid", &net, 1, cols, (seeds.len() as u64).div_ceil(cols.max(1)))?;
     }
-    crate::util::create_dir(&a.outdir)?;
+    crate::util::create_out_dir(&a.outdir)?;
     let pb = progress_bar(Progress::Count, seeds.len() as u64, "images", seeds.len() >= 32);
     let mut all = vec![];
     let total = seeds.len();

@@ -48,7 +48,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let vgg = Detector::find_and_load(a.detector_dir.as_deref(), VGG16, device)?;
     let (res, channels) = (net.img_resolution() as u32, net.img_channels() as u32);
     let target = load_target(&a.target, res, channels)?;
-    crate::util::create_dir(&a.outdir)?;
+    crate::util::create_out_dir(&a.outdir)?;
     let opts = ProjectOptions { num_steps: a.num_steps, seed: a.seed, ..ProjectOptions::default() };
     println!("Computing W midpoint and stddev using {} samples...", opts.w_avg_samples);
 

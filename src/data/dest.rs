@@ -56,17 +56,6 @@ pub(crate) fn install(partial: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether process `pid` still runs (its swap may be in progress).
-fn alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
-    // Signal 0 only checks: 0 = exists, EPERM = exists but not ours.
-    let found = unsafe { libc::kill(pid, 0) } == 0;
-    found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// `DEST.old-<pid>` folders left by swaps whose process is gone, sorted.
 fn stale_old_folders(dest: &Path) -> Result<Vec<PathBuf>> {
     let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else { return Ok(vec![]) };
@@ -77,7 +66,7 @@ fn stale_old_folders(dest: &Path) -> Result<Vec<PathBuf>> {
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if !alive(pid) && e.path().is_dir() {
+        if !crate::util::process_alive(pid) && e.path().is_dir() {
             out.push(e.path());
         }
     }
