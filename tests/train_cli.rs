@@ -143,3 +143,52 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
     assert_eq!(tb.len(), jsonl.lines().count(), "{tb:?}\n{jsonl}");
     assert_eq!(tb.last(), Some(&(fid as f32)));
 }
+
+/// Ctrl-C (SIGINT) stops a run after the step under way with a snapshot that `--resume latest` continues from;
+/// the exit status is 130.
+#[test]
+fn ctrl_c_writes_a_snapshot_that_resumes() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config_file(dir.path());
+    let data = tiny_dataset(dir.path(), 8);
+    let runs = dir.path().join("runs");
+    let base =
+        ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
+    let mut child = sg2_bin()
+        .arg("train")
+        .args(base)
+        .args(["--kimg", "1000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = vec![];
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = line.starts_with("tick 0");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    assert!(seen.last().is_some_and(|l| l.starts_with("tick 0")), "{seen:?}");
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    let out = rest.join("\n");
+    assert_eq!(status.code(), Some(130), "{out}");
+    assert!(out.contains("interrupted at kimg") && out.contains("--resume latest"), "{out}");
+    let run = runs.join("00000-tiny-data");
+    let latest = std::fs::read_to_string(run.join("latest")).unwrap();
+    let snap = run.join(latest.trim());
+    assert!(snap.is_file(), "{}", snap.display());
+    let (_, st) = sg2::train::snapshot::load(&snap).unwrap();
+    assert!(st.cur_nimg > 0 && st.cur_nimg < 1_000_000);
+
+    let more = format!("{}", (st.cur_nimg + 8) as f64 / 1000.0);
+    let (ok, out, err) = run_sg2(&[&["train"][..], &base, &["--kimg", &more, "--resume", "latest"]].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("resuming from") && out.contains("Exiting..."), "{out}");
+}

@@ -118,7 +118,10 @@ fn train(args: Args, asked: tch::Device, dist: Arc<Dist>) -> Result<()> {
     if !opts.config.logging.metrics.is_empty() {
         opts.metrics = Some(snapshot_metrics(&opts.config, &args.data, args.detector_dir.clone(), device, &opts.dist)?);
     }
-    crate::train::train(opts)?;
+    if crate::train::train(opts)?.interrupted {
+        // The conventional status of a run ended by Ctrl-C.
+        std::process::exit(130);
+    }
     Ok(())
 }
 

@@ -83,6 +83,8 @@ pub struct TrainReport {
     pub snapshot: Option<PathBuf>,
     pub cur_nimg: u64,
     pub rollbacks: u32,
+    /// A signal stopped the run before total_kimg (after writing a snapshot).
+    pub interrupted: bool,
 }
 
 /// What one minibatch led to.
@@ -99,6 +101,7 @@ enum Minibatch {
 pub fn train(opts: TrainOptions) -> Result<TrainReport> {
     let echo = opts.echo;
     let opts_main = opts.dist.is_main();
+    let _signals = (opts.dist.world == 1).then(super::interrupt::install);
     let mut run = match Run::open(opts)? {
         Opened::Run(run) => run,
         Opened::NothingToDo { snapshot, state } => {
@@ -114,6 +117,7 @@ pub fn train(opts: TrainOptions) -> Result<TrainReport> {
                 snapshot: None,
                 cur_nimg: state.cur_nimg,
                 rollbacks: state.rollbacks,
+                interrupted: false,
             });
         }
     };
@@ -130,12 +134,20 @@ pub fn train(opts: TrainOptions) -> Result<TrainReport> {
     if let Some(log) = run.log.as_mut() {
         log.finish_progress();
     }
+    if run.interrupted {
+        let snap = run.last_snapshot.as_ref().map_or(String::new(), |p| format!(": {}", p.display()));
+        run.line(&format!(
+            "interrupted at kimg {:.3}; snapshot written{snap} (continue with --resume latest)",
+            run.trainer.state.cur_nimg as f64 / 1000.0
+        ))?;
+    }
     run.line("Exiting...")?;
     Ok(TrainReport {
         run_dir: Some(run.run_dir.clone()),
         snapshot: run.last_snapshot.clone(),
         cur_nimg: run.trainer.state.cur_nimg,
         rollbacks: run.trainer.state.rollbacks,
+        interrupted: run.interrupted,
     })
 }
 
@@ -146,7 +158,9 @@ impl Run {
         let mut result = self.trainer.step(&images, labels.as_ref());
         self.trainer.state.loader = self.loader.state();
         let cur = self.trainer.state.cur_nimg;
-        let done = cur >= self.total_nimg;
+        // A stop asked for by a signal ends the run here as if total_kimg were reached (a tick end with a snapshot).
+        self.interrupted = cur < self.total_nimg && super::interrupt::requested();
+        let done = cur >= self.total_nimg || self.interrupted;
         let tick_nimg = (self.cfg.logging.tick_kimg * 1000.0) as u64;
         let tick_end = done || self.trainer.state.cur_tick == 0 || cur >= self.clock.tick_start_nimg + tick_nimg;
         if result.is_ok() && tick_end {
@@ -315,7 +329,9 @@ impl Run {
         let name = snapshot::snapshot_name(cur);
         let path = self.run_dir.join(&name);
         let stem = name.trim_end_matches(".safetensors").to_string();
-        if let (Some(f), false) = (self.metrics.as_mut(), self.cfg.logging.metrics.is_empty()) {
+        // An interrupted run is left quickly: its snapshot gets no metrics.
+        let metrics = self.metrics.as_mut().filter(|_| !self.interrupted);
+        if let (Some(f), false) = (metrics, self.cfg.logging.metrics.is_empty()) {
             // Metrics are defined on the direct fp32 convolutions: `training.cpu_bf16` and `cpu_winograd` are for
             // the training steps only.
             let g_ema = &self.trainer.g_ema;

@@ -6,6 +6,7 @@ pub mod adam;
 pub mod augment;
 pub mod bench;
 pub mod ema;
+pub mod interrupt;
 pub mod log;
 pub mod loss;
 pub mod run;

@@ -160,6 +160,8 @@ pub struct Run {
     pub(super) clock: TickClock,
     pub(super) rollbacks_in_a_row: u32,
     pub(super) last_snapshot: Option<PathBuf>,
+    /// A signal stopped the run (see `interrupt`): the last tick ends early with a snapshot and no metrics.
+    pub(super) interrupted: bool,
     /// Held while the run writes its folder (rank 0 only).
     _lock: Option<snapshot::RunLock>,
 }
@@ -283,6 +285,7 @@ impl Run {
             clock: TickClock::new(cur_nimg),
             rollbacks_in_a_row: 0,
             last_snapshot: None,
+            interrupted: false,
             _lock: lock,
         })
     }
