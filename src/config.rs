@@ -365,20 +365,18 @@ pub fn labeled_sets(overrides: &[String]) -> Vec<(String, String)> {
 /// As [`load`], with each override given as (the option that made it, `key=value`): an error about an overridden
 /// key names that option rather than the file.
 pub fn load_labeled(path: &Path, overrides: &[(String, String)]) -> Result<Config, ConfigError> {
-    // A FIFO or device (/dev/zero) would block or fill memory; configs are small regular files.
-    let meta = std::fs::metadata(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(ConfigError(format!("{}: not a regular file", path.display())));
-    }
-    if meta.len() > MAX_CONFIG_BYTES {
+    // Read with a cap: a device such as /dev/zero would otherwise fill memory (a pipe, `<(...)`, is fine).
+    let cannot = |e: std::io::Error| ConfigError(format!("{}: cannot read: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = vec![];
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES + 1), &mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(ConfigError(format!(
-            "{}: {} bytes; a config is a small TOML file (at most {MAX_CONFIG_BYTES})",
-            path.display(),
-            meta.len()
+            "{}: over {MAX_CONFIG_BYTES} bytes; a config is a small TOML file",
+            path.display()
         )));
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfigError(format!("{}: not UTF-8 text", path.display())))?;
     parse_labeled(&text, &path.display().to_string(), overrides)
 }
 
@@ -403,7 +401,7 @@ pub fn parse_labeled(text: &str, origin: &str, overrides: &[(String, String)]) -
     };
     let cfg: Config = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| {
         let msg = one_line(&e.to_string());
-        let key = msg.rsplit_once(" in ").map_or("", |(_, k)| k.trim());
+        let key = msg.rsplit_once(" in ").map_or("", |(_, k)| k.trim().trim_matches('`'));
         ConfigError(format!("{}: {msg}", source_of(key)))
     })?;
     let mut cfg = cfg;
@@ -680,7 +678,15 @@ mod tests {
         assert_eq!(cfg.training.r1_gamma, 5.0);
         assert_eq!(cfg.model.resolution, 32);
         let err = parse("", "x.toml", &["training.r1_gamma=-1".into()]).unwrap_err().to_string();
+        // An overridden key is named by its override, a key from the file by the file.
+        assert_eq!(err, "--set training.r1_gamma=-1: training.r1_gamma = -1: must be >= 0");
+        let err =
+            parse("[training]\nr1_gamma = -1\n", "x.toml", &["training.r1_gamma=-1".into(), "training.d_lr=1".into()]);
+        assert!(err.unwrap_err().to_string().starts_with("--set training.r1_gamma=-1: "));
+        let err = parse("[training]\nr1_gamma = -1\n", "x.toml", &["training.d_lr=1".into()]).unwrap_err().to_string();
         assert_eq!(err, "x.toml: training.r1_gamma = -1: must be >= 0");
+        let err = parse("", "x.toml", &["training.batch=\"a\"".into()]).unwrap_err().to_string();
+        assert!(err.starts_with("--set training.batch=\"a\": ") && err.contains("training.batch"), "{err}");
         let err = parse("", "x.toml", &["r1_gamma=1".into()]).unwrap_err().to_string();
         assert!(err.contains("not of the form section.key"), "{err}");
     }

@@ -234,7 +234,7 @@ fn outputs_overrides_and_special_files_are_checked_before_any_work() {
     refused(train(&["--set", "training.batch=0"]), &["--set training.batch=0: training.batch = 0"]);
     refused(train(&["--node-rank", "5"]), &["--node-rank 5 must be below --nnodes 1"]);
     refused(train(&["--nproc-per-node", "0"]), &["--nproc-per-node 0: must be >= 1"]);
-    refused(sg2(&["info", "--config", "/dev/zero", "--config-only"]), &["/dev/zero: not a regular file"]);
+    refused(sg2(&["info", "--config", "/dev/zero", "--config-only"]), &["/dev/zero: over 1048576 bytes"]);
     let bench = sg2(&["bench", "train", "--config", s(&config), "--batch", "0"]);
     refused(bench, &["--batch 0: training.batch = 0"]);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing written");
