@@ -396,7 +396,9 @@ pub fn parse_labeled(text: &str, origin: &str, overrides: &[(String, String)]) -
     }
     // The last override of the key a message is about, else the file, is where the value came from.
     let source_of = |key: &str| {
-        let set = overrides.iter().rev().find(|(_, ov)| ov.split_once('=').is_some_and(|(k, _)| k.trim() == key));
+        // `key` may lie inside an overridden table (augment.multipliers.rotate under augment.multipliers).
+        let covers = |k: &str| key == k || key.strip_prefix(k).is_some_and(|rest| rest.starts_with('.'));
+        let set = overrides.iter().rev().find(|(_, ov)| ov.split_once('=').is_some_and(|(k, _)| covers(k.trim())));
         set.map_or(origin, |(label, _)| label.as_str()).to_string()
     };
     let cfg: Config = toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| {
@@ -687,6 +689,8 @@ mod tests {
         assert_eq!(err, "x.toml: training.r1_gamma = -1: must be >= 0");
         let err = parse("", "x.toml", &["training.batch=\"a\"".into()]).unwrap_err().to_string();
         assert!(err.starts_with("--set training.batch=\"a\": ") && err.contains("training.batch"), "{err}");
+        let err = parse("", "x.toml", &["augment.multipliers={rotate=-5}".into()]).unwrap_err().to_string();
+        assert!(err.starts_with("--set augment.multipliers={rotate=-5}: augment.multipliers.rotate = -5"), "{err}");
         let err = parse("", "x.toml", &["r1_gamma=1".into()]).unwrap_err().to_string();
         assert!(err.contains("not of the form section.key"), "{err}");
     }

@@ -155,6 +155,10 @@ fn batch_must_split_into_minibatch_std_groups() {
         "D": {"epilogue_kwargs": {"mbstd_group_size": 3}}});
     let m = sg2::model::import::config_from_kwargs(&kw).unwrap();
     assert_eq!(m.mbstd_group, 3);
+    // Integers beyond 32 bits are refused with their value, not wrapped.
+    let kw = serde_json::json!({"G": {"z_dim": 4294967360u64, "w_dim": 8, "img_resolution": 8, "img_channels": 3}});
+    let e = sg2::model::import::config_from_kwargs(&kw).unwrap_err().to_string();
+    assert!(e.contains("z_dim = 4294967360: too large"), "{e}");
     let kw = serde_json::json!({"G": {"z_dim": 8, "w_dim": 8, "img_resolution": 8, "img_channels": 3},
         "D": {"epilogue_kwargs": {"mbstd_group_size": 0}}});
     let err = sg2::model::import::config_from_kwargs(&kw).unwrap_err().to_string();

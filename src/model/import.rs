@@ -19,7 +19,8 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
 fn uint(v: &Value, path: &[&str], default: Option<u64>) -> Result<u32> {
     match get(v, path) {
         Some(x) => {
-            x.as_u64().map(|n| n as u32).with_context(|| format!("{} must be a non-negative integer", path.join(".")))
+            let n = x.as_u64().with_context(|| format!("{} must be a non-negative integer", path.join(".")))?;
+            u32::try_from(n).map_err(|_| anyhow::anyhow!("{} = {n}: too large", path.join(".")))
         }
         None => default.map(|d| d as u32).with_context(|| format!("missing {}", path.join("."))),
     }

@@ -30,7 +30,7 @@ fn module_state(v: &Value) -> Result<Value> {
 /// Entries of a module's `_parameters` / `_buffers` / `_modules` dict (None entries skipped, as `state_dict()`).
 fn entries(state: &Value, group: &str) -> Result<Vec<(String, Value)>> {
     let mut out = vec![];
-    if let Some(Value::Dict(d)) = state.get(group) {
+    if let Some(Value::Dict(ref d)) = state.get(group) {
         for (k, v) in d.borrow().iter() {
             let name = k.as_str().with_context(|| format!("a {group} name is not a str"))?;
             if !matches!(v, Value::None) {

@@ -84,17 +84,17 @@ pub fn reduce(f: &Value, args: Vec<Value>) -> Result<Value> {
         Global::Scalar => {
             let dtype = dtype(&arg(0))?;
             let data = match arg(1) {
-                Value::Bytes(b) => b,
+                Value::Bytes(ref b) => b.clone(),
                 other => bail!("numpy scalar with {} as data", other.kind()),
             };
             Value::Array(Rc::new(Array::new(dtype.0, vec![], data, dtype.1)?))
         }
         Global::FromBuffer => {
-            let Value::Bytes(b) = arg(0) else { bail!("numpy _frombuffer without a buffer") };
+            let Value::Bytes(ref b) = arg(0) else { bail!("numpy _frombuffer without a buffer") };
             let (elem, big) = dtype(&arg(1))?;
             let shape = dims(&arg(2))?;
             let fortran = arg(3).as_str() == Some("F");
-            Value::Array(Rc::new(array_from(elem, shape, b, big, fortran)?))
+            Value::Array(Rc::new(array_from(elem, shape, b.clone(), big, fortran)?))
         }
         Global::OrderedDict => {
             let mut items = vec![];
@@ -125,7 +125,7 @@ pub fn reduce(f: &Value, args: Vec<Value>) -> Result<Value> {
         }
         Global::Reconstructor => new_object(&arg(0), vec![])?,
         Global::RebuildTensor | Global::RebuildTensorV2 => {
-            let Value::Storage(s) = arg(0) else { bail!("tensor rebuilt from {}", arg(0).kind()) };
+            let Value::Storage(ref s) = arg(0) else { bail!("tensor rebuilt from {}", arg(0).kind()) };
             let offset = usize::try_from(arg(1).as_int().context("tensor offset")?)?;
             let size = dims(&arg(2))?;
             let stride = dims(&arg(3))?;
@@ -135,7 +135,7 @@ pub fn reduce(f: &Value, args: Vec<Value>) -> Result<Value> {
         Global::RebuildParameter | Global::RebuildParameterWithState => arg(0),
         Global::RebuildFromTypeV2 => reduce(&arg(0), arg(2).items().context("_rebuild_from_type_v2 arguments")?)?,
         Global::LoadFromBytes => {
-            let Value::Bytes(b) = arg(0) else { bail!("_load_from_bytes of {}", arg(0).kind()) };
+            let Value::Bytes(ref b) = arg(0) else { bail!("_load_from_bytes of {}", arg(0).kind()) };
             Value::Storage(Rc::new(super::torch_legacy::load_storage(&b)?))
         }
         Global::Persistent => {

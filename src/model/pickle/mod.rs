@@ -9,7 +9,7 @@ pub mod tf;
 mod torch_legacy;
 pub mod value;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value as Json;
 use std::path::Path;
 pub use tf::StateDict;
@@ -32,6 +32,13 @@ pub struct Official {
 
 /// A pickled value as JSON (kwargs): numbers, strings, lists, tuples, dicts with str keys, numpy scalars.
 pub fn to_json(v: &Value) -> Result<Json> {
+    to_json_at(v, 0)
+}
+
+fn to_json_at(v: &Value, depth: usize) -> Result<Json> {
+    // Kwargs nest a few levels; a deeper value would only exhaust the stack.
+    ensure!(depth <= 64, "values nested more than 64 deep where plain kwargs were expected");
+    let to_json = |x: &Value| to_json_at(x, depth + 1);
     Ok(match v {
         Value::None => Json::Null,
         Value::Bool(b) => Json::Bool(*b),
@@ -39,7 +46,7 @@ pub fn to_json(v: &Value) -> Result<Json> {
         Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
         Value::Str(_) | Value::Bytes(_) => Json::String(v.as_str().context("bytes that are not text")?.to_string()),
         Value::Tuple(_) | Value::List(_) | Value::Set(_) => {
-            Json::Array(v.items().unwrap_or_default().iter().map(to_json).collect::<Result<_>>()?)
+            Json::Array(v.items().unwrap_or_default().iter().map(&to_json).collect::<Result<_>>()?)
         }
         Value::Dict(d) => {
             let mut m = serde_json::Map::new();

@@ -332,6 +332,24 @@ mod tests {
         v
     }
 
+    /// Containers nested 200,000 deep (tuples, lists, dicts) are read and dropped without overflowing the stack.
+    #[test]
+    fn deep_nesting_is_dropped_without_recursion() {
+        let n = 200_000;
+        let tuples = [&b"\x80\x02N"[..], &vec![0x85u8; n], b"."].concat();
+        let lists = [&b"\x80\x02"[..], &vec![b'('; n], b"N", &vec![b'l'; n], b"."].concat();
+        let dicts = [&b"\x80\x02"[..], &b"(X\x01\x00\x00\x00a".repeat(n), b"N", &vec![b'd'; n], b"."].concat();
+        for data in [tuples, lists, dicts] {
+            let mut v = read(&data);
+            let mut depth = 0;
+            while let Some(inner) = v.items().map(|t| t[0].clone()).or_else(|| v.get("a")) {
+                v = inner;
+                depth += 1;
+            }
+            assert_eq!(depth, n);
+        }
+    }
+
     #[test]
     fn python2_opcodes() {
         // (dict(a=1, b=[2.5, 'x']), 2**70, -3) as Python 2 writes it: str keys as SHORT_BINSTRING, BINPUT/BINGET.

@@ -104,6 +104,8 @@ fn network_state(v: &Value) -> Result<Value> {
 
 /// Variables of a network and its components, recursively, as legacy.py's `_collect_tf_params`.
 fn collect(v: &Value, prefix: &str, out: &mut BTreeMap<String, Rc<Array>>) -> Result<()> {
+    // Official networks nest components two or three deep.
+    ensure!(prefix.matches('/').count() <= 64, "components nested more than 64 deep");
     let state = network_state(v)?;
     for var in state.get("variables").and_then(|l| l.items()).unwrap_or_default() {
         let pair = var.items().filter(|p| p.len() == 2).context("a variable is not a (name, value) pair")?;
@@ -111,7 +113,7 @@ fn collect(v: &Value, prefix: &str, out: &mut BTreeMap<String, Rc<Array>>) -> Re
         let a = as_array(&pair[1]).with_context(|| format!("variable {prefix}{name}"))?;
         out.insert(format!("{prefix}{name}"), a);
     }
-    if let Some(Value::Dict(c)) = state.get("components") {
+    if let Some(Value::Dict(ref c)) = state.get("components") {
         for (k, comp) in c.borrow().iter() {
             let name = k.as_str().context("a component name is not a str")?;
             collect(comp, &format!("{prefix}{name}/"), out)?;

@@ -21,14 +21,14 @@ pub fn load_storage(bytes: &[u8]) -> Result<Storage> {
             Ok(v)
         };
         match next(&mut pos)? {
-            Value::BigInt(b) if *b == MAGIC => {}
+            Value::BigInt(ref b) if **b == MAGIC => {}
             _ => bail!("bad magic number"),
         }
         let proto = next(&mut pos)?.as_int();
         ensure!(proto == Some(PROTOCOL), "protocol version {proto:?}, expected {PROTOCOL}");
         let info = next(&mut pos)?;
         ensure!(!matches!(info.get("little_endian"), Some(Value::Bool(false))), "saved on a big-endian machine");
-        let Value::PersId(pid) = next(&mut pos)? else { bail!("the saved object is not a storage") };
+        let Value::PersId(ref pid) = next(&mut pos)? else { bail!("the saved object is not a storage") };
         let pid = pid.items().context("storage id is not a tuple")?;
         ensure!(pid.len() >= 5 && pid[0].as_str() == Some("storage"), "storage id is not ('storage', ...)");
         let elem = match pid[1] {

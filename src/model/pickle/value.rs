@@ -49,6 +49,56 @@ pub enum Value {
     PersId(Rc<Value>),
 }
 
+/// Dropped with a work list rather than recursion: a pickle can nest containers hundreds of thousands deep, and
+/// the compiler's recursive drop would overflow the stack.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut pending = vec![];
+        take_children(self, &mut pending);
+        while let Some(mut v) = pending.pop() {
+            take_children(&mut v, &mut pending);
+        }
+    }
+}
+
+/// Moves the children of `v` that only it holds into `out`.
+fn take_children(v: &mut Value, out: &mut Vec<Value>) {
+    let take = |x: &mut Value| std::mem::replace(x, Value::None);
+    match v {
+        Value::Tuple(items) => {
+            if let Some(items) = Rc::get_mut(items) {
+                out.extend(items.iter_mut().map(take));
+            }
+        }
+        Value::List(items) | Value::Set(items) => {
+            if Rc::strong_count(items) == 1 {
+                out.append(&mut items.borrow_mut());
+            }
+        }
+        Value::Dict(items) => {
+            if Rc::strong_count(items) == 1 {
+                for (k, x) in items.borrow_mut().drain(..) {
+                    out.push(k);
+                    out.push(x);
+                }
+            }
+        }
+        Value::Object(o) => {
+            if Rc::strong_count(o) == 1 {
+                let mut o = o.borrow_mut();
+                out.append(&mut o.args);
+                out.push(take(&mut o.state));
+            }
+        }
+        Value::PersId(x) => {
+            if let Some(x) = Rc::get_mut(x) {
+                out.push(take(x));
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Value {
     /// The text of a str, or of a Python 2 str (bytes) that is UTF-8.
     pub fn as_str(&self) -> Option<&str> {
