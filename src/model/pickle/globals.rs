@@ -136,7 +136,7 @@ pub fn reduce(f: &Value, args: Vec<Value>) -> Result<Value> {
         Global::RebuildFromTypeV2 => reduce(&arg(0), arg(2).items().context("_rebuild_from_type_v2 arguments")?)?,
         Global::LoadFromBytes => {
             let Value::Bytes(ref b) = arg(0) else { bail!("_load_from_bytes of {}", arg(0).kind()) };
-            Value::Storage(Rc::new(super::torch_legacy::load_storage(&b)?))
+            Value::Storage(Rc::new(super::torch_legacy::load_storage(b)?))
         }
         Global::Persistent => {
             let meta = arg(0);

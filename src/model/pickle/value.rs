@@ -70,25 +70,19 @@ fn take_children(v: &mut Value, out: &mut Vec<Value>) {
                 out.extend(items.iter_mut().map(take));
             }
         }
-        Value::List(items) | Value::Set(items) => {
-            if Rc::strong_count(items) == 1 {
-                out.append(&mut items.borrow_mut());
+        Value::List(items) | Value::Set(items) if Rc::strong_count(items) == 1 => {
+            out.append(&mut items.borrow_mut());
+        }
+        Value::Dict(items) if Rc::strong_count(items) == 1 => {
+            for (k, x) in items.borrow_mut().drain(..) {
+                out.push(k);
+                out.push(x);
             }
         }
-        Value::Dict(items) => {
-            if Rc::strong_count(items) == 1 {
-                for (k, x) in items.borrow_mut().drain(..) {
-                    out.push(k);
-                    out.push(x);
-                }
-            }
-        }
-        Value::Object(o) => {
-            if Rc::strong_count(o) == 1 {
-                let mut o = o.borrow_mut();
-                out.append(&mut o.args);
-                out.push(take(&mut o.state));
-            }
+        Value::Object(o) if Rc::strong_count(o) == 1 => {
+            let mut o = o.borrow_mut();
+            out.append(&mut o.args);
+            out.push(take(&mut o.state));
         }
         Value::PersId(x) => {
             if let Some(x) = Rc::get_mut(x) {
