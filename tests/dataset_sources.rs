@@ -260,3 +260,42 @@ fn decompression_bombs_count_as_too_large() {
     let skipped: Vec<(&str, u64)> = summary.skipped.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(skipped, [("too large to decode", 1), ("undecodable", 1)]);
 }
+
+/// Devices and FIFOs with an image's name are skipped and counted (reading /dev/zero would never end, a FIFO
+/// would block); a zip entry declaring more than the decoder's limit is skipped as too large before it is read.
+#[test]
+fn special_files_and_oversized_entries_are_skipped() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..2 {
+        std::fs::write(dir.join(format!("{i}.png")), png(&picture(12, 12, 3, i))).unwrap();
+    }
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.png")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(dir.join("fifo.png")).status().unwrap().success());
+    let d1 = t.path().join("d1");
+    let s1 = create(&mut Images::open(&dir).unwrap(), &opts(&d1, 8, None)).unwrap();
+    assert_eq!(s1.written, 2);
+    assert_eq!(s1.skipped.get("not a regular file"), Some(&2), "{:?}", s1.skipped);
+
+    std::fs::remove_file(dir.join("zero.png")).unwrap();
+    std::fs::remove_file(dir.join("fifo.png")).unwrap();
+    let zip_path = t.path().join("a.zip");
+    make_zip(&zip_path, &dir, "", true);
+    // 1.png's entry now declares 2 GiB in both headers.
+    let mut b = std::fs::read(&zip_path).unwrap();
+    for (sig, name_len_at, size_at, name_at) in [(b"PK\x03\x04", 26, 22, 30), (b"PK\x01\x02", 28, 24, 46)] {
+        let at = (0..b.len() - 4)
+            .find(|&i| {
+                let n = u16::from_le_bytes([b[i + name_len_at], b[i + name_len_at + 1]]) as usize;
+                &b[i..i + 4] == sig && b.get(i + name_at..i + name_at + n) == Some(&b"1.png"[..])
+            })
+            .unwrap();
+        b[at + size_at..at + size_at + 4].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+    }
+    std::fs::write(&zip_path, &b).unwrap();
+    let d2 = t.path().join("d2");
+    let s2 = create(&mut Images::open(&zip_path).unwrap(), &opts(&d2, 8, None)).unwrap();
+    assert_eq!(s2.written, 1);
+    assert_eq!(s2.skipped.get("too large to decode"), Some(&1), "{:?}", s2.skipped);
+}

@@ -175,6 +175,7 @@ struct Spec {
 fn process(item: Item, spec: &Spec) -> Outcome {
     let img = match item.payload {
         Payload::Raw(p) => p.with_channels(spec.channels),
+        Payload::TooLarge(why) => return Outcome::Skip(SKIP_TOO_LARGE, format!("{}: {why}", item.key)),
         Payload::Encoded(bytes) => match decode(&bytes, spec.channels) {
             Ok(p) => p,
             Err(e) => {
@@ -235,6 +236,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
         (0..n).find_map(|p| match source.get(at(p)).ok()?.payload {
             Payload::Raw(p) => Some(p.channels as usize),
             Payload::Encoded(b) => is_grayscale(&b).ok().map(|gray| if gray { 1 } else { 3 }),
+            Payload::TooLarge(_) => None,
         })
     };
     let channels = match opts.channels {

@@ -148,11 +148,12 @@ impl ImageFolder {
 
     /// Image `i` as uint8 [3, H, W].
     pub fn get(&mut self, i: usize) -> Result<Tensor> {
-        let name = self.images.names()[i].clone();
+        let name = self.images.item_path(&self.images.names()[i].clone());
         let item = self.images.get(i as u64)?;
         let px = match item.payload {
             Payload::Encoded(b) => crate::data::sources::decode(&b, 3).with_context(|| name.clone())?,
             Payload::Raw(p) => p,
+            Payload::TooLarge(why) => anyhow::bail!("{name}: too large to decode: {why}"),
         }
         .with_channels(3);
         let t = Tensor::from_slice(&px.data).reshape([px.height as i64, px.width as i64, 3]);

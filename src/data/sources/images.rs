@@ -4,6 +4,8 @@ use super::{Item, Payload, Source};
 
 /// Skip reason of files and folders reached twice (link cycles, several links to one place).
 pub const SKIP_DUPLICATE: &str = "reached twice through links";
+/// Skip reason of devices, FIFOs and sockets with an image's name (reading them would block or never end).
+pub const SKIP_SPECIAL: &str = "not a regular file";
 use anyhow::{ensure, Context, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,8 @@ pub struct Images {
     names: Vec<String>,
     /// Files and folders reached a second time through links (or hard links), left out.
     duplicates: u64,
+    /// Devices, FIFOs and sockets, left out.
+    special: u64,
 }
 
 /// A folder's files, following links to files and folders once: each file and folder is identified by (device,
@@ -37,6 +41,7 @@ struct Walk {
     files: Vec<String>,
     links: std::collections::VecDeque<PathBuf>,
     duplicates: u64,
+    special: u64,
 }
 
 impl Walk {
@@ -65,7 +70,9 @@ impl Walk {
 
     fn file(&mut self, root: &Path, p: &Path) {
         // A dangling link is listed and fails to read later, like any unreadable file.
-        if Self::id(p).is_none_or(|id| self.seen.insert(id)) {
+        if std::fs::metadata(p).is_ok_and(|m| !m.is_file()) {
+            self.special += 1;
+        } else if Self::id(p).is_none_or(|id| self.seen.insert(id)) {
             self.files.push(p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"));
         } else {
             self.duplicates += 1;
@@ -100,23 +107,31 @@ impl Walk {
 impl Images {
     pub fn open(path: &Path) -> Result<Images> {
         ensure!(path.exists(), "{}: no such file or folder", path.display());
-        let (store, mut names, duplicates) = if path.is_dir() {
+        let (store, mut names, duplicates, special) = if path.is_dir() {
             let w = Walk::run(path)?;
-            (Store::Dir(path.to_path_buf()), w.files, w.duplicates)
+            (Store::Dir(path.to_path_buf()), w.files, w.duplicates, w.special)
         } else {
             let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
             let z = zip::ZipArchive::new(f)
                 .with_context(|| format!("{}: not a folder or a zip archive (or a truncated zip)", path.display()))?;
             let names = z.file_names().filter(|n| !n.ends_with('/') && is_image_name(n)).map(String::from).collect();
-            (Store::Zip(Box::new(z)), names, 0)
+            (Store::Zip(Box::new(z)), names, 0, 0)
         };
         names.sort();
         ensure!(!names.is_empty(), "{}: holds no PNG, JPEG, WebP or GIF files", path.display());
-        Ok(Images { path: path.to_path_buf(), store, names, duplicates })
+        Ok(Images { path: path.to_path_buf(), store, names, duplicates, special })
     }
 
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// An item as messages name it: `folder/name`, or `archive.zip:name`.
+    pub fn item_path(&self, name: &str) -> String {
+        match self.store {
+            Store::Dir(ref root) => root.join(name).display().to_string(),
+            Store::Zip(_) => format!("{}:{name}", self.path.display()),
+        }
     }
 }
 
@@ -127,28 +142,43 @@ impl Source for Images {
 
     fn get(&mut self, index: u64) -> Result<Item> {
         let name = &self.names[index as usize];
-        let bytes = match &mut self.store {
+        // Read at most the cap: a file or entry above it is too large to decode anyway, and a zip entry's declared
+        // size may lie.
+        let cap = super::MAX_DECODED_BYTES;
+        let too_large = |n: u64| Item {
+            key: name.clone(),
+            payload: Payload::TooLarge(format!("{n} bytes, over the {} MiB limit", cap >> 20)),
+            label: None,
+        };
+        let mut bytes = vec![];
+        match &mut self.store {
             Store::Dir(root) => {
                 let p = root.join(name);
-                std::fs::read(&p).with_context(|| format!("{}: cannot read", p.display()))?
+                let f = std::fs::File::open(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+                let len = f.metadata().map_or(0, |m| m.len());
+                if len > cap {
+                    return Ok(too_large(len));
+                }
+                f.take(cap + 1).read_to_end(&mut bytes).with_context(|| format!("{}: cannot read", p.display()))?;
             }
             Store::Zip(z) => {
-                let mut e = z.by_name(name).with_context(|| format!("{}: cannot read {name}", self.path.display()))?;
-                let mut b = Vec::with_capacity(e.size() as usize);
-                e.read_to_end(&mut b)
+                let e = z.by_name(name).with_context(|| format!("{}: cannot read {name}", self.path.display()))?;
+                if e.size() > cap {
+                    return Ok(too_large(e.size()));
+                }
+                e.take(cap + 1)
+                    .read_to_end(&mut bytes)
                     .with_context(|| format!("{}: cannot read {name} (truncated?)", self.path.display()))?;
-                b
             }
         };
+        if bytes.len() as u64 > cap {
+            return Ok(too_large(bytes.len() as u64));
+        }
         Ok(Item { key: name.clone(), payload: Payload::Encoded(bytes), label: None })
     }
 
     fn listing_skips(&self) -> Vec<(&'static str, u64)> {
-        if self.duplicates > 0 {
-            vec![(SKIP_DUPLICATE, self.duplicates)]
-        } else {
-            vec![]
-        }
+        [(SKIP_DUPLICATE, self.duplicates), (SKIP_SPECIAL, self.special)].into_iter().filter(|s| s.1 > 0).collect()
     }
 
     fn describe(&self) -> serde_json::Value {

@@ -15,6 +15,8 @@ pub mod pickle;
 pub enum Payload {
     Encoded(Vec<u8>),
     Raw(ImageU8),
+    /// A file too large to read as an image (why), skipped like a decompression bomb.
+    TooLarge(String),
 }
 
 /// One source item.
@@ -91,7 +93,7 @@ pub fn decode(bytes: &[u8], channels: usize) -> Result<ImageU8> {
 }
 
 /// Largest decoded image, in bytes of RGBA pixels (the `image` crate's default allocation limit).
-const MAX_DECODED_BYTES: u64 = 512 << 20;
+pub const MAX_DECODED_BYTES: u64 = 512 << 20;
 
 /// A still WebP through libwebp (the decoder Pillow uses, with its default fancy chroma upsampling, several times
 /// faster than a pure-Rust one on LSUN's lossy files); alpha is dropped as Pillow's `convert("RGB")` does. None
