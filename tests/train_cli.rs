@@ -112,6 +112,24 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
     let err = train_err(&[&base[..], &sets, &["--detector-dir", none.to_str().unwrap()]].concat());
     assert!(err.contains("inception-2015-12-05.pt"), "{err}");
     assert!(!runs.exists());
+    // Nor with a damaged one: the detectors are loaded before training.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for e in std::fs::read_dir(&det).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::write(bad.join(p.file_name().unwrap()), b"not torchscript").unwrap();
+    }
+    let err = train_err(&[&base[..], &sets, &["--detector-dir", bad.to_str().unwrap()]].concat());
+    assert!(err.contains("inception-2015-12-05.pt"), "{err}");
+    assert!(!runs.exists());
+    // A metric failing at a snapshot (IS needs 10 images) is a warning; the snapshot is still written.
+    let few = ["--kimg", "0.004", "--set", "logging.metrics=[\"is50k\"]", "--set", "logging.metrics_num_gen=4"];
+    let other = dir.path().join("other");
+    let b2 = ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", other.to_str().unwrap()];
+    let (ok, out, err) = run_sg2(&[&["train"][..], &b2, &few, &["--detector-dir", det.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    assert!(out.contains("warning: network-snapshot-000000_004: metrics failed"), "{out}");
+    assert!(other.join("00000-tiny-data/network-snapshot-000000_004.safetensors").is_file());
 
     let (ok, out, err) = run_sg2(&[&["train"][..], &base, &sets, &["--detector-dir", det.to_str().unwrap()]].concat());
     assert!(ok, "{err}");

@@ -127,8 +127,8 @@ fn train(args: Args, asked: tch::Device, dist: Arc<Dist>) -> Result<()> {
 
 /// The metrics of `logging.metrics` on G_ema at each snapshot, with the counts of `logging.metrics_num_gen` /
 /// `metrics_num_real`; each result is also appended to `metric-<name>.jsonl` in the run folder, as `sg2 metrics`
-/// does beside a network. The detectors are looked up before training starts, so a missing file fails at once
-/// rather than after the first snapshot.
+/// does beside a network. The detectors are loaded before training starts, so a missing or damaged file fails at
+/// once rather than after the first snapshot.
 fn snapshot_metrics(
     config: &crate::config::Config,
     data: &std::path::Path,
@@ -151,7 +151,8 @@ fn snapshot_metrics(
     let names = config.logging.metrics.clone();
     for name in &names {
         let spec = metrics::spec(name).with_context(|| format!("logging.metrics: {name}"))?;
-        metrics::detector::find(opts.detector_dir.as_deref(), spec.detector())?;
+        // Loaded once here so that a damaged or wrong file fails now, not after the first tick.
+        metrics::detector::Detector::find_and_load(opts.detector_dir.as_deref(), spec.detector(), device)?;
     }
     let data = data.to_path_buf();
     let (main, world) = (dist.is_main(), dist.world);

@@ -336,7 +336,15 @@ impl Run {
             // the training steps only.
             let g_ema = &self.trainer.g_ema;
             let results =
-                crate::nn::ops::with_cpu_bf16(false, || crate::nn::ops::with_cpu_winograd(false, || f(g_ema, &path)))?;
+                crate::nn::ops::with_cpu_bf16(false, || crate::nn::ops::with_cpu_winograd(false, || f(g_ema, &path)));
+            // A metric that fails (a detector giving NaN, too few images for it) costs its value, not the snapshot.
+            let results = match results {
+                Ok(r) => r,
+                Err(e) => {
+                    self.line(&format!("warning: {stem}: metrics failed: {}", format!("{e:#}").replace('\n', " ")))?;
+                    vec![]
+                }
+            };
             for r in &results {
                 self.line(&format!("{stem} {} {:.4}", r.name, r.value))?;
                 values.insert(format!("Metrics/{}", r.name), r.value);
