@@ -160,8 +160,11 @@ pub fn project(
         g.img_channels()
     );
     ensure!(o.num_steps > 0, "num_steps must be positive");
-    let (w_avg, w_std) = w_stats(g, o.w_avg_samples, device)?;
+    ensure!(g.c_dim() == 0, "projection needs an unconditional network (this one has {} classes)", g.c_dim());
+    // The detector is tried on the target before the (slow) W statistics.
     let target_features = tch::no_grad(|| features(vgg, &image_tensor(target, device)))?;
+    vgg.check_lpips(&target_features, 1)?;
+    let (w_avg, w_std) = w_stats(g, o.w_avg_samples, device)?;
     tch::manual_seed(o.seed as i64);
 
     let w_opt = w_avg.copy().set_requires_grad(true);
@@ -200,6 +203,12 @@ pub fn project(
                 let _ = n.g_mul_(&s);
             }
         });
+        ensure!(
+            info.loss.is_finite(),
+            "step {}: the loss is not finite ({}); the projection diverged",
+            info.step,
+            info.loss
+        );
         on_step(info);
     }
     Ok(Projection { w_avg, w_std, w_steps })

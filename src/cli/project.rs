@@ -48,7 +48,8 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let vgg = Detector::find_and_load(a.detector_dir.as_deref(), VGG16, device)?;
     let (res, channels) = (net.img_resolution() as u32, net.img_channels() as u32);
     let target = load_target(&a.target, res, channels)?;
-    crate::util::create_out_dir(&a.outdir)?;
+    // Checked now, made when there is something to write (a failed projection leaves no empty folder).
+    crate::util::check_output_file(&a.outdir.join("proj.png"), "--outdir")?;
     let opts = ProjectOptions { num_steps: a.num_steps, seed: a.seed, ..ProjectOptions::default() };
     println!("Computing W midpoint and stddev using {} samples...", opts.w_avg_samples);
 
@@ -75,6 +76,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
         pb.finish();
     }
     println!("Elapsed: {:.1} s", start.elapsed().as_secs_f64());
+    crate::util::create_out_dir(&a.outdir)?;
 
     if a.save_video {
         let gif = a.outdir.join("proj.gif");

@@ -168,7 +168,24 @@ impl Detector {
                 self.name
             );
         }
+        self.check_finite(&out)?;
         Ok(out)
+    }
+
+    /// Checks LPIPS features (`return_lpips`) of `n` images: [n, D] with D > 0, all finite.
+    pub fn check_lpips(&self, out: &Tensor, n: i64) -> Result<()> {
+        ensure!(
+            out.dim() == 2 && out.size()[0] == n && out.size()[1] > 0,
+            "{}: return_lpips gave shape {:?}, expected [{n}, D]",
+            self.path.display(),
+            out.size()
+        );
+        self.check_finite(out)
+    }
+
+    fn check_finite(&self, out: &Tensor) -> Result<()> {
+        ensure!(out.isfinite().all().int64_value(&[]) != 0, "{}: gave NaN or infinite values", self.path.display());
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -80,7 +80,7 @@ pub fn ppl_batch(g: &Generator, vgg: &Detector, spec: &PplSpec, labels: Option<&
     let img = tch::no_grad(|| g.synthesis_with_noise(&ws, noise, true));
     let img = lpips_input(&img, spec.crop, g.img_resolution())?;
     let lp = vgg.call(&img, &[("resize_images", false), ("return_lpips", true)])?;
-    ensure!(lp.dim() == 2, "{}: return_lpips gave shape {:?}, expected [N, D]", vgg.path.display(), lp.size());
+    vgg.check_lpips(&lp, img.size()[0])?;
     let (a, b) = (lp.narrow(0, 0, n), lp.narrow(0, n, n));
     Ok((a - b).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / (eps * eps))
 }
