@@ -97,6 +97,10 @@ fn cifar_tarball_and_folder_with_labels() {
     let d2 = t.path().join("c2");
     create(&mut Cifar10::open(&dir).unwrap(), &opts(&d2, 32, Some(3))).unwrap();
     assert_eq!(shard_hashes(&dest), shard_hashes(&d2));
+    // A missing batch in the middle is an error naming it, not a smaller dataset.
+    std::fs::remove_file(dir.join("cifar-10-batches-py/data_batch_2")).unwrap();
+    let err = format!("{:#}", Cifar10::open(&dir).err().unwrap());
+    assert!(err.contains("data_batch_2 is missing or repeated"), "{err}");
     // A truncated tarball is an error naming it.
     let bytes = std::fs::read(&tgz).unwrap();
     let cut = t.path().join("cut.tar.gz");

@@ -43,6 +43,18 @@ fn init_starts_a_new_run_and_refuses_a_network_that_does_not_fit() {
     assert!(log.contains("initialised G, D and G_ema from"), "{log}");
 
     let before = std::fs::read_dir(&out).unwrap().count();
+    // A diverged network (NaN in D) is refused by name.
+    let (mut tensors, meta) = sg2::model::checkpoint::read_safetensors(&snap).unwrap();
+    let key = tensors.keys().find(|k| k.starts_with("D.")).unwrap().clone();
+    let _ = tensors.get_mut(&key).unwrap().fill_(f64::NAN);
+    let nan = dir.path().join("nan.safetensors");
+    sg2::model::checkpoint::write_safetensors(&nan, &tensors.into_iter().collect::<Vec<_>>(), &meta).unwrap();
+    let mut o = TrainOptions::new(tiny_config(&[]), "tiny", &data, &out);
+    o.init = Some(nan);
+    let err = format!("{:#}", train(o).unwrap_err());
+    assert!(err.starts_with("--init ") && err.contains(&format!("{key} holds NaN")), "{err}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), before, "no run folder made");
+
     let mut o = TrainOptions::new(tiny_config(&["model.fmap_max=8"]), "tiny", &data, &out);
     o.init = Some(snap);
     let err = format!("{:#}", train(o).unwrap_err());

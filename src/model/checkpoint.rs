@@ -250,6 +250,16 @@ pub fn copy_into(tensors: &BTreeMap<String, Tensor>, prefix: &str, vs: &mut VarS
     Ok(())
 }
 
+/// Refuses weights holding NaN or infinity (a diverged network), naming the first such tensor under `prefix`.
+pub fn ensure_finite(vs: &VarStore, prefix: &str) -> Result<()> {
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some((name, _)) = vars.iter().find(|(_, t)| t.isfinite().all().int64_value(&[]) == 0) {
+        bail!("{prefix}.{name} holds NaN or infinite values (the network diverged)");
+    }
+    Ok(())
+}
+
 /// The generator for inference: G_ema (or G when the file has no G_ema), on `device`, with the checkpoint's config.
 pub fn load_generator(path: &Path, device: Device) -> Result<(Config, VarStore, Generator)> {
     let ckpt = load(path)?;
@@ -260,11 +270,7 @@ pub fn load_generator(path: &Path, device: Device) -> Result<(Config, VarStore, 
     let g = Generator::new(&vs.root(), &ckpt.config.model);
     ckpt.load_into(prefix, &mut vs).with_context(|| format!("{}", path.display()))?;
     // A diverged network would give black or constant images without a word.
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some((name, _)) = vars.iter().find(|(_, t)| t.isfinite().all().int64_value(&[]) == 0) {
-        bail!("{}: {prefix}.{name} holds NaN or infinite values (the network diverged)", path.display());
-    }
+    ensure_finite(&vs, prefix).with_context(|| path.display().to_string())?;
     vs.freeze();
     Ok((ckpt.config, vs, g))
 }

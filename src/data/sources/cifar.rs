@@ -69,6 +69,23 @@ impl Cifar10 {
         }
         ensure!(!batches.is_empty(), "{}: no data_batch_N files (expected CIFAR-10 python batches)", path.display());
         batches.sort_by_key(|b| b.0);
+        // The batches must be data_batch_1..N, each once: a gap or a repeat is a damaged copy.
+        for (i, (k, what, _)) in batches.iter().enumerate() {
+            ensure!(
+                *k == i as u32 + 1,
+                "{}: data_batch_{} is missing or repeated (found {what} where data_batch_{} belongs)",
+                path.display(),
+                i + 1,
+                i + 1
+            );
+        }
+        if batches.len() < 5 {
+            eprintln!(
+                "warning: {}: only data_batch_1..{} (CIFAR-10 has 5 training batches)",
+                path.display(),
+                batches.len()
+            );
+        }
         let (mut data, mut labels) = (vec![], vec![]);
         for (_, what, bytes) in &batches {
             read_batch(what, bytes, &mut data, &mut labels)?;

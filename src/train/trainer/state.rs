@@ -2,7 +2,7 @@
 //! rank 0's.
 
 use super::Trainer;
-use crate::model::checkpoint::Checkpoint;
+use crate::model::checkpoint::{ensure_finite, Checkpoint};
 use crate::train::log::StatSums;
 use crate::train::snapshot::{self, Parts, TrainState};
 use anyhow::{bail, Context, Result};
@@ -47,7 +47,9 @@ impl Trainer {
         fit(ckpt.load_into(g, &mut self.g_vs))?;
         fit(ckpt.load_into(g_ema, &mut self.g_ema_vs))?;
         fit(ckpt.load_into("D", &mut self.d_vs))?;
-        Ok(())
+        ensure_finite(&self.g_vs, g)?;
+        ensure_finite(&self.g_ema_vs, g_ema)?;
+        ensure_finite(&self.d_vs, "D")
     }
 
     /// Restores networks, optimizers, `pl_mean` and the loop state from a loaded snapshot.
