@@ -154,6 +154,34 @@ pub fn remove_dead_temps(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// `path` made absolute with its existing part resolved (links, `..`), for comparing paths that may not exist yet.
+fn resolved(path: &Path) -> PathBuf {
+    if let Ok(p) = path.canonicalize() {
+        return p;
+    }
+    match (path.parent().filter(|p| !p.as_os_str().is_empty()), path.file_name()) {
+        (Some(parent), Some(name)) => resolved(parent).join(name),
+        (None, Some(name)) => std::env::current_dir().unwrap_or_default().join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Refuses an output (`option` `out`) that is one of the `inputs` files or lies inside one of them (a dataset
+/// folder): writing it would destroy what is being read.
+pub fn ensure_apart(out: &Path, option: &str, inputs: &[&Path]) -> Result<()> {
+    let o = resolved(out);
+    for input in inputs {
+        let i = resolved(input);
+        anyhow::ensure!(
+            o != i && !o.starts_with(&i),
+            "{option} {}: would overwrite {}, which this command uses",
+            out.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes `path` atomically: the bytes go to a temp file that is synced and then renamed over `path`.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent() {

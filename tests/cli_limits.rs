@@ -252,4 +252,18 @@ fn outputs_overrides_and_special_files_are_checked_before_any_work() {
         "36",
     ]);
     refused(wide, &["--width 48: must be a power of two"]);
+
+    // Outputs that are inputs.
+    let same = sg2(&["import", "--g", s(&net), "--kwargs", s(&file), "--out", s(&net)]);
+    refused(same, &["--out", "would overwrite"]);
+    let ds = small_dataset(t.path(), 2);
+    let manifest = ds.join("manifest.json");
+    let before = std::fs::read(&manifest).unwrap();
+    refused(sg2(&["dataset-tool", "grid", s(&ds), "--out", s(&manifest)]), &["would overwrite"]);
+    refused(sg2(&["dataset-tool", "extract", s(&ds), "--dest", s(&ds)]), &["--dest", "would overwrite"]);
+    let png = t.path().join("a.png");
+    let aug = sg2(&["dataset-tool", "augment", s(&ds), "--out", s(&png), "--tensor-out", s(&png), "--count", "2"]);
+    refused(aug, &["--tensor-out", "would overwrite"]);
+    assert_eq!(std::fs::read(&manifest).unwrap(), before);
+    assert!(!png.exists());
 }

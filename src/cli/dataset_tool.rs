@@ -275,6 +275,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             Ok(())
         }
         DatasetCommand::Extract { dataset, dest, resolution, max_images } => {
+            crate::util::ensure_apart(&dest, "--dest", &[&dataset])?;
             let ds = Dataset::open(&dataset)?;
             let n = inspect::extract(&ds, &dest, resolution, max_images, true)?;
             println!("wrote {n} PNGs to {}", dest.display());
@@ -282,6 +283,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         }
         DatasetCommand::Grid { dataset, out, resolution, count } => {
             crate::util::check_output_file(&out, "--out")?;
+            crate::util::ensure_apart(&out, "--out", &[&dataset])?;
             let ds = Dataset::open(&dataset)?;
             inspect::grid(&ds, &out, resolution, count)?;
             println!("wrote {}", out.display());
@@ -294,8 +296,10 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             let opts = preview::PreviewOptions { pipe, p, seed, count };
             opts.pipe()?;
             crate::util::check_output_file(&out, "--out")?;
+            crate::util::ensure_apart(&out, "--out", &[&dataset])?;
             if let Some(t) = &tensor_out {
                 crate::util::check_output_file(t, "--tensor-out")?;
+                crate::util::ensure_apart(t, "--tensor-out", &[&dataset, &out])?;
             }
             let written = preview::write_preview(&Dataset::open(&dataset)?, &opts, &out, tensor_out.as_deref())?;
             for path in written {
