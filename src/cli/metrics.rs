@@ -139,7 +139,10 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             let file = net.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             print_results(&stem, &results)?;
             let dir = net.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-            report::append_jsonl_ranks(dir, &file, &results, world)?;
+            // The values are printed: a folder that takes no file (read-only) costs the record, not the run.
+            if let Err(e) = report::append_jsonl_ranks(dir, &file, &results, world) {
+                eprintln!("warning: {e:#}; the values above were not recorded");
+            }
             Ok(())
         }
         (None, None, Some(real), Some(fake)) => {
