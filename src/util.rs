@@ -243,7 +243,15 @@ pub fn human_bytes(n: u64) -> String {
 pub fn torch_message(e: &tch::TchError) -> String {
     let text = e.to_string();
     let text = text.strip_prefix("Internal torch error: ").unwrap_or(&text);
-    text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("libtorch error").to_string()
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    // A TorchScript module's exception comes after its traceback, as `<Kind>Error: <message>`.
+    if lines.first().is_some_and(|l| l.starts_with("The following operation failed in the TorchScript interpreter")) {
+        let is_error = |l: &&&str| l.split_once(": ").is_some_and(|(k, _)| k.ends_with("Error") && !k.contains(' '));
+        if let Some(cause) = lines.iter().rev().find(is_error) {
+            return format!("TorchScript: {cause}");
+        }
+    }
+    lines.first().copied().unwrap_or("libtorch error").to_string()
 }
 
 /// One line for a panic's message: a libtorch error unwrapped by tch (`... Torch("<message>\nException raised
@@ -260,6 +268,19 @@ pub fn panic_line(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torchscript_exception_keeps_its_cause() {
+        let ts = "The following operation failed in the TorchScript interpreter.\nTraceback of TorchScript (most \
+                  recent call last):\n  File \"x.py\", line 5, in forward\n    raise RuntimeError(\"boom\")\n\
+                  builtins.RuntimeError: boom from detector\n";
+        assert_eq!(
+            torch_message(&tch::TchError::Torch(ts.into())),
+            "TorchScript: builtins.RuntimeError: boom from detector"
+        );
+        let plain = "shape mismatch\nException raised from foo at bar.cpp:1";
+        assert_eq!(torch_message(&tch::TchError::Torch(plain.into())), "shape mismatch");
+    }
 
     #[test]
     fn only_temps_of_dead_writers_are_removed() {
