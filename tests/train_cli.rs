@@ -10,6 +10,27 @@ fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
+/// A fresh folder holding a tiny config and a dataset.
+struct Setup {
+    dir: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    data: std::path::PathBuf,
+}
+
+impl Setup {
+    fn new(images: usize) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_file(dir.path());
+        let data = tiny_dataset(dir.path(), images);
+        Setup { dir, cfg, data }
+    }
+
+    /// `--config C --data D --outdir <outdir>`.
+    fn args<'a>(&'a self, outdir: &'a std::path::Path) -> [&'a str; 6] {
+        ["--config", s(&self.cfg), "--data", s(&self.data), "--outdir", s(outdir)]
+    }
+}
+
 fn train_err(args: &[&str]) -> String {
     let out = sg2_bin().arg("train").args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
@@ -42,12 +63,10 @@ fn bad_data_is_named_with_the_reason() {
 
 #[test]
 fn bad_resume_paths_are_named_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config_file(dir.path());
-    let data = tiny_dataset(dir.path(), 4);
+    let setup = Setup::new(4);
+    let dir = &setup.dir;
     let runs = dir.path().join("runs");
-    let base =
-        ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
+    let base = setup.args(&runs);
     let with = |extra: &[&str]| train_err(&[&base[..], extra].concat());
     let missing = dir.path().join("missing.safetensors");
     let err = with(&["--resume", missing.to_str().unwrap()]);
@@ -66,12 +85,10 @@ fn bad_resume_paths_are_named_with_the_reason() {
 
 #[test]
 fn a_cli_run_resumes_latest_in_its_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config_file(dir.path());
-    let data = tiny_dataset(dir.path(), 8);
+    let setup = Setup::new(8);
+    let dir = &setup.dir;
     let runs = dir.path().join("runs");
-    let base =
-        ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
+    let base = setup.args(&runs);
     let (ok, out, err) = run_sg2(&[&["train"][..], &base, &["--kimg", "0.008", "--seed", "3"]].concat());
     assert!(ok, "{err}");
     assert!(out.contains("tick 0  kimg 0.004") && out.contains("Exiting..."), "{out}");
@@ -89,14 +106,12 @@ fn a_cli_run_resumes_latest_in_its_folder() {
 /// TensorBoard (`Metrics/<name>`) and `metric-<name>.jsonl` in the run folder, all the same number.
 #[test]
 fn metrics_run_at_snapshots_and_reach_tensorboard() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config_file(dir.path());
-    let data = tiny_dataset(dir.path(), 12);
+    let setup = Setup::new(12);
+    let dir = &setup.dir;
     let runs = dir.path().join("runs");
     let det = dir.path().join("detectors");
     common::metrics::make_detectors(&det);
-    let base =
-        ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
+    let base = setup.args(&runs);
     let sets = [
         "--kimg",
         "0.008",
@@ -125,7 +140,7 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
     // A metric failing at a snapshot (IS needs 10 images) is a warning; the snapshot is still written.
     let few = ["--kimg", "0.004", "--set", "logging.metrics=[\"is50k\"]", "--set", "logging.metrics_num_gen=4"];
     let other = dir.path().join("other");
-    let b2 = ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", other.to_str().unwrap()];
+    let b2 = setup.args(&other);
     let (ok, out, err) = run_sg2(&[&["train"][..], &b2, &few, &["--detector-dir", det.to_str().unwrap()]].concat());
     assert!(ok, "{err}");
     assert!(out.contains("warning: network-snapshot-000000_004: metrics failed"), "{out}");
@@ -167,12 +182,10 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
 #[test]
 fn ctrl_c_writes_a_snapshot_that_resumes() {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config_file(dir.path());
-    let data = tiny_dataset(dir.path(), 8);
+    let setup = Setup::new(8);
+    let dir = &setup.dir;
     let runs = dir.path().join("runs");
-    let base =
-        ["--config", cfg.to_str().unwrap(), "--data", data.to_str().unwrap(), "--outdir", runs.to_str().unwrap()];
+    let base = setup.args(&runs);
     let mut child = sg2_bin()
         .arg("train")
         .args(base)
