@@ -607,7 +607,9 @@ impl Config {
         }
 
         check(l.tick_kimg > 0.0, "logging.tick_kimg", l.tick_kimg, "must be > 0")?;
-        check(l.collapse_factor >= 0.0, "logging.collapse_factor", l.collapse_factor, "must be >= 0 (0 = off)")?;
+        // A ratio of at most 1 would flag every tick.
+        let cf = l.collapse_factor;
+        check(cf == 0.0 || cf > 1.0, "logging.collapse_factor", cf, "must be above 1, or 0 (off)")?;
         for (key, n) in
             [("logging.metrics_num_gen", l.metrics_num_gen), ("logging.metrics_num_real", l.metrics_num_real)]
         {

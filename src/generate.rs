@@ -109,13 +109,8 @@ pub fn generate_seeds(
 
 /// Images of projected ws (the official `generate.py --projected-w`): `ws` [N, num_ws, w_dim], one image per row,
 /// converted as generate.py converts; `emit` receives (row, image).
-pub fn generate_projected(
-    g: &Generator,
-    ws: &Tensor,
-    mode: NoiseMode,
-    device: Device,
-    mut emit: impl FnMut(usize, ImageU8) -> Result<()>,
-) -> Result<()> {
+/// Checks projected ws for `g`: [N > 0, num_ws, w_dim], finite.
+pub fn check_ws(g: &Generator, ws: &Tensor) -> Result<()> {
     let want = [g.num_ws(), g.w_dim()];
     if ws.dim() != 3 || ws.size()[1..] != want {
         bail!("w has shape {:?}, the network takes [N, {}, {}]", ws.size(), want[0], want[1]);
@@ -126,6 +121,17 @@ pub fn generate_projected(
     if ws.isfinite().all().int64_value(&[]) == 0 {
         bail!("w holds NaN or infinite values");
     }
+    Ok(())
+}
+
+pub fn generate_projected(
+    g: &Generator,
+    ws: &Tensor,
+    mode: NoiseMode,
+    device: Device,
+    mut emit: impl FnMut(usize, ImageU8) -> Result<()>,
+) -> Result<()> {
+    check_ws(g, ws)?;
     for i in 0..ws.size()[0] {
         let w = ws.narrow(0, i, 1).to_device(device);
         let img = tch::no_grad(|| g.synthesis(&w, mode));

@@ -213,9 +213,10 @@ fn outputs_overrides_and_special_files_are_checked_before_any_work() {
     ] {
         let p = t.path().join(name);
         sg2::npz::write_npz(&p, &[("w", &w)]).unwrap();
-        let r =
-            sg2(&["--device", "cpu", "generate", "--network", s(&net), "--projected-w", s(&p), "--outdir", s(&out)]);
+        let pw = t.path().join("pw");
+        let r = sg2(&["--device", "cpu", "generate", "--network", s(&net), "--projected-w", s(&p), "--outdir", s(&pw)]);
         refused(r, &[name, if name == "nan.npz" { "NaN or infinite" } else { "holds no vectors" }]);
+        assert!(!pw.exists(), "no empty output folder");
     }
     let proj =
         sg2(&["project", "--network", s(&net), "--target", s(&file), "--num-steps", "100000000", "--outdir", s(&out)]);

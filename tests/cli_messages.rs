@@ -35,6 +35,11 @@ fn folders_empty_files_and_other_formats_say_what_they_are() {
     for r in on_network(&empty) {
         refused(r, &["empty.safetensors: empty file (0 bytes), not a checkpoint"]);
     }
+    // An official pickle points to `sg2 import`.
+    let pkl = root().join("tests/golden/tiny32-ada.pkl");
+    for r in on_network(&pkl) {
+        refused(r, &["tiny32-ada.pkl: a Python pickle or torch.save file, not an sg2 checkpoint; convert it with `sg2 import`"]);
+    }
     // Another version of the format: say which, rather than "no metadata".
     let ckpt = import_golden("tiny32", dir.path());
     let (tensors, mut meta) = read_safetensors(&ckpt).unwrap();

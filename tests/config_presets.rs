@@ -70,6 +70,7 @@ fn each_kind_of_bad_config_names_file_key_and_reason() {
         "--set training.pl_decay=2: training.pl_decay = 2: must be in [0, 1]"
     );
     assert_eq!(bad("[training]\npl_decay = 2\n", &[]), "configs/x.toml: training.pl_decay = 2: must be in [0, 1]");
+    assert!(bad("[logging]\ncollapse_factor = 0.5\n", &[]).contains("must be above 1, or 0 (off)"));
 }
 
 #[test]

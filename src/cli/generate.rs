@@ -122,6 +122,7 @@ fn run_projected(a: &GenerateArgs, w_path: &Path, device: tch::Device) -> Result
     };
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     let ws = crate::npz::read_npz(w_path, "w")?;
+    crate::generate::check_ws(&net, &ws).with_context(|| w_path.display().to_string())?;
     crate::util::create_out_dir(&a.outdir)?;
     let mut all = vec![];
     generate_projected(&net, &ws, mode, device, |i, img| {
@@ -191,7 +192,8 @@ pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
     crate::util::check_output_file(&a.out, "--out")?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     ensure_fits("--rows/--cols", &net, 1, cols.len() as u64 + 1, rows.len() as u64 + 1)?;
-    println!("Generating style-mix grid: {} rows x {} columns, styles {:?} ...", rows.len(), cols.len(), styles);
+    let shown = if styles.len() <= 32 { format!("{styles:?}") } else { format!("{} layers", styles.len()) };
+    println!("Generating style-mix grid: {} rows x {} columns, styles {shown} ...", rows.len(), cols.len());
     let grid = style_mix_grid(&net, &rows, &cols, &styles, &opts, device)?;
     grid.save_png(&a.out)?;
     println!("Saved {}", a.out.display());

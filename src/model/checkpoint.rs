@@ -105,9 +105,20 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("{}: cannot map", path.display()))
 }
 
+/// The error for bytes that are not safetensors: a pickle or a `torch.save` file is pointed to `sg2 import`.
+fn not_safetensors(path: &Path, bytes: &[u8], e: impl std::fmt::Display) -> anyhow::Error {
+    if bytes.first() == Some(&0x80) || bytes.starts_with(b"PK\x03\x04") {
+        anyhow::anyhow!(
+            "{}: a Python pickle or torch.save file, not an sg2 checkpoint; convert it with `sg2 import`",
+            path.display()
+        )
+    } else {
+        anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display())
+    }
+}
+
 fn header_metadata(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, String>> {
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| not_safetensors(path, bytes, e))?;
     Ok(header.metadata().clone().unwrap_or_default().into_iter().collect())
 }
 
@@ -119,8 +130,7 @@ pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
 /// Reads every tensor (to CPU) and the metadata of a safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeMap<String, String>)> {
     let mmap = map_file(path)?;
-    let st = safetensors::SafeTensors::deserialize(&mmap)
-        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| not_safetensors(path, &mmap, e))?;
     let metadata = header_metadata(path, &mmap)?;
     if let Some(want) = metadata.get(KEY_SHA256) {
         let views = st.tensors();
