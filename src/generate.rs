@@ -118,7 +118,7 @@ pub fn check_ws(g: &Generator, ws: &Tensor) -> Result<()> {
     if ws.size()[0] == 0 {
         bail!("w holds no vectors (shape {:?})", ws.size());
     }
-    if ws.isfinite().all().int64_value(&[]) == 0 {
+    if !crate::util::all_finite(ws) {
         bail!("w holds NaN or infinite values");
     }
     Ok(())

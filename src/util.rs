@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tch::Tensor;
 
 /// Threshold, slack and floor of the large-tensor allocator (`ffi::cpu_alloc`): tensors of 1 MiB and more, kept
 /// blocks within max(1.2 x, + 256 MiB) of the most tensor memory ever alive. At config-f 256x256 the peak resident
@@ -102,8 +103,10 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 }
 
 /// Checks, before any work, that the file `path` (given as `option`) can be written: not a folder, no file where
-/// a folder of its path should be, and a folder that takes new files. Nothing is left behind.
-pub fn check_output_file(path: &Path, option: &str) -> Result<()> {
+/// a folder of its path should be, a folder that takes new files, and none of the command's `inputs` (see
+/// [`ensure_apart`]). Nothing is left behind.
+pub fn check_output_file(path: &Path, option: &str, inputs: &[&Path]) -> Result<()> {
+    ensure_apart(path, option, inputs)?;
     let shown = || format!("{option} {}", path.display());
     anyhow::ensure!(!path.is_dir(), "{}: is a folder; give a file name", shown());
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -180,6 +183,11 @@ pub fn ensure_apart(out: &Path, option: &str, inputs: &[&Path]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether every value of `t` is finite (no NaN, no infinity).
+pub fn all_finite(t: &Tensor) -> bool {
+    t.isfinite().all().int64_value(&[]) != 0
 }
 
 /// Writes `path` atomically: the bytes go to a temp file that is synced and then renamed over `path`.

@@ -282,8 +282,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             Ok(())
         }
         DatasetCommand::Grid { dataset, out, resolution, count } => {
-            crate::util::check_output_file(&out, "--out")?;
-            crate::util::ensure_apart(&out, "--out", &[&dataset])?;
+            crate::util::check_output_file(&out, "--out", &[&dataset])?;
             let ds = Dataset::open(&dataset)?;
             inspect::grid(&ds, &out, resolution, count)?;
             println!("wrote {}", out.display());
@@ -295,11 +294,9 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             }
             let opts = preview::PreviewOptions { pipe, p, seed, count };
             opts.pipe()?;
-            crate::util::check_output_file(&out, "--out")?;
-            crate::util::ensure_apart(&out, "--out", &[&dataset])?;
+            crate::util::check_output_file(&out, "--out", &[&dataset])?;
             if let Some(t) = &tensor_out {
-                crate::util::check_output_file(t, "--tensor-out")?;
-                crate::util::ensure_apart(t, "--tensor-out", &[&dataset, &out])?;
+                crate::util::check_output_file(t, "--tensor-out", &[&dataset, &out])?;
             }
             let written = preview::write_preview(&Dataset::open(&dataset)?, &opts, &out, tensor_out.as_deref())?;
             for path in written {

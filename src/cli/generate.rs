@@ -149,7 +149,7 @@ fn save_grid(images: &[crate::image_io::ImageU8], path: Option<&std::path::Path>
 pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     let device = g.setup()?;
     if let Some(grid) = &a.grid {
-        crate::util::check_output_file(grid, "--grid")?;
+        crate::util::check_output_file(grid, "--grid", &[])?;
     }
     if let Some(w_path) = &a.projected_w {
         return run_projected(&a, w_path, device);
@@ -189,7 +189,7 @@ pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
     let cols = parse_seeds(&a.cols).context("--cols")?;
     let styles = parse_index_list(&a.styles).context("--styles")?;
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
-    crate::util::check_output_file(&a.out, "--out")?;
+    crate::util::check_output_file(&a.out, "--out", &[])?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     ensure_fits("--rows/--cols", &net, 1, cols.len() as u64 + 1, rows.len() as u64 + 1)?;
     let shown = if styles.len() <= 32 { format!("{styles:?}") } else { format!("{} layers", styles.len()) };
@@ -207,7 +207,7 @@ pub fn run_interpolate(a: InterpolateArgs, g: &Global) -> Result<()> {
         bail!("--fps must be in 1..=100");
     }
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
-    crate::util::check_output_file(&a.out, "--out")?;
+    crate::util::check_output_file(&a.out, "--out", &[])?;
     if a.frames == 0 {
         bail!("--frames 0: must be >= 1");
     }

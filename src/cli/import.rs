@@ -47,10 +47,9 @@ fn summary(out: &Path, cfg: &Config, what: &str) {
 
 pub fn run(args: Args, g: &Global) -> Result<()> {
     g.setup()?;
-    crate::util::check_output_file(&args.out, "--out")?;
     let inputs: Vec<&std::path::Path> =
         [&args.pickle, &args.g, &args.d, &args.kwargs].into_iter().flatten().map(|p| p.as_path()).collect();
-    crate::util::ensure_apart(&args.out, "--out", &inputs)?;
+    crate::util::check_output_file(&args.out, "--out", &inputs)?;
     if let Some(pkl) = &args.pickle {
         let (cfg, o) = crate::model::import::import_pickle(pkl, &args.out)?;
         let nets = match (o.g.is_some(), o.d.is_some()) {

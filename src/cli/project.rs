@@ -49,7 +49,7 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     let (res, channels) = (net.img_resolution() as u32, net.img_channels() as u32);
     let target = load_target(&a.target, res, channels)?;
     // Checked now, made when there is something to write (a failed projection leaves no empty folder).
-    crate::util::check_output_file(&a.outdir.join("proj.png"), "--outdir")?;
+    crate::util::check_output_file(&a.outdir.join("proj.png"), "--outdir", &[])?;
     let opts = ProjectOptions { num_steps: a.num_steps, seed: a.seed, ..ProjectOptions::default() };
     println!("Computing W midpoint and stddev using {} samples...", opts.w_avg_samples);
 

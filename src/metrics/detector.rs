@@ -184,7 +184,7 @@ impl Detector {
     }
 
     fn check_finite(&self, out: &Tensor) -> Result<()> {
-        ensure!(out.isfinite().all().int64_value(&[]) != 0, "{}: gave NaN or infinite values", self.path.display());
+        ensure!(crate::util::all_finite(out), "{}: gave NaN or infinite values", self.path.display());
         Ok(())
     }
 

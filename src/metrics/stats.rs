@@ -113,7 +113,7 @@ impl FeatureStats {
         s.num_items = n;
         let get = |name: &str| -> Result<Tensor> {
             let x = t.get(name).with_context(|| format!("no {name}"))?;
-            ensure!(x.isfinite().all().int64_value(&[]) != 0, "{name} holds NaN or infinite values");
+            ensure!(crate::util::all_finite(x), "{name} holds NaN or infinite values");
             Ok(x.shallow_clone())
         };
         match capture {

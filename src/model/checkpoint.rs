@@ -132,8 +132,8 @@ pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeM
     let mmap = map_file(path)?;
     let st = safetensors::SafeTensors::deserialize(&mmap).map_err(|e| not_safetensors(path, &mmap, e))?;
     let metadata = header_metadata(path, &mmap)?;
+    let views = st.tensors();
     if let Some(want) = metadata.get(KEY_SHA256) {
-        let views = st.tensors();
         let got = digest(views.iter().map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data())));
         ensure!(
             &got == want,
@@ -142,7 +142,7 @@ pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, BTreeM
         );
     }
     let mut tensors = BTreeMap::new();
-    for (name, view) in st.tensors() {
+    for (name, view) in views {
         let kind = kind_of(view.dtype()).with_context(|| format!("{}: tensor {name}", path.display()))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         tensors.insert(name, Tensor::from_data_size(view.data(), &shape, kind));
@@ -264,7 +264,7 @@ pub fn copy_into(tensors: &BTreeMap<String, Tensor>, prefix: &str, vs: &mut VarS
 pub fn ensure_finite(vs: &VarStore, prefix: &str) -> Result<()> {
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    if let Some((name, _)) = vars.iter().find(|(_, t)| t.isfinite().all().int64_value(&[]) == 0) {
+    if let Some((name, _)) = vars.iter().find(|(_, t)| !crate::util::all_finite(t)) {
         bail!("{prefix}.{name} holds NaN or infinite values (the network diverged)");
     }
     Ok(())
