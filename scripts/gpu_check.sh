@@ -8,15 +8,23 @@
 #      compile on first use);
 #   5. data-parallel training on CUDA: an NCCL group of one (SG2_DIST_BACKEND=nccl), and with 2+ GPUs
 #      `--nproc-per-node 2` over NCCL (one GPU per process), a few ticks of a small network each;
-# and writes the figures to $OUT/gpu_report.txt (OUT defaults to out/gpu).
+# and writes the figures to $OUT/gpu_report.txt (OUT defaults to out/gpu). Each step has its own time limit, so one
+# that hangs leaves the others their time.
 #   SG2_BIN   the binary (default target/release/sg2)
-#   PY        a Python with torch (default python3)
-#   REF_DIR   stylegan2-ada-pytorch (default ../shared/reference/stylegan2-ada-pytorch; skipped when absent)
+#   PY        a Python with torch, numpy and Pillow (default python3)
+#   REF_DIR   stylegan2-ada-pytorch (default .ref/stylegan2-ada-pytorch in the repo, else
+#             ../shared/reference/stylegan2-ada-pytorch; step 4 is skipped when neither exists)
+#
+# On a GPU machine that receives a copy of the working tree, with the reference beside the repo here:
+#   mkdir -p .ref && cp -r ../shared/reference/stylegan2-ada-pytorch .ref/ && echo /.ref/ >> .git/info/exclude
+#   then run there, carrying target/release/sg2 and .ref, with a limit of about 9 minutes:
+#   LD_LIBRARY_PATH=/opt/torch/.venv/lib/python3.12/site-packages/torch/lib bash scripts/gpu_check.sh
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN=${SG2_BIN:-$ROOT/target/release/sg2}
 PY=${PY:-python3}
-REF_DIR=${REF_DIR:-$ROOT/../shared/reference/stylegan2-ada-pytorch}
+REF_DIR=${REF_DIR:-$ROOT/.ref/stylegan2-ada-pytorch}
+[ -d "$REF_DIR" ] || REF_DIR=$ROOT/../shared/reference/stylegan2-ada-pytorch
 OUT=${OUT:-$ROOT/out/gpu}
 mkdir -p "$OUT"
 REPORT=$OUT/gpu_report.txt
@@ -33,7 +41,7 @@ for net in tiny32 tiny64; do
   g=$ROOT/tests/golden
   "$BIN" import --g "$g/$net-G.safetensors" --d "$g/$net-D.safetensors" --kwargs "$g/$net-kwargs.json" \
     --out "$WORK/$net.safetensors" >/dev/null || { say "$net: import failed"; status=1; continue; }
-  "$BIN" --device cuda generate --network "$WORK/$net.safetensors" --seeds 0,1,6600-6605 --trunc 1 \
+  timeout 120 "$BIN" --device cuda generate --network "$WORK/$net.safetensors" --seeds 0,1,6600-6605 --trunc 1 \
     --noise-mode const --outdir "$WORK/$net" >/dev/null 2>&1 || { say "$net: generate failed"; status=1; continue; }
   "$PY" - "$g/$net-io.safetensors" "$WORK/$net" <<'PYEOF' 2>&1 | tee -a "$REPORT" || status=1
 import json, sys, glob
@@ -52,17 +60,18 @@ PYEOF
 done
 
 say "== 2. fp16 training step (num_fp16_res 4, conv_clamp 256), must stay finite"
-"$BIN" --device cuda bench train --config "$ROOT/configs/config-f.toml" --set model.resolution=64 \
+timeout 120 "$BIN" --device cuda bench train --config "$ROOT/configs/config-f.toml" --set model.resolution=64 \
   --set model.num_fp16_res=4 --set model.conv_clamp=256 --set training.nan_policy=stop --batch 16 --steps 16 \
   2>&1 | tee -a "$REPORT" || { say "fp16 step: FAIL"; status=1; }
 
 say "== 3. sg2 bench train, config-f 256x256, batch 32"
-"$BIN" --device cuda bench train --config "$ROOT/configs/config-f.toml" --set model.resolution=256 --batch 32 \
-  --steps 32 2>&1 | tee -a "$REPORT" || status=1
+timeout 150 "$BIN" --device cuda bench train --config "$ROOT/configs/config-f.toml" --set model.resolution=256 --batch 32 \
+  --steps 32 2>&1 | tee -a "$REPORT" || { say "sg2 bench: FAIL (or over its time limit)"; status=1; }
 
 say "== 4. reference training step on the same GPU (config-f 256x256, batch 32)"
 if [ -d "$REF_DIR" ]; then
-  "$PY" "$ROOT/scripts/ref_bench_cuda.py" "$REF_DIR" --res 256 --batch 32 --steps 32 2>&1 | tail -n 3 | tee -a "$REPORT"
+  timeout 240 "$PY" "$ROOT/scripts/ref_bench_cuda.py" "$REF_DIR" --res 256 --batch 32 --steps 32 2>&1 | tail -n 3 | tee -a "$REPORT" \
+    || { say "reference bench: FAIL (or over its time limit)"; status=1; }
 else
   say "skipped: no $REF_DIR (copy stylegan2-ada-pytorch into the repo and set REF_DIR)"
 fi
@@ -72,10 +81,10 @@ say "== 5. data-parallel training on CUDA (NCCL)"
 if [ -d "$WORK/fm" ]; then
   small=(train --config "$ROOT/configs/fmnist32.toml" --data "$WORK/fm" --kimg 0.5 --set logging.tick_kimg=0.1)
   RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 SG2_DIST_BACKEND=nccl \
-    "$BIN" --device cuda "${small[@]}" --outdir "$WORK/runs1" 2>&1 | tail -n 3 | tee -a "$REPORT" \
+    timeout 90 "$BIN" --device cuda "${small[@]}" --outdir "$WORK/runs1" 2>&1 | tail -n 3 | tee -a "$REPORT" \
     || { say "NCCL group of one: FAIL"; status=1; }
   if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
-    "$BIN" --device cuda "${small[@]}" --outdir "$WORK/runs2" --nproc-per-node 2 2>&1 | tail -n 3 | tee -a "$REPORT" \
+    timeout 90 "$BIN" --device cuda "${small[@]}" --outdir "$WORK/runs2" --nproc-per-node 2 2>&1 | tail -n 3 | tee -a "$REPORT" \
       || { say "NCCL 2 processes: FAIL"; status=1; }
   else
     say "one GPU: --nproc-per-node 2 over NCCL skipped (NCCL needs one GPU per process)"

@@ -4,6 +4,7 @@
 use crate::util::{progress_bar, write_atomic, write_bytes_atomic, Progress};
 use anyhow::{bail, ensure, Context, Result};
 use image::codecs::gif::{GifEncoder, Repeat};
+use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::PngEncoder;
 use image::{Delay, ExtendedColorType, Frame, ImageEncoder, ImageFormat, RgbaImage};
 use std::io::Write;
@@ -126,6 +127,37 @@ impl ImageU8 {
         Ok(bytes)
     }
 
+    /// The JPEG file's bytes (quality 95; grayscale for 1 channel, RGB for 3).
+    pub fn encode_jpeg(&self) -> Result<Vec<u8>> {
+        self.check()?;
+        ensure!(
+            self.width <= 65535 && self.height <= 65535,
+            "{}x{} is larger than JPEG allows",
+            self.width,
+            self.height
+        );
+        let mut bytes = Vec::new();
+        JpegEncoder::new_with_quality(&mut bytes, 95).write_image(
+            &self.data,
+            self.width,
+            self.height,
+            self.color_type(),
+        )?;
+        Ok(bytes)
+    }
+
+    /// Writes the image atomically in the format its extension names (see [`format_of`]): JPEG for `.jpg` and
+    /// `.jpeg`, PNG otherwise.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = match format_of(path) {
+            Some(ImageFormat::Jpeg) => self.encode_jpeg(),
+            _ => self.encode_png(),
+        }
+        .with_context(|| format!("{}: cannot save", path.display()))?;
+        write_bytes_atomic(path, &bytes)
+    }
+
     /// Writes a PNG (grayscale for 1 channel, RGB for 3) atomically.
     pub fn save_png(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
@@ -180,6 +212,37 @@ pub fn grid(images: &[ImageU8], cols: usize) -> Result<ImageU8> {
         }
     }
     Ok(out)
+}
+
+/// Still images a user may ask for: the extension of the output names the format.
+pub const STILL: &[ImageFormat] = &[ImageFormat::Png, ImageFormat::Jpeg];
+
+/// The format that a file's extension names: `.png`, `.jpg` / `.jpeg` or `.gif`, in any case.
+pub fn format_of(path: &Path) -> Option<ImageFormat> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    match ext.as_str() {
+        "png" => Some(ImageFormat::Png),
+        "jpg" | "jpeg" => Some(ImageFormat::Jpeg),
+        "gif" => Some(ImageFormat::Gif),
+        _ => None,
+    }
+}
+
+/// Checks, before any work, that the output `path` given as `option` ends in an extension of one of `allowed`, so
+/// a file's name never disagrees with its content.
+pub fn check_extension(path: &Path, option: &str, allowed: &[ImageFormat]) -> Result<()> {
+    if format_of(path).is_some_and(|f| allowed.contains(&f)) {
+        return Ok(());
+    }
+    let names: Vec<&str> = allowed
+        .iter()
+        .map(|f| match f {
+            ImageFormat::Png => ".png",
+            ImageFormat::Jpeg => ".jpg",
+            _ => ".gif",
+        })
+        .collect();
+    bail!("{option} {}: the extension names the format: end the name in {}", path.display(), names.join(" or "))
 }
 
 /// Writes an infinitely looping animated GIF atomically. Grayscale frames become RGB. GIF stores delays in

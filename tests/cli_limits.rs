@@ -268,3 +268,89 @@ fn outputs_overrides_and_special_files_are_checked_before_any_work() {
     assert_eq!(std::fs::read(&manifest).unwrap(), before);
     assert!(!png.exists());
 }
+
+/// An image output's extension names its format (.png or .jpg; .gif for animations), checked before any work; a
+/// sheet asking for more images than a dataset holds shows them all, with a note.
+#[test]
+fn image_outputs_follow_their_extension_and_small_datasets_are_shown_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = small_dataset(t.path(), 3);
+    let decoded = |p: &Path, fmt: image::ImageFormat| {
+        let bytes = std::fs::read(p).unwrap();
+        assert_eq!(image::guess_format(&bytes).unwrap(), fmt, "{}", p.display());
+        image::load_from_memory(&bytes).unwrap()
+    };
+    let jpg = t.path().join("sheet.JPG");
+    let (ok, _, err) = sg2(&["dataset-tool", "grid", s(&ds), "--out", s(&jpg), "--count", "2"]);
+    assert!(ok, "{err}");
+    let img = decoded(&jpg, image::ImageFormat::Jpeg);
+    assert_eq!((img.width(), img.height()), (32, 16));
+    let bmp = t.path().join("sheet.bmp");
+    refused(sg2(&["dataset-tool", "grid", s(&ds), "--out", s(&bmp)]), &["--out", "sheet.bmp", ".png or .jpg"]);
+    let aug = sg2(&["dataset-tool", "augment", s(&ds), "--out", s(&t.path().join("a.webp"))]);
+    refused(aug, &["--out", "a.webp", ".png or .jpg"]);
+
+    // 3 images asked as 10: a 2x2 sheet of all three, as grid and augment both show it.
+    for cmd in ["grid", "augment"] {
+        let out = t.path().join(format!("{cmd}.png"));
+        let (ok, _, err) = sg2(&["dataset-tool", cmd, s(&ds), "--out", s(&out), "--count", "10"]);
+        assert!(ok, "{err}");
+        assert!(err.contains(&format!("note: {} holds 3 images", ds.display())), "{err}");
+        let img = decoded(&out, image::ImageFormat::Png);
+        assert_eq!((img.width(), img.height()), (32, 32), "{cmd}");
+    }
+
+    let net = tiny32(t.path());
+    let mix = t.path().join("mix.jpeg");
+    let (ok, _, err) =
+        sg2(&["--device", "cpu", "style-mix", "--network", s(&net), "--rows", "0", "--cols", "1", "--out", s(&mix)]);
+    assert!(ok, "{err}");
+    let img = decoded(&mix, image::ImageFormat::Jpeg);
+    assert_eq!((img.width(), img.height()), (64, 64));
+    let walk = t.path().join("walk.png");
+    let r = sg2(&["--device", "cpu", "interpolate", "--network", s(&net), "--seeds", "0,1", "--out", s(&walk)]);
+    refused(r, &["--out", "walk.png", "end the name in .gif"]);
+    let out = t.path().join("gen");
+    let grid = t.path().join("grid.tif");
+    let r = sg2(&[
+        "--device",
+        "cpu",
+        "generate",
+        "--network",
+        s(&net),
+        "--seeds",
+        "0",
+        "--outdir",
+        s(&out),
+        "--grid",
+        s(&grid),
+    ]);
+    refused(r, &["--grid", "grid.tif"]);
+    assert!(!walk.exists() && !grid.exists() && !out.exists());
+}
+
+/// Options that only mean something with another are refused without it; a detector path that is a folder, or a
+/// --detector-dir that is a file, is named for what it is.
+#[test]
+fn options_out_of_context_and_detector_paths_that_are_not_files() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = small_dataset(t.path(), 2);
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/fmnist32.toml");
+    let runs = t.path().join("runs");
+    let (ok, _, err) =
+        sg2(&["train", "--config", s(&config), "--data", s(&ds), "--outdir", s(&runs), "--allow-dataset-change"]);
+    assert!(!ok && err.contains("--allow-dataset-change") && err.contains("--resume"), "{err}");
+    assert!(!runs.exists());
+
+    let det = t.path().join("det");
+    std::fs::create_dir_all(det.join("inception-2015-12-05.pt")).unwrap();
+    let metrics = |dir: &Path| {
+        let a = ["--device", "cpu", "metrics", "--real", s(&ds), "--fake", s(&ds), "--no-cache"];
+        sg2(&[&a[..], &["--detector-dir", s(dir)]].concat())
+    };
+    let folder = det.join("inception-2015-12-05.pt");
+    refused(metrics(&det), &[&format!("{}: a folder, not a TorchScript detector file", folder.display())]);
+    let file = t.path().join("det.txt");
+    std::fs::write(&file, b"x").unwrap();
+    refused(metrics(&file), &[&format!("--detector-dir {}: not a folder", file.display())]);
+}

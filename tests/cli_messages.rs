@@ -95,6 +95,14 @@ fn resume_with_another_model_names_the_key() {
     let (ok, _, err) = run_sg2(&[&base[..], &resume, &["--set", "model.fmap_max=8"]].concat());
     assert!(!ok, "{err}");
     assert!(err.contains("the snapshot's model.fmap_max = 16 differs from the config's 8"), "{err}");
+    // Already trained to --kimg: the model is still checked, so "nothing to do" never hides a mismatch.
+    let reached = ["--outdir", other.to_str().unwrap(), "--resume", snap.to_str().unwrap(), "--kimg", "0.004"];
+    let (ok, out, err) = run_sg2(&[&base[..], &reached, &["--set", "model.fmap_max=8"]].concat());
+    assert!(!ok && !out.contains("nothing to do"), "{out}");
+    assert!(err.contains("the snapshot's model.fmap_max = 16 differs from the config's 8"), "{err}");
+    let (ok, out, err) = run_sg2(&[&base[..], &reached].concat());
+    assert!(ok && out.contains("nothing to do"), "{out}{err}");
+    assert!(!other.exists(), "nothing to do writes nothing");
 }
 
 /// Damage inside the tensor data (which the format's own checks cannot see) and a diverged network are refused by

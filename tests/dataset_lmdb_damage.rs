@@ -22,7 +22,7 @@ fn entries(n: usize) -> Vec<(String, Vec<u8>)> {
 fn value(item: &sg2::data::sources::Item) -> &[u8] {
     match &item.payload {
         Payload::Encoded(b) => b,
-        Payload::Raw(_) | Payload::TooLarge(_) => panic!("not encoded bytes"),
+        Payload::Raw(_) | Payload::TooLarge(_) | Payload::Unreadable(_) => panic!("not encoded bytes"),
     }
 }
 

@@ -303,3 +303,91 @@ fn special_files_and_oversized_entries_are_skipped() {
     assert_eq!(s2.written, 1);
     assert_eq!(s2.skipped.get("too large to decode"), Some(&1), "{:?}", s2.skipped);
 }
+
+/// Offsets of the local and central headers of `name` in zip bytes `b`.
+fn zip_headers(b: &[u8], name: &str) -> [usize; 2] {
+    [(b"PK\x03\x04", 26, 30), (b"PK\x01\x02", 28, 46)].map(|(sig, name_len_at, name_at)| {
+        (0..b.len() - 4)
+            .find(|&i| {
+                let n = u16::from_le_bytes([b[i + name_len_at], b[i + name_len_at + 1]]) as usize;
+                &b[i..i + 4] == sig && b.get(i + name_at..i + name_at + n) == Some(name.as_bytes())
+            })
+            .unwrap()
+    })
+}
+
+/// A zip entry in a compression the reader lacks, or whose bytes fail their CRC, is one unreadable image: skipped
+/// and counted, the entries after it still read; `--strict` makes it fatal, naming the entry.
+#[test]
+fn unreadable_zip_entries_are_skipped_and_counted() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..4 {
+        std::fs::write(dir.join(format!("{i}.png")), png(&picture(12, 12, 3, i))).unwrap();
+    }
+    let zip_path = t.path().join("a.zip");
+    make_zip(&zip_path, &dir, "", true);
+    let mut b = std::fs::read(&zip_path).unwrap();
+    // 1.png: compression method 12 (bzip2, not built in) in both headers.
+    let [local, central] = zip_headers(&b, "1.png");
+    b[local + 8..local + 10].copy_from_slice(&12u16.to_le_bytes());
+    b[central + 10..central + 12].copy_from_slice(&12u16.to_le_bytes());
+    // 2.png: a stored byte flipped after the PNG signature, so the entry's CRC-32 fails.
+    let [local, _] = zip_headers(&b, "2.png");
+    b[local + 30 + 5 + 20] ^= 0x55;
+    std::fs::write(&zip_path, &b).unwrap();
+
+    let d = t.path().join("d");
+    let s = create(&mut Images::open(&zip_path).unwrap(), &opts(&d, 8, None)).unwrap();
+    assert_eq!(s.written, 2);
+    assert_eq!(s.skipped.get("unreadable"), Some(&2), "{:?}", s.skipped);
+    let ds = Dataset::open(&d).unwrap();
+    let want = |i: usize| {
+        let p = picture(12, 12, 3, i);
+        to_chw(&resize_lanczos(&center_crop_square(&p), 8, 8))
+    };
+    assert_eq!(ds.record(8, 0), &want(0)[..]);
+    assert_eq!(ds.record(8, 1), &want(3)[..], "the entries after the damaged ones are read");
+
+    let mut strict = opts(&t.path().join("s"), 8, None);
+    strict.strict = true;
+    let err = format!("{:#}", create(&mut Images::open(&zip_path).unwrap(), &strict).unwrap_err());
+    assert!(err.contains("1.png: cannot read the entry") && err.contains("(--strict)"), "{err}");
+}
+
+/// An empty CIFAR batch is named as such.
+#[test]
+fn an_empty_cifar_batch_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join("data_batch_1"), cifar_pickle(&[], &[])).unwrap();
+    let err = format!("{:#}", Cifar10::open(t.path()).err().unwrap());
+    assert!(err.contains("data_batch_1: an empty batch (0 images"), "{err}");
+}
+
+/// Two zip entries of one name: the archive reader keeps the last, and the hidden one is counted, not lost without
+/// a word.
+#[test]
+fn a_repeated_zip_entry_name_is_counted() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, name) in ["a.png", "b.png", "c.png"].iter().enumerate() {
+        std::fs::write(dir.join(name), png(&picture(12, 12, 3, i))).unwrap();
+    }
+    let zip_path = t.path().join("a.zip");
+    make_zip(&zip_path, &dir, "", true);
+    let mut b = std::fs::read(&zip_path).unwrap();
+    // b.png becomes a second a.png in both headers (same length, so nothing moves).
+    for (at, name_at) in zip_headers(&b, "b.png").into_iter().zip([30, 46]) {
+        b[at + name_at] = b'a';
+    }
+    std::fs::write(&zip_path, &b).unwrap();
+    let d = t.path().join("d");
+    let s = create(&mut Images::open(&zip_path).unwrap(), &opts(&d, 8, None)).unwrap();
+    assert_eq!(s.written, 2);
+    assert_eq!(s.skipped.get("zip entry repeated by a later one of its name"), Some(&1), "{:?}", s.skipped);
+    let ds = Dataset::open(&d).unwrap();
+    let want = to_chw(&resize_lanczos(&center_crop_square(&picture(12, 12, 3, 1)), 8, 8));
+    assert_eq!(ds.record(8, 0), &want[..], "the last entry of the name is the one read");
+}

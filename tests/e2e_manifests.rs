@@ -103,7 +103,7 @@ fn every_sg2_command_in_the_manifests_parses() {
             }
             Command::Metrics(a) => {
                 metrics += 1;
-                assert_eq!(a.metrics, "fid50k_full,ppl2_wend");
+                assert_eq!(a.metrics.as_deref(), Some("fid50k_full,ppl2_wend"));
                 assert_eq!(a.detector_dir, Some(PathBuf::from("/data/detectors")));
             }
             _ => {}

@@ -152,12 +152,32 @@ fn identical_sets_give_zero_fid_and_ranking_puts_copies_first() {
     let (ok, out, err) = run_sg2_env(&args, &[("SG2_HOME", &home)]);
     assert!(ok, "{err}");
     assert!(parse_lines("noise", &out)[0].1 > 1e-3);
+    assert!(!err.contains("note:"), "same size and colour: {err}");
+    // Sets of another size or colour are compared (the detectors resize), with a note that says so.
+    let gray = dir.path().join("gray");
+    std::fs::create_dir_all(&gray).unwrap();
+    for i in 0..4u32 {
+        let img = image::imageops::grayscale(&image::imageops::thumbnail(&test_image(i, 32, false), 16, 16));
+        img.save(gray.join(format!("g{i}.png"))).unwrap();
+    }
+    let args = ["--device", "cpu", "metrics", "--real", s(&ds), "--fake", s(&gray), "--detector-dir", s(&det)];
+    let (ok, out, err) = run_sg2_env(&args, &[("SG2_HOME", &home)]);
+    assert!(ok, "{err}");
+    assert!(parse_lines("gray", &out)[0].1 > 1e-3);
+    let want = format!("note: {} holds 32x32 RGB images and {} 16x16 grayscale", ds.display(), gray.display());
+    assert!(err.contains(&want), "{err}");
+    // --metrics has no meaning for a ranking.
+    let args = ["metrics", "--real", s(&ds), "--fake", s(&gray), "--rank", "r.tsv", "--metrics", "kid"];
+    let (ok, _, err) = run_sg2(&args);
+    assert!(!ok && err.contains("--metrics") && err.contains("cannot be used with"), "{err}");
 
     // Ranking: candidates = 3 copies of reference images and 3 noise images; with k = 1 copies are at distance 0.
     let cands = dir.path().join("cands");
     image_folder(&cands, 3, 3, 32, false);
     for i in 0..3 {
-        std::fs::copy(noise.join(format!("img{i:04}.png")), cands.join(format!("junk{i}.png"))).unwrap();
+        // A TAB in a name is escaped, so every row keeps its four fields.
+        let name = if i == 2 { "junk\t2.png".to_string() } else { format!("junk{i}.png") };
+        std::fs::copy(noise.join(format!("img{i:04}.png")), cands.join(name)).unwrap();
     }
     let tsv = dir.path().join("rank.tsv");
     let args = [
@@ -182,7 +202,9 @@ fn identical_sets_give_zero_fid_and_ranking_puts_copies_first() {
     let rows: Vec<Vec<&str>> = text.lines().skip(1).map(|l| l.split('\t').collect()).collect();
     assert_eq!(text.lines().next().unwrap(), "rank\tname\tknn1_distance\tinside_reference");
     assert_eq!(rows.len(), 6);
+    assert!(rows.iter().any(|r| r[1] == "junk\\t2.png"), "{text}");
     for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.len(), 4, "{r:?}");
         assert_eq!(r[0], (i + 1).to_string());
         let d: f64 = r[2].parse().unwrap();
         if i < 3 {
@@ -370,4 +392,16 @@ fn mismatched_datasets_are_refused_and_real_counts_are_what_was_used() {
     assert!(err.contains("is 64x64; comparing with its 32x32 level"), "{err}");
     assert!(err.contains("warning: 5000 real images asked") && err.contains("holds 6: using 6"), "{err}");
     assert_eq!(parse_lines("tiny32", &out)[0].0, "fid8_r6");
+    // fid50k caps the reals at 50k: with --num-gen alone on 6 images it reads all 6, and its name and value are
+    // those of --num-real 6.
+    let only_gen = |extra: &[&str]| {
+        let args = ["--device", "cpu", "metrics", "--network", s(&net), "--data", s(&big), "--num-gen", "8"];
+        let more = ["--metrics", "fid50k", "--batch", "8", "--detector-dir", s(&det)];
+        let (ok, out, err) = run_sg2_env(&[&args[..], &more, extra].concat(), &[("SG2_HOME", &home)]);
+        assert!(ok, "{err}");
+        parse_lines("tiny32", &out).remove(0)
+    };
+    let capped = only_gen(&[]);
+    assert_eq!(capped.0, "fid8_r6");
+    assert_eq!(capped, only_gen(&["--num-real", "6"]));
 }

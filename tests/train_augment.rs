@@ -195,13 +195,15 @@ fn dataset_tool_augment_writes_the_pipe_output() {
     let img = ImageU8::load_png(&png).unwrap();
     assert_eq!((img.width, img.height, img.channels), (96, 64, 3));
 
-    for (bad, msg) in [
-        (&["--count", "0"][..], "--count"),
-        (&["--p", "1.5"][..], "--p"),
-        (&["--pipe", "nope"][..], "bgcfnc"),
-        (&["--count", "7"][..], "has 6"),
-    ] {
+    for (bad, msg) in
+        [(&["--count", "0"][..], "--count"), (&["--p", "1.5"][..], "--p"), (&["--pipe", "nope"][..], "bgcfnc")]
+    {
         let (ok, _, err) = args(bad);
         assert!(!ok && err.contains(msg), "{bad:?}: {err}");
     }
+    // More than the dataset holds: all 6, in a 3x2 grid.
+    let (ok, _, err) = args(&["--count", "7"]);
+    assert!(ok && err.contains("holds 6 images: showing all of them"), "{err}");
+    let img = ImageU8::load_png(&png).unwrap();
+    assert_eq!((img.width, img.height), (96, 64));
 }

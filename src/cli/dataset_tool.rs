@@ -33,7 +33,7 @@ pub struct CreateArgs {
     /// Seed of --shuffle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Make an undecodable (or too large) image a fatal error instead of skipping and counting it.
+    /// Make an undecodable, unreadable (or too large) image a fatal error instead of skipping and counting it.
     #[arg(long)]
     pub strict: bool,
     /// Replace an existing dataset at --dest (only once the new one is complete), or discard an interrupted run.
@@ -149,17 +149,18 @@ pub enum DatasetCommand {
         #[arg(long)]
         max_images: Option<u64>,
     },
-    /// A PNG contact sheet of the first records.
+    /// A contact sheet of the first records (PNG, or JPEG for a .jpg name).
     Grid {
         /// Dataset folder.
         dataset: PathBuf,
-        /// Output PNG.
+        /// Output image: .png, or .jpg for JPEG.
         #[arg(long)]
         out: PathBuf,
         /// Level to show (default: full resolution).
         #[arg(long)]
         resolution: Option<usize>,
-        /// Number of images (>= 1; the sheet may hold at most 1 GiB of pixels).
+        /// Number of images (>= 1; all of them when the dataset holds fewer; the sheet may hold at most 1 GiB of
+        /// pixels).
         #[arg(long, default_value_t = 64)]
         count: u64,
     },
@@ -179,10 +180,10 @@ pub enum DatasetCommand {
         /// Seed of the random augmentation parameters.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Number of images (the first ones of the dataset).
+        /// Number of images, the first ones of the dataset (>= 1; all of them when the dataset holds fewer).
         #[arg(long, default_value_t = 16)]
         count: u64,
-        /// Output PNG: the augmented images in a near-square grid.
+        /// Output image (.png, or .jpg for JPEG): the augmented images in a near-square grid.
         #[arg(long)]
         out: PathBuf,
         /// Also save the augmented batch as safetensors: key `images`, NCHW float32 (values may leave [-1, 1]).
@@ -283,6 +284,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         }
         DatasetCommand::Grid { dataset, out, resolution, count } => {
             crate::util::check_output_file(&out, "--out", &[&dataset])?;
+            crate::image_io::check_extension(&out, "--out", crate::image_io::STILL)?;
             let ds = Dataset::open(&dataset)?;
             inspect::grid(&ds, &out, resolution, count)?;
             println!("wrote {}", out.display());
@@ -295,6 +297,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             let opts = preview::PreviewOptions { pipe, p, seed, count };
             opts.pipe()?;
             crate::util::check_output_file(&out, "--out", &[&dataset])?;
+            crate::image_io::check_extension(&out, "--out", crate::image_io::STILL)?;
             if let Some(t) = &tensor_out {
                 crate::util::check_output_file(t, "--tensor-out", &[&dataset, &out])?;
             }

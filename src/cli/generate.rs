@@ -4,6 +4,7 @@ use super::Global;
 use crate::generate::{
     class_tensor, generate_projected, generate_seeds, interpolation_frames, style_mix_grid, GenOptions, Noise,
 };
+use crate::image_io::{check_extension, STILL};
 use crate::model::checkpoint::load_generator;
 use crate::model::{NoiseMode, Space};
 use crate::seeds::{parse_index_list, parse_seeds};
@@ -38,7 +39,7 @@ pub struct GenerateArgs {
     /// Images per forward pass (1 to 1024).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Also write all images as one grid PNG (at most 1 GiB of pixels).
+    /// Also write all images as one grid: .png, or .jpg for JPEG (at most 1 GiB of pixels).
     #[arg(long)]
     pub grid: Option<PathBuf>,
 }
@@ -66,7 +67,7 @@ pub struct StyleMixArgs {
     /// Class label for conditional networks.
     #[arg(long = "class")]
     pub class_idx: Option<usize>,
-    /// Output PNG (the figure may hold at most 1 GiB of pixels).
+    /// Output image: .png, or .jpg for JPEG (the figure may hold at most 1 GiB of pixels).
     #[arg(long, default_value = "out/stylemix.png")]
     pub out: PathBuf,
 }
@@ -140,7 +141,7 @@ fn run_projected(a: &GenerateArgs, w_path: &Path, device: tch::Device) -> Result
 fn save_grid(images: &[crate::image_io::ImageU8], path: Option<&std::path::Path>) -> Result<()> {
     if let Some(path) = path {
         let cols = (images.len() as f64).sqrt().ceil() as usize;
-        crate::image_io::grid(images, cols.max(1))?.save_png(path)?;
+        crate::image_io::grid(images, cols.max(1))?.save(path)?;
         println!("Grid: {}", path.display());
     }
     Ok(())
@@ -150,6 +151,7 @@ pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     let device = g.setup()?;
     if let Some(grid) = &a.grid {
         crate::util::check_output_file(grid, "--grid", &[])?;
+        check_extension(grid, "--grid", STILL)?;
     }
     if let Some(w_path) = &a.projected_w {
         return run_projected(&a, w_path, device);
@@ -190,12 +192,13 @@ pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
     let styles = parse_index_list(&a.styles).context("--styles")?;
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
     crate::util::check_output_file(&a.out, "--out", &[])?;
+    check_extension(&a.out, "--out", STILL)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     ensure_fits("--rows/--cols", &net, 1, cols.len() as u64 + 1, rows.len() as u64 + 1)?;
     let shown = if styles.len() <= 32 { format!("{styles:?}") } else { format!("{} layers", styles.len()) };
     println!("Generating style-mix grid: {} rows x {} columns, styles {shown} ...", rows.len(), cols.len());
     let grid = style_mix_grid(&net, &rows, &cols, &styles, &opts, device)?;
-    grid.save_png(&a.out)?;
+    grid.save(&a.out)?;
     println!("Saved {}", a.out.display());
     Ok(())
 }
@@ -208,6 +211,7 @@ pub fn run_interpolate(a: InterpolateArgs, g: &Global) -> Result<()> {
     }
     let opts = options(a.truncation_psi, Noise::Mode(a.noise_mode), a.class_idx, 1)?;
     crate::util::check_output_file(&a.out, "--out", &[])?;
+    check_extension(&a.out, "--out", &[image::ImageFormat::Gif])?;
     if a.frames == 0 {
         bail!("--frames 0: must be >= 1");
     }

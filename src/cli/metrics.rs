@@ -17,9 +17,10 @@ pub struct Args {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Comma-separated metrics: fid50k_full, fid50k, kid50k_full, pr50k3_full, is50k, ppl2_wend, ppl_zfull,
-    /// ppl_wfull, ppl_zend, ppl_wend (with --real/--fake: fid, kid, pr).
-    #[arg(long, default_value = "fid50k_full")]
-    pub metrics: String,
+    /// ppl_wfull, ppl_zend, ppl_wend (with --real/--fake: fid, kid, pr) [default: fid50k_full; with --real/--fake:
+    /// fid].
+    #[arg(long)]
+    pub metrics: Option<String>,
     /// Real images for a dataset-vs-dataset comparison (dataset folder or image folder).
     #[arg(long)]
     pub real: Option<PathBuf>,
@@ -43,8 +44,9 @@ pub struct Args {
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// With --real REF --fake CANDIDATES: write a TSV ranking each candidate by its distance (Inception features) to
-    /// the k-th nearest reference image, nearest first, with whether it lies inside the reference manifold.
-    #[arg(long, value_name = "OUT.tsv")]
+    /// the k-th nearest reference image, nearest first, with whether it lies inside the reference manifold. A TAB,
+    /// newline, carriage return or backslash in a file name is written as \t, \n, \r or \\.
+    #[arg(long, value_name = "OUT.tsv", conflicts_with = "metrics")]
     pub rank: Option<PathBuf>,
     /// Neighbourhood size k for --rank (>= 1, below the number of reference images).
     #[arg(long, default_value_t = 3)]
@@ -105,9 +107,11 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     if args.no_cache {
         opts.cache_dir = None;
     }
+    let comparing = args.real.is_some() || args.fake.is_some();
+    let list = args.metrics.as_deref().unwrap_or(if comparing { "fid" } else { "fid50k_full" });
     let mut names: Vec<String> = vec![];
-    for n in args.metrics.split(',').map(str::trim) {
-        ensure!(!n.is_empty(), "--metrics {}: an empty name in the list", args.metrics);
+    for n in list.split(',').map(str::trim) {
+        ensure!(!n.is_empty(), "--metrics {list}: an empty name in the list");
         // A metric named twice is computed once.
         if !names.iter().any(|m| m == n) {
             names.push(n.to_string());
@@ -161,7 +165,6 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
                 );
                 return Ok(());
             }
-            let names = if args.metrics == "fid50k_full" { vec!["fid".to_string()] } else { names };
             let results = compare::compare(real, fake, &names, &opts)?;
             let label = fake.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             print_results(&label, &results)

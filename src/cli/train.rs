@@ -43,7 +43,7 @@ pub struct Args {
     pub init: Option<PathBuf>,
     /// With --resume: continue on --data even when the snapshot was trained on another dataset (its fingerprint
     /// differs); the data order starts a new epoch.
-    #[arg(long)]
+    #[arg(long, requires = "resume")]
     pub allow_dataset_change: bool,
     #[command(flatten)]
     pub launch: super::launch::LaunchArgs,

@@ -157,6 +157,7 @@ impl std::fmt::Display for Summary {
 /// Skip reasons, as counted in the summary.
 pub const SKIP_UNDECODABLE: &str = "undecodable";
 pub const SKIP_TOO_LARGE: &str = "too large to decode";
+pub const SKIP_UNREADABLE: &str = "unreadable";
 pub const SKIP_SMALL: &str = "smaller than --min-size";
 pub const SKIP_NARROW: &str = "too narrow for the wide crop";
 
@@ -176,6 +177,7 @@ fn process(item: Item, spec: &Spec) -> Outcome {
     let img = match item.payload {
         Payload::Raw(p) => p.with_channels(spec.channels),
         Payload::TooLarge(why) => return Outcome::Skip(SKIP_TOO_LARGE, format!("{}: {why}", item.key)),
+        Payload::Unreadable(why) => return Outcome::Skip(SKIP_UNREADABLE, format!("{}: {why}", item.key)),
         Payload::Encoded(bytes) => match decode(&bytes, spec.channels) {
             Ok(p) => p,
             Err(e) => {
@@ -236,7 +238,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
         (0..n).find_map(|p| match source.get(at(p)).ok()?.payload {
             Payload::Raw(p) => Some(p.channels as usize),
             Payload::Encoded(b) => is_grayscale(&b).ok().map(|gray| if gray { 1 } else { 3 }),
-            Payload::TooLarge(_) => None,
+            Payload::TooLarge(_) | Payload::Unreadable(_) => None,
         })
     };
     let channels = match opts.channels {
@@ -340,7 +342,7 @@ pub fn create(source: &mut dyn Source, opts: &CreateOptions) -> Result<Summary> 
                     msgs.push(Msg::Record(l, label, pos + j as u64 + 1));
                 }
                 Outcome::Skip(reason, detail) => {
-                    if (reason == SKIP_UNDECODABLE || reason == SKIP_TOO_LARGE) && opts.strict {
+                    if [SKIP_UNDECODABLE, SKIP_TOO_LARGE, SKIP_UNREADABLE].contains(&reason) && opts.strict {
                         failure = Some(anyhow::anyhow!("{detail} (--strict)"));
                         break;
                     }

@@ -121,6 +121,9 @@ pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result
     let r = pick_level(ds, resolution)?;
     ensure!(count >= 1, "--count 0: must be >= 1");
     let n = count.min(ds.count) as usize;
+    if (n as u64) < count {
+        eprintln!("note: {} holds {n} images: the sheet shows all of them", ds.path.display());
+    }
     let cols = (n as f64).sqrt().ceil() as usize;
     let rows = n.div_ceil(cols);
     crate::image_io::ensure_fits("--count", 1, (cols * r) as u64, (rows * r) as u64, ds.channels as u64)?;
@@ -128,7 +131,7 @@ pub fn grid_image(ds: &Dataset, resolution: Option<usize>, count: u64) -> Result
     crate::image_io::grid(&tiles, cols)
 }
 
-/// Writes the contact sheet as a PNG.
+/// Writes the contact sheet (PNG, or JPEG for a `.jpg` name).
 pub fn grid(ds: &Dataset, out: &Path, resolution: Option<usize>, count: u64) -> Result<()> {
-    grid_image(ds, resolution, count)?.save_png(out)
+    grid_image(ds, resolution, count)?.save(out)
 }

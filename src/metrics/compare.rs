@@ -7,6 +7,7 @@ use super::detector::{Detector, INCEPTION, VGG16};
 use super::features::{folder_features, FeaturePass, ImageFolder};
 use super::stats::{Capture, FeatureStats};
 use super::{fid, kid, pr, real_stats, Detectors, MetricOptions, MetricResult};
+use crate::data::sources::{decode, is_grayscale, Payload, Source};
 use crate::data::Dataset;
 use anyhow::{bail, ensure, Result};
 use std::fmt::Write as _;
@@ -47,6 +48,18 @@ impl ImageSet {
         }
     }
 
+    /// Width, height and channels of the first image that decodes (a dataset's resolution and channels).
+    fn first_shape(&mut self) -> Option<(usize, usize, usize)> {
+        match self {
+            ImageSet::Dataset(d) => Some((d.resolution, d.resolution, d.channels)),
+            ImageSet::Folder(f) => (0..f.len().min(64)).find_map(|i| {
+                let Payload::Encoded(b) = f.images.get(i as u64).ok()?.payload else { return None };
+                let px = decode(&b, 3).ok()?;
+                Some((px.width as usize, px.height as usize, if is_grayscale(&b).ok()? { 1 } else { 3 }))
+            }),
+        }
+    }
+
     /// Features of the first `count` images (datasets through the statistics cache).
     pub fn stats(
         &mut self,
@@ -71,10 +84,29 @@ impl ImageSet {
     }
 }
 
+/// Says so when the two sets' images differ in size or colour: the detectors resize every image to their own input
+/// (and repeat a gray channel), so the value is computed, but it then also measures that difference.
+fn note_mismatch(real: &Path, a: &mut ImageSet, fake: &Path, b: &mut ImageSet) {
+    let describe = |(w, h, c): (usize, usize, usize)| format!("{w}x{h} {}", if c == 1 { "grayscale" } else { "RGB" });
+    if let (Some(sa), Some(sb)) = (a.first_shape(), b.first_shape()) {
+        if sa != sb {
+            eprintln!(
+                "note: {} holds {} images and {} {} (first image of each); the detectors resize both to their \
+                 input, so the value also measures that difference",
+                real.display(),
+                describe(sa),
+                fake.display(),
+                describe(sb)
+            );
+        }
+    }
+}
+
 /// `fid`, `kid` and `pr` between two sets: `--num-real` / `--num-gen` limit each to its first images.
 pub fn compare(real: &Path, fake: &Path, names: &[String], opts: &MetricOptions) -> Result<Vec<MetricResult>> {
     let mut a = ImageSet::open(real)?;
     let mut b = ImageSet::open(fake)?;
+    note_mismatch(real, &mut a, fake, &mut b);
     let (na, nb) = (opts.num_real.unwrap_or(usize::MAX), opts.num_gen.unwrap_or(usize::MAX));
     let mut dets = Detectors::new(opts);
     let kw = [("return_features", true)];
@@ -117,6 +149,25 @@ pub fn compare(real: &Path, fake: &Path, names: &[String], opts: &MetricOptions)
     Ok(out)
 }
 
+/// A TSV field: TAB, newline, carriage return and backslash written as `\t`, `\n`, `\r` and `\\` (the escapes of
+/// the "linear TSV" convention), so every candidate stays one line of four fields.
+pub fn tsv_escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['\t', '\n', '\r', '\\']) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// One ranked candidate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranked {
@@ -132,6 +183,7 @@ pub fn rank(reference: &Path, candidates: &Path, out: &Path, k: i64, opts: &Metr
     ensure!(k >= 1, "--k {k}: must be >= 1");
     let mut refs = ImageSet::open(reference)?;
     let mut cands = ImageSet::open(candidates)?;
+    note_mismatch(reference, &mut refs, candidates, &mut cands);
     let mut dets = Detectors::new(opts);
     let det = dets.get(INCEPTION)?;
     let kw = [("return_features", true)];
@@ -150,8 +202,22 @@ pub fn rank(reference: &Path, candidates: &Path, out: &Path, k: i64, opts: &Metr
     ranked.sort_by(|a, b| a.distance.total_cmp(&b.distance).then_with(|| a.name.cmp(&b.name)));
     let mut text = format!("rank\tname\tknn{k}_distance\tinside_reference\n");
     for (i, r) in ranked.iter().enumerate() {
-        writeln!(text, "{}\t{}\t{:.6}\t{}", i + 1, r.name, r.distance, r.inside as u8).unwrap();
+        writeln!(text, "{}\t{}\t{:.6}\t{}", i + 1, tsv_escape(&r.name), r.distance, r.inside as u8).unwrap();
     }
     crate::util::write_bytes_atomic(out, text.as_bytes())?;
     Ok(ranked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tsv_escape;
+
+    #[test]
+    fn tsv_fields_escape_separators_and_backslashes_reversibly() {
+        assert!(matches!(tsv_escape("plain name.png"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(tsv_escape("a\tb\nc\rd\\e.png"), "a\\tb\\nc\\rd\\\\e.png");
+        // A literal backslash followed by 't' stays distinct from an escaped TAB.
+        assert_ne!(tsv_escape("x\\t"), tsv_escape("x\t"));
+        assert_eq!(tsv_escape("x\\t"), "x\\\\t");
+    }
 }

@@ -35,14 +35,30 @@ pub fn detector_dir(dir: Option<&Path>) -> PathBuf {
     dir.map(Path::to_path_buf).unwrap_or_else(|| sg2_home().join("detectors"))
 }
 
+/// Names what stands where a detector file should be, when something does.
+fn ensure_file(p: &Path) -> Result<()> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => bail!("{}: a folder, not a TorchScript detector file", p.display()),
+        Ok(m) if !m.is_file() => bail!("{}: not a regular file (a TorchScript detector file is expected)", p.display()),
+        _ => Ok(()),
+    }
+}
+
 /// The path of detector `file` in `dir`, or an error that says where the official file is published and how to
 /// convert the `.pkl` edition.
 pub fn find(dir: Option<&Path>, file: &str) -> Result<PathBuf> {
     let d = detector_dir(dir);
+    if d.exists() && !d.is_dir() {
+        match dir {
+            Some(_) => bail!("--detector-dir {}: not a folder", d.display()),
+            None => bail!("{}: not a folder (the detector folder under $SG2_HOME)", d.display()),
+        }
+    }
     let p = d.join(file);
     if p.is_file() {
         return Ok(p);
     }
+    ensure_file(&p)?;
     let stem = file.trim_end_matches(".pt");
     bail!(
         "{}: detector file not found. The official file is published at {CDN}/{file} (download it into {}, or run \
@@ -92,6 +108,7 @@ pub struct Detector {
 impl Detector {
     /// Loads `path` on `device` and reads its `forward` signature.
     pub fn load(path: &Path, device: Device) -> Result<Detector> {
+        ensure_file(path)?;
         ensure!(path.is_file(), "{}: detector file not found", path.display());
         let params = forward_signature(path)?;
         let mut module = CModule::load_on_device(path, device).map_err(|e| {

@@ -154,6 +154,7 @@ impl ImageFolder {
             Payload::Encoded(b) => crate::data::sources::decode(&b, 3).with_context(|| name.clone())?,
             Payload::Raw(p) => p,
             Payload::TooLarge(why) => anyhow::bail!("{name}: too large to decode: {why}"),
+            Payload::Unreadable(why) => anyhow::bail!("{name}: {why}"),
         }
         .with_channels(3);
         let t = Tensor::from_slice(&px.data).reshape([px.height as i64, px.width as i64, 3]);

@@ -435,7 +435,11 @@ pub fn evaluate_generator(
                 eprintln!("warning: {asked} real images asked, {} holds {used}: using {used}", ds.path.display());
             }
         }
-        let name = printed_name(m, opts.num_gen, given_real);
+        // With --num-gen alone, a TF-era metric's name gives the reals it used: its cap, or all of a smaller
+        // dataset (the official names, printed without overrides, keep the cap).
+        let capped = m.max_real.filter(|_| !m.name.ends_with("_full"));
+        let named_real = given_real.or_else(|| opts.num_gen.and(capped.map(|r| r.min(available))));
+        let name = printed_name(m, opts.num_gen, named_real);
         let num_gen = opts.num_gen.unwrap_or(m.num_gen);
         let num_real = given_real.or(m.max_real).unwrap_or(usize::MAX);
         let reals = RealSet { ds: &ds, resolution: res, count: num_real, mirror };

@@ -315,20 +315,19 @@ impl Run {
                 Some((None, p.clone(), st))
             }
         };
-        if let Some((_, snap, st)) = &resume {
-            if st.cur_nimg >= total_nimg {
-                return Ok(Opened::NothingToDo { snapshot: snap.clone(), state: st.clone() });
-            }
-        }
+        // A snapshot already at the length asked is still checked against the dataset and the config below, so
+        // "nothing to do" means that the same command with a larger --kimg would train.
+        let done = resume.as_ref().is_some_and(|(_, _, st)| st.cur_nimg >= total_nimg);
         // The folder of `--resume latest` is locked before anything is read or written, so a second trainer on it
         // stops at once.
-        let existing: Option<(PathBuf, snapshot::RunLock)> = match resume.as_ref().and_then(|r| r.0.clone()) {
-            Some(dir) => {
-                let lock = snapshot::RunLock::acquire(&dir)?;
-                Some((dir, lock))
-            }
-            None => None,
-        };
+        let existing: Option<(PathBuf, snapshot::RunLock)> =
+            match resume.as_ref().filter(|_| !done).and_then(|r| r.0.clone()) {
+                Some(dir) => {
+                    let lock = snapshot::RunLock::acquire(&dir)?;
+                    Some((dir, lock))
+                }
+                None => None,
+            };
         let fingerprint = ds.fingerprint();
 
         let mut trainer = Trainer::new(&cfg, opts.device)?;
@@ -372,6 +371,9 @@ impl Run {
                     snap.display(),
                     ds.count
                 );
+            }
+            if done {
+                return Ok(Opened::NothingToDo { snapshot: snap.clone(), state: st.clone() });
             }
         }
         let (run_dir, lock) = match existing {

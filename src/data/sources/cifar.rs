@@ -26,6 +26,7 @@ fn read_batch(what: &str, bytes: &[u8], data: &mut Vec<u8>, labels: &mut Vec<u8>
     let arr = v.get("data").with_context(|| format!("{what}: no 'data' in the batch"))?;
     let (shape, px) = ndarray_u8(arr).with_context(|| format!("{what}: 'data'"))?;
     ensure!(shape.len() == 2 && shape[1] == 3072, "{what}: data shape {shape:?}, expected [N, 3072]");
+    ensure!(shape[0] > 0, "{what}: an empty batch (0 images; CIFAR-10 batches hold 10000)");
     let Some(Val::List(l)) = v.get("labels") else { anyhow::bail!("{what}: no 'labels' list in the batch") };
     ensure!(l.len() == shape[0], "{what}: {} labels for {} images", l.len(), shape[0]);
     for x in l {
@@ -80,11 +81,11 @@ impl Cifar10 {
             );
         }
         if batches.len() < 5 {
-            eprintln!(
-                "warning: {}: only data_batch_1..{} (CIFAR-10 has 5 training batches)",
-                path.display(),
-                batches.len()
-            );
+            let found = match batches.len() {
+                1 => "data_batch_1".to_string(),
+                n => format!("data_batch_1..{n}"),
+            };
+            eprintln!("warning: {}: only {found} (CIFAR-10 has 5 training batches)", path.display());
         }
         let (mut data, mut labels) = (vec![], vec![]);
         for (_, what, bytes) in &batches {

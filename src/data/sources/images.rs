@@ -4,6 +4,8 @@ use super::{Item, Payload, Source};
 
 /// Skip reason of files and folders reached twice (link cycles, several links to one place).
 pub const SKIP_DUPLICATE: &str = "reached twice through links";
+/// Skip reason of zip entries whose name a later entry repeats (the archive reader keeps the last one).
+pub const SKIP_SHADOWED: &str = "zip entry repeated by a later one of its name";
 /// Skip reason of devices, FIFOs and sockets with an image's name (reading them would block or never end).
 pub const SKIP_SPECIAL: &str = "not a regular file";
 use anyhow::{ensure, Context, Result};
@@ -30,6 +32,8 @@ pub struct Images {
     duplicates: u64,
     /// Devices, FIFOs and sockets, left out.
     special: u64,
+    /// Zip entries hidden by a later entry of the same name.
+    shadowed: u64,
 }
 
 /// A folder's files, following links to files and folders once: each file and folder is identified by (device,
@@ -104,22 +108,54 @@ impl Walk {
     }
 }
 
+/// The number of entries that a zip's end-of-central-directory record declares (zip64 included), counting every
+/// entry, also those whose name repeats: the archive reader keeps one entry per name. None when unreadable.
+fn zip_entry_count(path: &Path) -> Option<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    // The record (22 bytes) ends the file, after a comment of at most 65535 bytes.
+    let tail_len = len.min(22 + 65535 + 20);
+    f.seek(SeekFrom::Start(len - tail_len)).ok()?;
+    let mut tail = vec![0u8; tail_len as usize];
+    f.read_exact(&mut tail).ok()?;
+    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]) as u64;
+    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    let eocd = (0..tail.len().saturating_sub(21))
+        .rev()
+        .find(|&i| &tail[i..i + 4] == b"PK\x05\x06" && i + 22 + u16_at(&tail, i + 20) as usize == tail.len())?;
+    let total = u16_at(&tail, eocd + 10);
+    if total != 0xffff {
+        return Some(total);
+    }
+    // Zip64: the locator just before the record gives the zip64 record's offset; its total is at byte 32.
+    let loc = eocd.checked_sub(20)?;
+    if &tail[loc..loc + 4] != b"PK\x06\x07" {
+        return Some(total);
+    }
+    f.seek(SeekFrom::Start(u64_at(&tail, loc + 8))).ok()?;
+    let mut rec = [0u8; 40];
+    f.read_exact(&mut rec).ok()?;
+    (&rec[..4] == b"PK\x06\x06").then(|| u64_at(&rec, 32))
+}
+
 impl Images {
     pub fn open(path: &Path) -> Result<Images> {
         ensure!(path.exists(), "{}: no such file or folder", path.display());
-        let (store, mut names, duplicates, special) = if path.is_dir() {
+        let (store, mut names, duplicates, special, shadowed) = if path.is_dir() {
             let w = Walk::run(path)?;
-            (Store::Dir(path.to_path_buf()), w.files, w.duplicates, w.special)
+            (Store::Dir(path.to_path_buf()), w.files, w.duplicates, w.special, 0)
         } else {
             let f = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
             let z = zip::ZipArchive::new(f)
                 .with_context(|| format!("{}: not a folder or a zip archive (or a truncated zip)", path.display()))?;
             let names = z.file_names().filter(|n| !n.ends_with('/') && is_image_name(n)).map(String::from).collect();
-            (Store::Zip(Box::new(z)), names, 0, 0)
+            let shadowed = zip_entry_count(path).map_or(0, |n| n.saturating_sub(z.len() as u64));
+            (Store::Zip(Box::new(z)), names, 0, 0, shadowed)
         };
         names.sort();
         ensure!(!names.is_empty(), "{}: holds no PNG, JPEG, WebP or GIF files", path.display());
-        Ok(Images { path: path.to_path_buf(), store, names, duplicates, special })
+        Ok(Images { path: path.to_path_buf(), store, names, duplicates, special, shadowed })
     }
 
     pub fn names(&self) -> &[String] {
@@ -150,25 +186,35 @@ impl Source for Images {
             payload: Payload::TooLarge(format!("{n} bytes, over the {} MiB limit", cap >> 20)),
             label: None,
         };
+        let unreadable = |e: String| Item { key: name.clone(), payload: Payload::Unreadable(e), label: None };
         let mut bytes = vec![];
         match &mut self.store {
             Store::Dir(root) => {
                 let p = root.join(name);
-                let f = std::fs::File::open(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+                let f = match std::fs::File::open(&p) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(unreadable(format!("cannot open: {e}"))),
+                };
                 let len = f.metadata().map_or(0, |m| m.len());
                 if len > cap {
                     return Ok(too_large(len));
                 }
-                f.take(cap + 1).read_to_end(&mut bytes).with_context(|| format!("{}: cannot read", p.display()))?;
+                if let Err(e) = f.take(cap + 1).read_to_end(&mut bytes) {
+                    return Ok(unreadable(format!("cannot read: {e}")));
+                }
             }
             Store::Zip(z) => {
-                let e = z.by_name(name).with_context(|| format!("{}: cannot read {name}", self.path.display()))?;
+                // One damaged or unsupported entry leaves the others readable: the archive seeks by offset.
+                let e = match z.by_name(name) {
+                    Ok(e) => e,
+                    Err(e) => return Ok(unreadable(format!("cannot read the entry: {e}"))),
+                };
                 if e.size() > cap {
                     return Ok(too_large(e.size()));
                 }
-                e.take(cap + 1)
-                    .read_to_end(&mut bytes)
-                    .with_context(|| format!("{}: cannot read {name} (truncated?)", self.path.display()))?;
+                if let Err(e) = e.take(cap + 1).read_to_end(&mut bytes) {
+                    return Ok(unreadable(format!("cannot read the entry (damaged or truncated): {e}")));
+                }
             }
         };
         if bytes.len() as u64 > cap {
@@ -178,7 +224,10 @@ impl Source for Images {
     }
 
     fn listing_skips(&self) -> Vec<(&'static str, u64)> {
-        [(SKIP_DUPLICATE, self.duplicates), (SKIP_SPECIAL, self.special)].into_iter().filter(|s| s.1 > 0).collect()
+        [(SKIP_DUPLICATE, self.duplicates), (SKIP_SPECIAL, self.special), (SKIP_SHADOWED, self.shadowed)]
+            .into_iter()
+            .filter(|s| s.1 > 0)
+            .collect()
     }
 
     fn describe(&self) -> serde_json::Value {

@@ -17,6 +17,9 @@ pub enum Payload {
     Raw(ImageU8),
     /// A file too large to read as an image (why), skipped like a decompression bomb.
     TooLarge(String),
+    /// A file or archive entry that cannot be read (why): unreadable, damaged or in an unsupported compression,
+    /// skipped and counted like an undecodable image.
+    Unreadable(String),
 }
 
 /// One source item.

@@ -55,12 +55,20 @@ impl PreviewOptions {
 /// key `images`). Returns the files written.
 pub fn write_preview(ds: &Dataset, o: &PreviewOptions, out: &Path, tensor_out: Option<&Path>) -> Result<Vec<PathBuf>> {
     let pipe = o.pipe()?;
-    let images = augment_dataset(ds, &pipe, o.count, o.seed)?;
+    // As the contact sheet of `dataset-tool grid`: a count above the dataset's size shows the whole dataset.
+    let count = o.count.min(ds.count);
+    if count < o.count {
+        eprintln!("note: {} holds {count} images: showing all of them", ds.path.display());
+    }
+    let cols = (count as f64).sqrt().ceil() as u64;
+    let (r, c) = (ds.resolution as u64, ds.channels as u64);
+    crate::image_io::ensure_fits("--count", 1, cols * r, count.div_ceil(cols) * r, c)?;
+    let images = augment_dataset(ds, &pipe, count, o.seed)?;
 
     let u8s = to_uint8_nhwc(&images);
-    let tiles: Vec<ImageU8> = (0..o.count as i64).map(|i| ImageU8::from_nhwc(&u8s, i)).collect();
-    let cols = (o.count as f64).sqrt().ceil() as usize;
-    grid(&tiles, cols)?.save_png(out)?;
+    let tiles: Vec<ImageU8> = (0..count as i64).map(|i| ImageU8::from_nhwc(&u8s, i)).collect();
+    let cols = cols as usize;
+    grid(&tiles, cols)?.save(out)?;
     let mut written = vec![out.to_path_buf()];
 
     if let Some(path) = tensor_out {
