@@ -164,4 +164,50 @@ fn batch_must_split_into_minibatch_std_groups() {
         "D": {"epilogue_kwargs": {"mbstd_group_size": 0}}});
     let err = sg2::model::import::config_from_kwargs(&kw).unwrap_err().to_string();
     assert!(err.contains("model.mbstd_group = 0: must be >= 1"), "{err}");
+    // A kwarg of the wrong type is refused by its path, never replaced by the default (which would build another
+    // network); null is Python's None, the official default of the optional ones.
+    let with = |path: &[&str], v: serde_json::Value| {
+        let mut kw = serde_json::json!({"G": {"z_dim": 8, "w_dim": 8, "img_resolution": 8, "img_channels": 3,
+            "mapping_kwargs": {}, "synthesis_kwargs": {}}, "D": {}});
+        let (last, parents) = path.split_last().unwrap();
+        let mut node = &mut kw;
+        for p in parents {
+            node = node.get_mut(*p).unwrap();
+        }
+        node[*last] = v;
+        sg2::model::import::config_from_kwargs(&kw).map_err(|e| e.to_string())
+    };
+    for (path, v, want) in [
+        (
+            &["G", "synthesis_kwargs", "conv_clamp"][..],
+            serde_json::json!("256"),
+            "G.synthesis_kwargs.conv_clamp = \"256\": must be a number",
+        ),
+        (&["G", "synthesis_kwargs", "conv_clamp"], serde_json::json!(true), "conv_clamp = true: must be a number"),
+        (
+            &["G", "synthesis_kwargs", "architecture"],
+            serde_json::json!(3),
+            "G.synthesis_kwargs.architecture = 3: must be a string",
+        ),
+        (
+            &["G", "mapping_kwargs", "lr_multiplier"],
+            serde_json::json!("0.5"),
+            "G.mapping_kwargs.lr_multiplier = \"0.5\": must be a number",
+        ),
+        (&["D", "architecture"], serde_json::json!(["resnet"]), "D.architecture = [\"resnet\"]: must be a string"),
+        (
+            &["G", "synthesis_kwargs", "resample_filter"],
+            serde_json::json!("1,3,3,1"),
+            "resample_filter = \"1,3,3,1\": must be a list",
+        ),
+        (&["G", "z_dim"], serde_json::json!(8.5), "G.z_dim = 8.5: must be a non-negative integer"),
+    ] {
+        let err = with(path, v).unwrap_err();
+        assert!(err.contains(want), "{path:?}: {err}");
+    }
+    let m = with(&["G", "synthesis_kwargs", "conv_clamp"], serde_json::Value::Null).unwrap();
+    assert_eq!(m.conv_clamp, None);
+    let m = with(&["G", "synthesis_kwargs", "conv_clamp"], serde_json::json!(256)).unwrap();
+    assert_eq!(m.conv_clamp, Some(256.0));
+    assert_eq!(with(&["G", "mapping_kwargs", "lr_multiplier"], serde_json::json!(0.5)).unwrap().mapping_lr_mul, 0.5);
 }

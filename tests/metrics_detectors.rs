@@ -85,24 +85,9 @@ fn keyword_calls_match_python_and_signatures_are_read_from_the_files() {
 /// value, a statistics cache or a projection comes of them.
 #[test]
 fn detectors_giving_nan_are_refused_by_name() {
-    const NAN_NETS: &str = r#"
-import sys, torch
-class Inc(torch.nn.Module):
-    def forward(self, img, return_features: bool = False, use_fp16: bool = False, no_output_bias: bool = False):
-        return torch.full((img.shape[0], 2048 if return_features else 1008), float("nan"))
-class Vgg(torch.nn.Module):
-    def forward(self, img, resize_images: bool = True, return_lpips: bool = False, return_features: bool = False):
-        return torch.full((img.shape[0], 4096 if return_features else 16), float("nan"))
-torch.jit.save(torch.jit.script(Inc()), sys.argv[1] + "/inception-2015-12-05.pt")
-torch.jit.save(torch.jit.script(Vgg()), sys.argv[1] + "/vgg16.pt")
-"#;
     let dir = tempfile::tempdir().unwrap();
     let det = dir.path().join("det");
-    std::fs::create_dir_all(&det).unwrap();
-    // TorchScript reads the classes' source, so the script must be a file.
-    let script = dir.path().join("nan_nets.py");
-    std::fs::write(&script, NAN_NETS).unwrap();
-    common::run_python(&[script.to_str().unwrap(), det.to_str().unwrap()]);
+    common::metrics::make_nan_detectors(&det);
     let img = Tensor::zeros([2, 3, 16, 16], (Kind::Uint8, Device::Cpu));
     let inc = Detector::load(&det.join("inception-2015-12-05.pt"), Device::Cpu).unwrap();
     let e = inc.run_u8(&img, &[("return_features", true)]).unwrap_err().to_string();

@@ -78,7 +78,8 @@ fn bad_resume_paths_are_named_with_the_reason() {
     // An imported network can generate but holds no training state.
     let imported = import_golden("tiny32", dir.path());
     let err = with(&["--resume", imported.to_str().unwrap()]);
-    assert!(err.contains("holds no training state"), "{err}");
+    assert!(err.contains(&format!("--resume: {}: holds no training state", imported.display())), "{err}");
+    assert!(err.contains("with --init"), "{err}");
     let err = with(&["--resume", "latest"]);
     assert!(err.contains("--resume latest: no complete snapshot of a 'tiny-data' run under"), "{err}");
 }
@@ -100,6 +101,24 @@ fn a_cli_run_resumes_latest_in_its_folder() {
     assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 1);
     let (ok, out, _) = run_sg2(&[&["train"][..], &base, &["--kimg", "0.012", "--resume", "latest"]].concat());
     assert!(ok && out.contains("nothing to do"), "{out}");
+
+    // A broken `latest` is named, with the newest snapshot that reads; no other run is continued instead.
+    let again = |_: ()| run_sg2(&[&["train"][..], &base, &["--kimg", "0.016", "--resume", "latest"]].concat());
+    let latest = run.join("latest");
+    let newest = run.join("network-snapshot-000000_012.safetensors");
+    let prev = run.join("network-snapshot-000000_008.safetensors");
+    std::fs::write(&latest, "gone.safetensors").unwrap();
+    let (ok, _, err) = again(());
+    let want = format!("--resume latest: {}: names gone.safetensors, which is not there", latest.display());
+    assert!(!ok && err.contains(&want), "{err}");
+    assert!(err.contains(&format!("pass --resume {}", newest.display())), "{err}");
+    std::fs::write(&latest, "network-snapshot-000000_012.safetensors").unwrap();
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, err) = again(());
+    assert!(!ok && err.contains(&format!("{}: truncated (", newest.display())), "{err}");
+    assert!(err.contains(&format!("pass --resume {}", prev.display())), "{err}");
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 1, "no new run folder");
 }
 
 /// `logging.metrics` runs at each snapshot on the given detectors: the values reach log.txt, stats.jsonl,
@@ -116,7 +135,7 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
         "--kimg",
         "0.008",
         "--set",
-        "logging.metrics=[\"fid50k_full\", \"is50k\"]",
+        "logging.metrics=[\"fid50k_full\", \"is50k\", \"fid50k_full\"]",
         "--set",
         "logging.metrics_num_gen=10",
         "--set",
@@ -137,11 +156,18 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
     let err = train_err(&[&base[..], &sets, &["--detector-dir", bad.to_str().unwrap()]].concat());
     assert!(err.contains("inception-2015-12-05.pt"), "{err}");
     assert!(!runs.exists());
-    // A metric failing at a snapshot (IS needs 10 images) is a warning; the snapshot is still written.
+    // Counts a metric cannot work with (IS needs 10 images) are refused before training, as `sg2 metrics` does.
     let few = ["--kimg", "0.004", "--set", "logging.metrics=[\"is50k\"]", "--set", "logging.metrics_num_gen=4"];
     let other = dir.path().join("other");
     let b2 = setup.args(&other);
-    let (ok, out, err) = run_sg2(&[&["train"][..], &b2, &few, &["--detector-dir", det.to_str().unwrap()]].concat());
+    let err = train_err(&[&b2[..], &few, &["--detector-dir", det.to_str().unwrap()]].concat());
+    assert!(err.contains("logging.metrics: is50k: needs at least 10 generated images, 4 asked"), "{err}");
+    assert!(!other.exists());
+    // A metric failing at a snapshot (a detector giving NaN) is a warning; the snapshot is still written.
+    let nan = dir.path().join("nan");
+    common::metrics::make_nan_detectors(&nan);
+    let once = ["--kimg", "0.004", "--set", "logging.metrics=[\"fid50k_full\"]", "--set", "logging.metrics_num_gen=4"];
+    let (ok, out, err) = run_sg2(&[&["train"][..], &b2, &once, &["--detector-dir", nan.to_str().unwrap()]].concat());
     assert!(ok, "{err}");
     assert!(out.contains("warning: network-snapshot-000000_004: metrics failed"), "{out}");
     assert!(other.join("00000-tiny-data/network-snapshot-000000_004.safetensors").is_file());
@@ -156,6 +182,7 @@ fn metrics_run_at_snapshots_and_reach_tensorboard() {
     let is = last["Metrics/is10_mean"].as_f64().unwrap_or_else(|| panic!("{last}"));
     assert!(fid.is_finite() && fid >= 0.0 && is >= 1.0 - 1e-6, "fid {fid} is {is}");
     assert!(out.contains(&format!("network-snapshot-000000_008 fid10 {fid:.4}")), "{out}");
+    assert_eq!(out.matches("network-snapshot-000000_008 fid10").count(), 1, "named twice, computed once: {out}");
     let jsonl = std::fs::read_to_string(run.join("metric-fid10.jsonl")).unwrap();
     assert!(jsonl.contains("network-snapshot-000000_008.safetensors"), "{jsonl}");
     let events = std::fs::read_dir(&run)

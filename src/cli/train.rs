@@ -148,11 +148,22 @@ fn snapshot_metrics(
     opts.dist = Some(dist.clone());
     opts.progress = false;
     opts.mirror = config.training.mirror;
-    let names = config.logging.metrics.clone();
+    // A metric named twice is computed once, as `sg2 metrics` does.
+    let mut names: Vec<String> = vec![];
+    for name in &config.logging.metrics {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
     for name in &names {
         let spec = metrics::spec(name).with_context(|| format!("logging.metrics: {name}"))?;
         // Loaded once here so that a damaged or wrong file fails now, not after the first tick.
         metrics::detector::Detector::find_and_load(opts.detector_dir.as_deref(), spec.detector(), device)?;
+    }
+    // So are counts that a metric cannot work with (`logging.metrics_num_gen = 3` for pr50k3_full).
+    // (A dataset that does not open yet, such as one in the middle of a replacement, is left to the run.)
+    if let Ok(ds) = crate::data::Dataset::open(data) {
+        metrics::check_counts(&names, &opts, &ds).context("logging.metrics")?;
     }
     let data = data.to_path_buf();
     let (main, world) = (dist.is_main(), dist.world);

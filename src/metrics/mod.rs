@@ -226,6 +226,40 @@ pub fn printed_name(m: &MetricSpec, num_gen: Option<usize>, num_real: Option<usi
     format!("{base}{real}")
 }
 
+/// The generated and real images that metric `m` takes with `opts` from `ds` (the reals capped by the dataset, which
+/// the TF-era metrics read x-flipped, twice as many, when the network was trained mirrored).
+fn planned_counts(m: &MetricSpec, opts: &MetricOptions, ds: &Dataset) -> (usize, usize) {
+    let available = ds.count as usize * if opts.mirror && m.keeps_mirror { 2 } else { 1 };
+    let real = opts.num_real.or(m.max_real).map_or(available, |n| n.min(available));
+    (opts.num_gen.unwrap_or(m.num_gen), real)
+}
+
+/// Refuses counts that a metric cannot be computed with, before any image is made: KID needs 2 of each,
+/// precision/recall more than k, IS one image per split. Training checks its `logging.metrics` so before the first
+/// minibatch.
+pub fn check_counts(names: &[String], opts: &MetricOptions, ds: &Dataset) -> Result<()> {
+    for n in names {
+        let m = spec(n.trim())?;
+        let (gen, real) = planned_counts(m, opts, ds);
+        let k = PR_K as usize;
+        let (min_gen, min_real) = match m.kind {
+            Kind::Kid => (2, 2),
+            Kind::Pr => (k + 1, k + 1),
+            Kind::Is => (IS_SPLITS, 0),
+            Kind::Fid | Kind::Ppl(_) => (1, 0),
+        };
+        ensure!(gen >= min_gen, "{}: needs at least {min_gen} generated images, {gen} asked", m.name);
+        ensure!(
+            real >= min_real,
+            "{}: needs at least {min_real} real images, {real} available ({} holds {})",
+            m.name,
+            ds.path.display(),
+            ds.count
+        );
+    }
+    Ok(())
+}
+
 /// Options of a metrics run.
 #[derive(Debug, Clone)]
 pub struct MetricOptions {
@@ -418,6 +452,7 @@ pub fn evaluate_generator(
     let specs: Vec<&MetricSpec> = names.iter().map(|n| spec(n.trim())).collect::<Result<_>>()?;
     let ds = Dataset::open(data)?;
     let res = real_resolution(g, &ds)?;
+    check_counts(names, opts, &ds)?;
     let mut dets = Detectors::new(opts);
     let mut out = vec![];
     for m in specs {

@@ -112,9 +112,28 @@ fn not_safetensors(path: &Path, bytes: &[u8], e: impl std::fmt::Display) -> anyh
             "{}: a Python pickle or torch.save file, not an sg2 checkpoint; convert it with `sg2 import`",
             path.display()
         )
+    } else if let Some(why) = truncation(bytes) {
+        anyhow::anyhow!("{}: truncated ({why})", path.display())
     } else {
         anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display())
     }
+}
+
+/// Whether safetensors bytes end before their header says they do (a copy or a write cut short): the header's
+/// length, or its tensors' last data offset, beyond the file.
+fn truncation(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let len = bytes.len() as u64;
+    // A header over 100 MB is no header (safetensors' own limit): not a truncation but other bytes.
+    if n > 100_000_000 {
+        return None;
+    }
+    if 8 + n > len {
+        return Some(format!("{len} bytes, the header alone declares {}", 8 + n));
+    }
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n as usize]).ok()?;
+    let end = header.as_object()?.values().filter_map(|t| t.get("data_offsets")?.as_array()?.get(1)?.as_u64()).max()?;
+    (8 + n + end > len).then(|| format!("{len} bytes, the tensors end at byte {}", 8 + n + end))
 }
 
 fn header_metadata(path: &Path, bytes: &[u8]) -> Result<BTreeMap<String, String>> {

@@ -5,7 +5,7 @@ use super::checkpoint::{copy_into, read_safetensors, save};
 use super::pickle::Official;
 use super::{Discriminator, Generator};
 use crate::config::{Architecture, Config, ModelConfig};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,18 +16,36 @@ fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, k| v.get(k))
 }
 
+/// The value at `path`, None when absent or `null` (Python's None, the official default of optional kwargs).
+fn present<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    get(v, path).filter(|x| !x.is_null())
+}
+
+/// A kwarg of the wrong type is refused by name: taking the default instead would build another network.
+fn typed<'a, T>(v: &'a Value, path: &[&str], what: &str, read: impl Fn(&'a Value) -> Option<T>) -> Result<Option<T>> {
+    match present(v, path) {
+        None => Ok(None),
+        Some(x) => read(x).map(Some).with_context(|| format!("{} = {x}: must be {what}", path.join("."))),
+    }
+}
+
 fn uint(v: &Value, path: &[&str], default: Option<u64>) -> Result<u32> {
-    match get(v, path) {
-        Some(x) => {
-            let n = x.as_u64().with_context(|| format!("{} must be a non-negative integer", path.join(".")))?;
-            u32::try_from(n).map_err(|_| anyhow::anyhow!("{} = {n}: too large", path.join(".")))
-        }
+    match typed(v, path, "a non-negative integer", Value::as_u64)? {
+        Some(n) => u32::try_from(n).map_err(|_| anyhow::anyhow!("{} = {n}: too large", path.join("."))),
         None => default.map(|d| d as u32).with_context(|| format!("missing {}", path.join("."))),
     }
 }
 
+fn float(v: &Value, path: &[&str]) -> Result<Option<f64>> {
+    typed(v, path, "a number", Value::as_f64)
+}
+
+fn text<'a>(v: &'a Value, path: &[&str]) -> Result<Option<&'a str>> {
+    typed(v, path, "a string", Value::as_str)
+}
+
 fn arch(v: &Value, path: &[&str], default: Architecture) -> Result<Architecture> {
-    match get(v, path).and_then(Value::as_str) {
+    match text(v, path)? {
         None => Ok(default),
         Some("orig") => Ok(Architecture::Orig),
         Some("skip") => Ok(Architecture::Skip),
@@ -39,42 +57,45 @@ fn arch(v: &Value, path: &[&str], default: Architecture) -> Result<Architecture>
 /// The model config described by official kwargs `{"G": {...}, "D": {...}}` (D optional). The official
 /// `channel_base` is twice the TF `fmap_base` that sg2's config uses.
 pub fn config_from_kwargs(kw: &Value) -> Result<ModelConfig> {
-    let g = kw.get("G").context("kwargs have no \"G\" entry")?;
-    let d = kw.get("D");
-    fn sk(k: &str) -> [&str; 2] {
-        ["synthesis_kwargs", k]
+    ensure!(kw.get("G").is_some_and(Value::is_object), "kwargs have no \"G\" entry (an object)");
+    if let Some(d) = kw.get("D") {
+        ensure!(d.is_object(), "kwargs' \"D\" = {d}: must be an object");
     }
-    let channel_base = uint(g, &sk("channel_base"), Some(32768))?;
+    let g = |k: &[&'static str]| [&["G"][..], k].concat();
+    let sk = |k: &'static str| g(&["synthesis_kwargs", k]);
+    let channel_base = uint(kw, &sk("channel_base"), Some(32768))?;
     if channel_base % 2 != 0 {
         bail!("G.synthesis_kwargs.channel_base = {channel_base}: must be even (fmap_base = channel_base / 2)");
     }
     let mut m = ModelConfig {
-        resolution: uint(g, &["img_resolution"], None)?,
-        channels: uint(g, &["img_channels"], None)?,
-        c_dim: uint(g, &["c_dim"], Some(0))?,
-        z_dim: uint(g, &["z_dim"], None)?,
-        w_dim: uint(g, &["w_dim"], None)?,
-        mapping_layers: uint(g, &["mapping_kwargs", "num_layers"], Some(8))?,
-        mapping_lr_mul: get(g, &["mapping_kwargs", "lr_multiplier"]).and_then(Value::as_f64).unwrap_or(0.01),
+        resolution: uint(kw, &g(&["img_resolution"]), None)?,
+        channels: uint(kw, &g(&["img_channels"]), None)?,
+        c_dim: uint(kw, &g(&["c_dim"]), Some(0))?,
+        z_dim: uint(kw, &g(&["z_dim"]), None)?,
+        w_dim: uint(kw, &g(&["w_dim"]), None)?,
+        mapping_layers: uint(kw, &g(&["mapping_kwargs", "num_layers"]), Some(8))?,
+        mapping_lr_mul: float(kw, &g(&["mapping_kwargs", "lr_multiplier"]))?.unwrap_or(0.01),
         fmap_base: channel_base / 2,
-        fmap_max: uint(g, &sk("channel_max"), Some(512))?,
-        g_architecture: arch(g, &sk("architecture"), Architecture::Skip)?,
-        num_fp16_res: uint(g, &sk("num_fp16_res"), Some(0))?,
-        conv_clamp: get(g, &sk("conv_clamp")).and_then(Value::as_f64),
+        fmap_max: uint(kw, &sk("channel_max"), Some(512))?,
+        g_architecture: arch(kw, &sk("architecture"), Architecture::Skip)?,
+        num_fp16_res: uint(kw, &sk("num_fp16_res"), Some(0))?,
+        conv_clamp: float(kw, &sk("conv_clamp"))?,
         ..ModelConfig::default()
     };
-    if let Some(f) = get(g, &sk("resample_filter")).and_then(Value::as_array) {
-        m.resample_filter =
-            f.iter().map(|x| x.as_f64().context("resample_filter must hold numbers")).collect::<Result<_>>()?;
+    if let Some(f) = typed(kw, &sk("resample_filter"), "a list of numbers", Value::as_array)? {
+        m.resample_filter = f
+            .iter()
+            .map(|x| x.as_f64().with_context(|| format!("G.synthesis_kwargs.resample_filter: {x} is not a number")))
+            .collect::<Result<_>>()?;
     }
-    if let Some(d) = d {
-        m.d_architecture = arch(d, &["architecture"], Architecture::Resnet)?;
-        m.mbstd_group = uint(d, &["epilogue_kwargs", "mbstd_group_size"], Some(4))?;
-        m.mbstd_features = uint(d, &["epilogue_kwargs", "mbstd_num_channels"], Some(1))?;
+    if kw.get("D").is_some() {
+        m.d_architecture = arch(kw, &["D", "architecture"], Architecture::Resnet)?;
+        m.mbstd_group = uint(kw, &["D", "epilogue_kwargs", "mbstd_group_size"], Some(4))?;
+        m.mbstd_features = uint(kw, &["D", "epilogue_kwargs", "mbstd_num_channels"], Some(1))?;
         for (key, g_val) in
             [("channel_base", channel_base), ("channel_max", m.fmap_max), ("img_resolution", m.resolution)]
         {
-            let d_val = uint(d, &[key], Some(g_val as u64))?;
+            let d_val = uint(kw, &["D", key], Some(g_val as u64))?;
             if d_val != g_val {
                 bail!("D.{key} = {d_val} differs from G's {g_val}; sg2 networks share one value");
             }
@@ -105,11 +126,11 @@ fn check_supported(kw: &Value) -> Result<()> {
         ["D", "epilogue_kwargs", "activation"],
     ];
     for path in acts {
-        if let Some(a) = get(kw, &path).and_then(Value::as_str).filter(|a| *a != "lrelu") {
+        if let Some(a) = text(kw, &path)?.filter(|a| *a != "lrelu") {
             bail!("{} = '{a}': sg2 networks use lrelu", path.join("."));
         }
     }
-    if get(kw, &["G", "synthesis_kwargs", "use_noise"]) == Some(&Value::Bool(false)) {
+    if typed(kw, &["G", "synthesis_kwargs", "use_noise"], "true or false", Value::as_bool)? == Some(false) {
         bail!("G.synthesis_kwargs.use_noise = false: sg2 networks have noise inputs");
     }
     let w_dim = get(kw, &["G", "w_dim"]).and_then(Value::as_u64);

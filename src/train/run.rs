@@ -311,7 +311,7 @@ impl Run {
                 }
             },
             Some(Resume::Path(p)) => {
-                let st = snapshot::load_state(p).with_context(|| format!("--resume {}", p.display()))?;
+                let st = snapshot::load_state(p).context("--resume")?;
                 Some((None, p.clone(), st))
             }
         };

@@ -122,7 +122,11 @@ pub fn load_state(path: &Path) -> Result<TrainState> {
 
 fn state_of(path: &Path, metadata: &BTreeMap<String, String>) -> Result<TrainState> {
     let text = metadata.get(KEY_TRAIN).with_context(|| {
-        format!("{}: holds no training state (not a training snapshot; it can only generate)", path.display())
+        format!(
+            "{}: holds no training state: a network, not a training snapshot (start a new run from its weights with \
+             --init)",
+            path.display()
+        )
     })?;
     let state: TrainState =
         serde_json::from_str(text).with_context(|| format!("{}: unreadable training state", path.display()))?;
@@ -266,6 +270,16 @@ fn run_dirs(outdir: &Path) -> Result<Vec<(u64, String, PathBuf)>> {
         .collect())
 }
 
+/// The error for a run folder whose `latest` names a missing or unreadable snapshot, pointing to the newest
+/// snapshot beside it that reads.
+fn broken_latest(dir: &Path, what: String) -> anyhow::Error {
+    let good = list_snapshots(dir).into_iter().rev().find(|(_, p)| load_state(p).is_ok());
+    let hint = good.map_or(String::new(), |(_, p)| {
+        format!("; to continue from its newest readable snapshot, pass --resume {}", p.display())
+    });
+    anyhow::anyhow!("--resume latest: {}: {what}{hint}", dir.join(LATEST).display())
+}
+
 /// The newest complete snapshot (by image count) among run folders named `NNNNN-<desc>` in `outdir`.
 pub fn find_latest(outdir: &Path, desc: &str) -> Result<Option<(PathBuf, PathBuf, TrainState)>> {
     if !outdir.is_dir() {
@@ -276,8 +290,15 @@ pub fn find_latest(outdir: &Path, desc: &str) -> Result<Option<(PathBuf, PathBuf
         if d != desc {
             continue;
         }
-        let Some(snap) = read_latest(&dir) else { continue };
-        let state = load_state(&snap)?;
+        // A run without `latest` never completed a snapshot; one whose `latest` is broken is an error, not a
+        // reason to continue some other run without a word.
+        let Ok(name) = std::fs::read_to_string(dir.join(LATEST)) else { continue };
+        let snap = dir.join(name.trim());
+        let state = match (snap.is_file(), load_state(&snap)) {
+            (true, Ok(state)) => state,
+            (false, _) => return Err(broken_latest(&dir, format!("names {}, which is not there", name.trim()))),
+            (true, Err(e)) => return Err(broken_latest(&dir, format!("{e:#}"))),
+        };
         if best.as_ref().is_none_or(|b| state.cur_nimg > b.2.cur_nimg) {
             best = Some((dir, snap, state));
         }
