@@ -226,3 +226,41 @@ fn imported_pickles_generate_the_golden_images() {
         }
     }
 }
+
+/// A conditional network without --class is refused by every command that renders it, before any output or work
+/// is announced.
+#[test]
+fn conditional_networks_need_a_class_everywhere_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, common::training::tiny_config(&["model.c_dim=10"]).to_toml()).unwrap();
+    let data = common::training::tiny_dataset(dir.path(), 4);
+    let runs = dir.path().join("runs");
+    let (ok, _, err) =
+        run_sg2(&["train", "--config", s(&cfg), "--data", s(&data), "--outdir", s(&runs), "--kimg", "0.004"]);
+    assert!(ok, "{err}");
+    let net = std::fs::read_dir(runs.join("00000-tiny-data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .unwrap();
+    let n = s(&net);
+    let mix = dir.path().join("mix.png");
+    let walk = dir.path().join("walk.gif");
+    for args in [
+        vec!["--device", "cpu", "style-mix", "--network", n, "--rows", "0", "--cols", "1", "--out", s(&mix)],
+        vec!["--device", "cpu", "interpolate", "--network", n, "--seeds", "0,1", "--out", s(&walk)],
+    ] {
+        let (ok, out, err) = run_sg2(&args);
+        assert!(!ok && err.contains("--class"), "{args:?}: {err}");
+        assert!(out.is_empty(), "nothing announced: {out}");
+    }
+    let target = dir.path().join("t.png");
+    image::GrayImage::new(8, 8).save(&target).unwrap();
+    let proj = dir.path().join("proj");
+    let (ok, out, err) =
+        run_sg2(&["--device", "cpu", "project", "--network", n, "--target", s(&target), "--outdir", s(&proj)]);
+    assert!(!ok && err.contains("projection needs an unconditional network (this one has 10 classes)"), "{err}");
+    assert!(!out.contains("Computing W"), "{out}");
+    assert!(!mix.exists() && !walk.exists() && !proj.exists());
+}

@@ -95,6 +95,12 @@ fn resume_with_another_model_names_the_key() {
     let (ok, _, err) = run_sg2(&[&base[..], &resume, &["--set", "model.fmap_max=8"]].concat());
     assert!(!ok, "{err}");
     assert!(err.contains("the snapshot's model.fmap_max = 16 differs from the config's 8"), "{err}");
+    assert!(err.contains("(to resume it, pass --set model.fmap_max=16, or the config it was trained with)"), "{err}");
+    let (ok, _, err) = run_sg2(&[&base[..], &resume, &["--resolution", "16"]].concat());
+    assert!(
+        !ok && err.contains("model.resolution = 8 differs from the config's 16 (to resume it, pass --resolution 8)"),
+        "{err}"
+    );
     // Already trained to --kimg: the model is still checked, so "nothing to do" never hides a mismatch.
     let reached = ["--outdir", other.to_str().unwrap(), "--resume", snap.to_str().unwrap(), "--kimg", "0.004"];
     let (ok, out, err) = run_sg2(&[&base[..], &reached, &["--set", "model.fmap_max=8"]].concat());

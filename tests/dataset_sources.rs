@@ -62,6 +62,17 @@ fn mnist_errors_name_the_file() {
     std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
     let err = format!("{:#}", Mnist::open(&dir).err().unwrap());
     assert!(err.contains("train-images-idx3-ubyte") && err.contains("truncated"), "{err}");
+    // Bytes after the data are not a truncation.
+    std::fs::write(&p, [&bytes[..], b"tail"].concat()).unwrap();
+    let err = format!("{:#}", Mnist::open(&dir).err().unwrap());
+    assert!(err.contains("3924 data bytes, header says 3920 (bytes after the data"), "{err}");
+    // Images other than 28x28 are refused, as the official tool asserts, not padded into another frame.
+    let mut small = bytes.clone();
+    small[8..12].copy_from_slice(&14u32.to_be_bytes());
+    small.truncate(16 + 5 * 14 * 28);
+    std::fs::write(&p, &small).unwrap();
+    let err = format!("{:#}", Mnist::open(&dir).err().unwrap());
+    assert!(err.contains("train-images-idx3-ubyte: images of 28x14, expected 28x28"), "{err}");
     let err = format!("{:#}", Mnist::open(t.path()).err().unwrap());
     assert!(err.contains("train-images-idx3-ubyte"), "{err}");
     // A truncated gzip.

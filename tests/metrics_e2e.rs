@@ -166,6 +166,10 @@ fn identical_sets_give_zero_fid_and_ranking_puts_copies_first() {
     assert!(parse_lines("gray", &out)[0].1 > 1e-3);
     let want = format!("note: {} holds 32x32 RGB images and {} 16x16 grayscale", ds.display(), gray.display());
     assert!(err.contains(&want), "{err}");
+    // Names that need a network are refused before any set is read (no note first).
+    let args = ["--device", "cpu", "metrics", "--real", s(&ds), "--fake", s(&gray), "--metrics", "fid,is50k"];
+    let (ok, _, err) = run_sg2(&args);
+    assert!(!ok && err.contains("\"is50k\" needs --network and --data") && !err.contains("note:"), "{err}");
     // --metrics has no meaning for a ranking.
     let args = ["metrics", "--real", s(&ds), "--fake", s(&gray), "--rank", "r.tsv", "--metrics", "kid"];
     let (ok, _, err) = run_sg2(&args);

@@ -58,6 +58,9 @@ fn bad_data_is_named_with_the_reason() {
     assert!(err.contains("no 64x64 level (levels [32, 16, 8, 4])"), "{err}");
     let err = train_err(&["--config", c, "--data", d, "--outdir", r, "--set", "model.channels=3"]);
     assert!(err.contains("images have 1 channel(s) but model.channels = 3"), "{err}");
+    let err = train_err(&["--config", c, "--data", d, "--outdir", r, "--set", "model.c_dim=5"]);
+    let want = "10 classes but model.c_dim = 5 (set model.c_dim = 10 to train on its labels, or 0 to ignore them)";
+    assert!(err.contains(want), "{err}");
     assert!(!runs.exists(), "nothing is written on bad input");
 }
 

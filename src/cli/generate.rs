@@ -194,6 +194,7 @@ pub fn run_style_mix(a: StyleMixArgs, g: &Global) -> Result<()> {
     crate::util::check_output_file(&a.out, "--out", &[])?;
     check_extension(&a.out, "--out", STILL)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    class_tensor(&net, a.class_idx, 1, device)?;
     ensure_fits("--rows/--cols", &net, 1, cols.len() as u64 + 1, rows.len() as u64 + 1)?;
     let shown = if styles.len() <= 32 { format!("{styles:?}") } else { format!("{} layers", styles.len()) };
     println!("Generating style-mix grid: {} rows x {} columns, styles {shown} ...", rows.len(), cols.len());
@@ -216,6 +217,7 @@ pub fn run_interpolate(a: InterpolateArgs, g: &Global) -> Result<()> {
         bail!("--frames 0: must be >= 1");
     }
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    class_tensor(&net, a.class_idx, 1, device)?;
     ensure_fits("--seeds/--frames", &net, (seeds.len() as u64).saturating_mul(a.frames as u64), 1, 1)?;
     let pb = progress_bar(Progress::Count, (seeds.len() * a.frames) as u64, "frames", true);
     let frames = interpolation_frames(&net, &seeds, a.frames, a.space, &opts, device, |_, _| pb.inc(1))?;

@@ -45,6 +45,12 @@ pub fn run(a: Args, g: &Global) -> Result<()> {
     ensure!((1..=100_000).contains(&a.num_steps), "--num-steps {}: must be from 1 to 100000", a.num_steps);
     println!("Loading networks from \"{}\"...", a.network.display());
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
+    ensure!(
+        net.c_dim() == 0,
+        "{}: projection needs an unconditional network (this one has {} classes)",
+        a.network.display(),
+        net.c_dim()
+    );
     let vgg = Detector::find_and_load(a.detector_dir.as_deref(), VGG16, device)?;
     let (res, channels) = (net.img_resolution() as u32, net.img_channels() as u32);
     let target = load_target(&a.target, res, channels)?;

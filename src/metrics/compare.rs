@@ -104,6 +104,9 @@ fn note_mismatch(real: &Path, a: &mut ImageSet, fake: &Path, b: &mut ImageSet) {
 
 /// `fid`, `kid` and `pr` between two sets: `--num-real` / `--num-gen` limit each to its first images.
 pub fn compare(real: &Path, fake: &Path, names: &[String], opts: &MetricOptions) -> Result<Vec<MetricResult>> {
+    if let Some(other) = names.iter().find(|n| !["fid", "kid", "pr"].contains(&n.trim())) {
+        bail!("--real/--fake compute fid, kid and pr; {other:?} needs --network and --data");
+    }
     let mut a = ImageSet::open(real)?;
     let mut b = ImageSet::open(fake)?;
     note_mismatch(real, &mut a, fake, &mut b);

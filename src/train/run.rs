@@ -47,12 +47,12 @@ pub fn open_dataset(data: &Path, cfg: &Config) -> Result<Dataset> {
         );
     }
     if cfg.model.c_dim > 0 && ds.num_classes != cfg.model.c_dim {
-        bail!(
-            "--data {}: {} classes but model.c_dim = {} (a conditional network needs a labelled dataset)",
-            data.display(),
-            ds.num_classes,
-            cfg.model.c_dim
-        );
+        let why = if ds.num_classes == 0 {
+            "a conditional network needs a labelled dataset".to_string()
+        } else {
+            format!("set model.c_dim = {} to train on its labels, or 0 to ignore them", ds.num_classes)
+        };
+        bail!("--data {}: {} classes but model.c_dim = {} ({why})", data.display(), ds.num_classes, cfg.model.c_dim);
     }
     Ok(ds)
 }

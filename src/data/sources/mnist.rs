@@ -48,12 +48,9 @@ pub fn parse_idx(path: &Path, bytes: &[u8], ndim: u8) -> Result<(Vec<usize>, usi
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
     let n: usize = dims.iter().product();
-    ensure!(
-        bytes.len() == head + n,
-        "{}: {} data bytes, header says {n} (truncated?)",
-        path.display(),
-        bytes.len() - head
-    );
+    let got = bytes.len() - head;
+    let why = if got < n { "truncated" } else { "bytes after the data: not this header's file" };
+    ensure!(got == n, "{}: {got} data bytes, header says {n} ({why})", path.display());
     Ok((dims, head))
 }
 
@@ -71,6 +68,14 @@ impl Mnist {
             idims[0],
             ldims[0],
             lp.display()
+        );
+        // The official tool asserts 28x28 and pads to 32x32 (the sizes MNIST and Fashion-MNIST have).
+        ensure!(
+            idims[1] == 28 && idims[2] == 28,
+            "{}: images of {}x{}, expected 28x28 (MNIST / Fashion-MNIST); use create_from_images for other sizes",
+            ip.display(),
+            idims[2],
+            idims[1]
         );
         let labels = lb[lhead..].to_vec();
         ensure!(labels.iter().all(|&l| l < 10), "{}: a label is not 0..9", lp.display());

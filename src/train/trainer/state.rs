@@ -60,9 +60,14 @@ impl Trainer {
             let (snap, cfg) = (table(&ckpt.config.model), table(&self.cfg.model));
             let shown = |t: &toml::Table, k: &str| t.get(k).map_or("absent".to_string(), |v| v.to_string());
             let key = snap.keys().chain(cfg.keys()).find(|k| snap.get(*k) != cfg.get(*k)).cloned().unwrap_or_default();
+            // Each key has an option that sets it on its own; the resolution also has --resolution.
+            let how = if key == "resolution" {
+                format!("pass --resolution {}", shown(&snap, &key))
+            } else {
+                format!("pass --set model.{key}={}, or the config it was trained with", shown(&snap, &key))
+            };
             bail!(
-                "the snapshot's model.{key} = {} differs from the config's {} (resume with the config it was trained \
-                 with)",
+                "the snapshot's model.{key} = {} differs from the config's {} (to resume it, {how})",
                 shown(&snap, &key),
                 shown(&cfg, &key)
             );
