@@ -141,6 +141,20 @@ pub fn process_alive(pid: u32) -> bool {
     found || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Whether process `pid` still runs and is this program (by its command name), so that a pid reused by an
+/// unrelated process since a kill does not look like a live sg2 holding its files.
+pub fn sg2_process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).ok().map(|c| c.trim().to_string());
+    match (comm(&pid.to_string()), comm("self")) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        // Without /proc (another system): alive is as much as can be told.
+        _ => process_alive(pid),
+    }
+}
+
 /// Removes the temp files of [`write_atomic`] (`.<name>.<pid>.tmp`) in `dir` whose writer is gone (a kill left
 /// them); a running writer's are kept. Returns what was removed.
 pub fn remove_dead_temps(dir: &Path) -> Vec<PathBuf> {

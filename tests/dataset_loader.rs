@@ -224,17 +224,31 @@ fn info_verify_extract_grid() {
     let (ok, stdout, _) = run_sg2(&["dataset-tool", "info", s(&ds.path)]);
     assert!(ok && stdout.contains("fingerprint"), "{stdout}");
 
-    // verify names a corrupted shard; info and open still work (sizes match), verify does not.
-    let shard = ds.path.join(&ds.manifest.shards[1].file);
+    // verify names every corrupted shard; info and open still work (sizes match), verify does not.
+    let files = &ds.manifest.shards;
+    let shard = ds.path.join(&files[1].file);
     let mut b = std::fs::read(&shard).unwrap();
     b[5] ^= 0xff;
     std::fs::write(&shard, &b).unwrap();
+    let last = ds.path.join(&files[files.len() - 1].file);
+    let mut c = std::fs::read(&last).unwrap();
+    c[0] ^= 0x01;
+    std::fs::write(&last, &c).unwrap();
     let (ok, _, err) = run_sg2(&["dataset-tool", "verify", s(&ds.path)]);
-    assert!(!ok && err.contains("checksum mismatch") && err.contains(&ds.manifest.shards[1].file), "{err}");
-    // A truncated shard is caught when opening.
+    let want = format!("2 of {} files fail their checksum (corrupt): {} (sha256 ", files.len() + 1, files[1].file);
+    assert!(!ok && err.contains(&want) && err.contains(&files[files.len() - 1].file), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A truncated shard, one with bytes appended or a folder in its place is caught when opening.
     std::fs::write(&shard, &b[..10]).unwrap();
     let (ok, _, err) = run_sg2(&["dataset-tool", "info", s(&ds.path)]);
-    assert!(!ok && err.contains("truncated"), "{err}");
+    assert!(!ok && err.contains("(truncated)"), "{err}");
+    std::fs::write(&shard, [&b[..], b"x"].concat()).unwrap();
+    let (ok, _, err) = run_sg2(&["dataset-tool", "info", s(&ds.path)]);
+    assert!(!ok && err.contains("(longer than written: replaced or appended to)"), "{err}");
+    std::fs::remove_file(&shard).unwrap();
+    std::fs::create_dir(&shard).unwrap();
+    let (ok, _, err) = run_sg2(&["dataset-tool", "info", s(&ds.path)]);
+    assert!(!ok && err.contains(&format!("{}: not a regular file", shard.display())), "{err}");
     let (ok, _, err) = run_sg2(&["dataset-tool", "info", s(t.path())]);
     assert!(!ok && err.contains("not an sg2 dataset"), "{err}");
 }

@@ -236,10 +236,35 @@ fn an_interrupted_replacement_is_finished_by_the_next_command() {
     assert!(!ok && err.contains("removed the replaced dataset") && err.contains("already exists"), "{err}");
     assert!(!old.exists() && Dataset::open(&dest).unwrap().count == 3);
 
-    // A swap whose process still runs is left alone.
-    let live = t.path().join(format!("ds.old-{}", std::process::id()));
+    // A swap whose sg2 still runs is left alone (an sg2 waiting on its config from a pipe stands in for it).
+    let mut running = common::sg2_bin()
+        .args(["info", "--config", "/dev/stdin", "--config-only"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let live = t.path().join(format!("ds.old-{}", running.id()));
     copy(&old_ds, &live);
     let (ok, _, err) = info();
     assert!(ok && !err.contains("interrupted"), "{err}");
     assert!(live.exists());
+    // With DEST gone meanwhile, a missing dataset says what holds it.
+    std::fs::rename(&dest, t.path().join("aside")).unwrap();
+    let (ok, _, err) = info();
+    let want = format!("no such dataset: a running sg2 is replacing it ({} holds", live.display());
+    assert!(!ok && err.contains(&want), "{err}");
+    running.kill().unwrap();
+    running.wait().unwrap();
+    std::fs::remove_dir_all(&live).unwrap();
+
+    // A pid that another program took over since the kill is no swap in progress: rolled back.
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let reused = t.path().join(format!("ds.old-{}", other.id()));
+    copy(&old_ds, &reused);
+    let (ok, out, err) = info();
+    other.kill().unwrap();
+    other.wait().unwrap();
+    assert!(ok && err.contains("rolled back an interrupted replacement"), "{err}");
+    assert!(out.contains("images       3") && !reused.exists(), "{out}");
 }

@@ -56,22 +56,32 @@ pub(crate) fn install(partial: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `DEST.old-<pid>` folders left by swaps whose process is gone, sorted.
-fn stale_old_folders(dest: &Path) -> Result<Vec<PathBuf>> {
-    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else { return Ok(vec![]) };
+/// `DEST.old-<pid>` folders with the pid in their name, sorted.
+fn old_folders(dest: &Path) -> Vec<(u32, PathBuf)> {
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else { return vec![] };
     let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
     let prefix = format!("{}.old-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(parent) else { return Ok(vec![]) };
-    let mut out = vec![];
-    for e in entries.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if !crate::util::process_alive(pid) && e.path().is_dir() {
-            out.push(e.path());
-        }
-    }
+    let Ok(entries) = std::fs::read_dir(parent) else { return vec![] };
+    let mut out: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().strip_prefix(&prefix)?.parse::<u32>().ok()?;
+            Some((pid, e.path()))
+        })
+        .collect();
     out.sort();
-    Ok(out)
+    out
+}
+
+/// `DEST.old-<pid>` folders left by swaps whose process is gone (or is no sg2 any more: a reused pid).
+fn stale_old_folders(dest: &Path) -> Vec<PathBuf> {
+    old_folders(dest).into_iter().filter(|(pid, _)| !crate::util::sg2_process_alive(*pid)).map(|(_, p)| p).collect()
+}
+
+/// `DEST.old-<pid>` folders of swaps under way in a running sg2 (for the message of a missing DEST).
+pub(crate) fn live_old_folders(dest: &Path) -> Vec<PathBuf> {
+    old_folders(dest).into_iter().filter(|(pid, _)| crate::util::sg2_process_alive(*pid)).map(|(_, p)| p).collect()
 }
 
 /// Finishes a swap that a kill interrupted, and says what it did (one line per action):
@@ -80,7 +90,7 @@ fn stale_old_folders(dest: &Path) -> Result<Vec<PathBuf>> {
 /// - DEST present and complete: the leftover old dataset is removed.
 pub fn recover_swap(dest: &Path) -> Result<Vec<String>> {
     let mut said = vec![];
-    for old in stale_old_folders(dest)? {
+    for old in stale_old_folders(dest) {
         let partial = partial_path(dest);
         let complete = |p: &Path| p.join(MANIFEST).is_file() && !p.join(JOURNAL).exists();
         if !dest.exists() {

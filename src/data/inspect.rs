@@ -65,12 +65,24 @@ pub fn verify(path: &Path, progress: bool) -> Result<String> {
     if let Some(l) = &m.labels {
         files.push((l.file.clone(), l.sha256.clone()));
     }
+    // Every file is checked, so one run lists all the damage.
+    let mut bad = vec![];
     for (file, want) in &files {
         let p = ds.path.join(file);
         let got = sha256_file(&p, |n| pb.inc(n))?;
-        ensure!(&got == want, "{}: checksum mismatch (corrupt): sha256 {got}, manifest {want}", p.display());
+        if &got != want {
+            bad.push(format!("{file} (sha256 {got}, manifest {want})"));
+        }
     }
     pb.finish_and_clear();
+    ensure!(
+        bad.is_empty(),
+        "{}: {} of {} files fail their checksum (corrupt): {}",
+        ds.path.display(),
+        bad.len(),
+        files.len(),
+        bad.join(", ")
+    );
     let mut records = 0u64;
     for &r in &ds.levels {
         for i in 0..ds.count {

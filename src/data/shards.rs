@@ -444,7 +444,16 @@ impl Dataset {
         for msg in super::dest::recover_swap(&dir)? {
             eprintln!("{msg}");
         }
-        ensure!(dir.exists(), "{}: no such dataset", dir.display());
+        if !dir.exists() {
+            if let Some(old) = super::dest::live_old_folders(&dir).first() {
+                bail!(
+                    "{}: no such dataset: a running sg2 is replacing it ({} holds the previous one until then)",
+                    dir.display(),
+                    old.display()
+                );
+            }
+            bail!("{}: no such dataset", dir.display());
+        }
         let mp = dir.join(MANIFEST);
         if !mp.exists() {
             if dir.join(JOURNAL).exists() {
@@ -495,14 +504,11 @@ impl Dataset {
                     s.file
                 );
                 let f = File::open(&p).with_context(|| format!("{}: missing shard", p.display()))?;
-                let len = f.metadata()?.len();
-                ensure!(
-                    len == s.bytes,
-                    "{}: {} bytes, the manifest says {} (truncated or replaced)",
-                    p.display(),
-                    len,
-                    s.bytes
-                );
+                let meta = f.metadata()?;
+                ensure!(meta.is_file(), "{}: not a regular file (a shard file belongs here)", p.display());
+                let len = meta.len();
+                let why = if len < s.bytes { "truncated" } else { "longer than written: replaced or appended to" };
+                ensure!(len == s.bytes, "{}: {len} bytes, the manifest says {} ({why})", p.display(), s.bytes);
                 // Safety: shard files are never modified in place (written once, renamed into place).
                 let m = unsafe { memmap2::Mmap::map(&f) }.with_context(|| format!("{}: cannot map", p.display()))?;
                 v.push(m);
