@@ -135,6 +135,12 @@ pub fn generate_projected(
     for i in 0..ws.size()[0] {
         let w = ws.narrow(0, i, 1).to_device(device);
         let img = tch::no_grad(|| g.synthesis(&w, mode));
+        // A finite w far outside what the mapping makes can still overflow: that would save a black picture.
+        anyhow::ensure!(
+            crate::util::all_finite(&img),
+            "w {i} drives the network to non-finite values (largest |w| {:.3e}): not a w this network maps to",
+            w.abs().max().double_value(&[])
+        );
         emit(i as usize, ImageU8::from_nhwc(&to_uint8_nhwc(&img), 0))?;
     }
     Ok(())

@@ -55,7 +55,7 @@ fn header_field<'a>(header: &'a str, key: &str) -> Result<&'a str> {
     bail!("malformed .npy header")
 }
 
-/// A `.npy` file of floats (f2, f4 or f8, little-endian, C order) as a float32 tensor.
+/// A `.npy` file of floats (f2, f4 or f8, either byte order, C or Fortran order) as a float32 tensor.
 pub fn parse_npy(b: &[u8]) -> Result<Tensor> {
     ensure!(b.starts_with(MAGIC) && b.len() >= 10, "not a .npy file");
     let (len, start) = match b[6] {
@@ -69,7 +69,11 @@ pub fn parse_npy(b: &[u8]) -> Result<Tensor> {
     let header = b.get(start..start + len).context("truncated .npy header")?;
     let header = std::str::from_utf8(header).context(".npy header is not text")?;
     let descr = header_field(header, "descr")?.trim_matches('\'');
-    ensure!(header_field(header, "fortran_order")? == "False", "Fortran-ordered arrays are not supported");
+    let fortran = match header_field(header, "fortran_order")? {
+        "False" => false,
+        "True" => true,
+        other => bail!("bad .npy fortran_order {other}"),
+    };
     let shape: Vec<i64> = header_field(header, "shape")?
         .trim_matches(|c| c == '(' || c == ')')
         .split(',')
@@ -77,16 +81,39 @@ pub fn parse_npy(b: &[u8]) -> Result<Tensor> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().context("bad .npy shape"))
         .collect::<Result<_>>()?;
-    let (kind, size) = match descr {
-        "<f4" => (Kind::Float, 4),
-        "<f8" => (Kind::Double, 8),
-        "<f2" => (Kind::Half, 2),
-        other => bail!("array of dtype {other}, expected floats"),
+    // '<' little-endian, '>' big-endian, '=' native (little on the machines sg2 runs on).
+    let (order, code) = descr.split_at(descr.len().min(1));
+    let big = match order {
+        "<" | "=" => false,
+        ">" => true,
+        _ => bail!("array of dtype {descr}, expected floats"),
     };
-    let want = shape.iter().product::<i64>() as usize * size;
+    let (kind, size) = match code {
+        "f4" => (Kind::Float, 4),
+        "f8" => (Kind::Double, 8),
+        "f2" => (Kind::Half, 2),
+        _ => bail!("array of dtype {descr}, expected floats (f2, f4 or f8)"),
+    };
+    let n = shape.iter().try_fold(1usize, |n, &d| usize::try_from(d).ok().and_then(|d| n.checked_mul(d)));
+    let want = n.and_then(|n| n.checked_mul(size)).with_context(|| format!("bad .npy shape {shape:?}"))?;
     let data = &b[start + len..];
     ensure!(data.len() == want, ".npy data has {} bytes, shape {shape:?} needs {want}", data.len());
-    Ok(Tensor::from_data_size(data, &shape, kind).to_kind(Kind::Float))
+    let swapped: Vec<u8>;
+    let data = if big {
+        swapped = data.chunks_exact(size).flat_map(|c| c.iter().rev().copied()).collect();
+        &swapped[..]
+    } else {
+        data
+    };
+    let t = if fortran {
+        // Column-major: the reversed shape in row-major order, transposed back.
+        let rev: Vec<i64> = shape.iter().rev().copied().collect();
+        let dims: Vec<i64> = (0..shape.len() as i64).rev().collect();
+        Tensor::from_data_size(data, &rev, kind).permute(&dims[..]).contiguous()
+    } else {
+        Tensor::from_data_size(data, &shape, kind)
+    };
+    Ok(t.to_kind(Kind::Float))
 }
 
 /// Array `key` of an `.npz` file, as float32.
@@ -123,6 +150,39 @@ mod tests {
         let one = npy_bytes(&Tensor::from_slice(&[7f32]));
         let hl = u16::from_le_bytes([one[8], one[9]]) as usize;
         assert!(std::str::from_utf8(&one[10..10 + hl]).unwrap().contains("'shape': (1,), }"));
+    }
+
+    /// A version-1 `.npy` file with `header` (padded as numpy pads it) and `data`.
+    fn npy_with(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = header.to_string();
+        while (10 + h.len() + 1) % 64 != 0 {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        b.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        b.extend_from_slice(h.as_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    /// Big-endian and Fortran-ordered arrays (numpy writes both, e.g. from MATLAB or another machine) read as the
+    /// same values: a[i][j] = 10 i + j.
+    #[test]
+    fn byte_order_and_fortran_order_are_read() {
+        let want = [0f32, 1., 2., 10., 11., 12.];
+        let column_major = [0f64, 10., 1., 11., 2., 12.];
+        let be: Vec<u8> = column_major.iter().flat_map(|v| v.to_be_bytes()).collect();
+        let t = parse_npy(&npy_with("{'descr': '>f8', 'fortran_order': True, 'shape': (2, 3), }", &be)).unwrap();
+        assert_eq!(t.size(), [2, 3]);
+        assert_eq!(Vec::<f32>::try_from(t.flatten(0, -1)).unwrap(), want);
+        let le: Vec<u8> = want.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let t = parse_npy(&npy_with("{'descr': '=f4', 'fortran_order': False, 'shape': (2, 3), }", &le)).unwrap();
+        assert_eq!(Vec::<f32>::try_from(t.flatten(0, -1)).unwrap(), want);
+        let e = parse_npy(&npy_with("{'descr': '<i4', 'fortran_order': False, 'shape': (2, 3), }", &le)).unwrap_err();
+        assert!(e.to_string().contains("dtype <i4, expected floats"), "{e}");
+        let e = parse_npy(&npy_with("{'descr': '<f4', 'fortran_order': False, 'shape': (-2, 3), }", &le)).unwrap_err();
+        assert!(e.to_string().contains("bad .npy shape"), "{e}");
     }
 
     #[test]

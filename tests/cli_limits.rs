@@ -210,12 +210,18 @@ fn outputs_overrides_and_special_files_are_checked_before_any_work() {
     for (name, w) in [
         ("empty.npz", tch::Tensor::zeros([0, 8, 64], (tch::Kind::Float, tch::Device::Cpu))),
         ("nan.npz", tch::Tensor::full([1, 8, 64], f64::NAN, (tch::Kind::Float, tch::Device::Cpu))),
+        ("huge.npz", tch::Tensor::full([1, 8, 64], 3e38, (tch::Kind::Float, tch::Device::Cpu))),
     ] {
         let p = t.path().join(name);
         sg2::npz::write_npz(&p, &[("w", &w)]).unwrap();
         let pw = t.path().join("pw");
         let r = sg2(&["--device", "cpu", "generate", "--network", s(&net), "--projected-w", s(&p), "--outdir", s(&pw)]);
-        refused(r, &[name, if name == "nan.npz" { "NaN or infinite" } else { "holds no vectors" }]);
+        let want = match name {
+            "nan.npz" => "NaN or infinite",
+            "huge.npz" => "w 0 drives the network to non-finite values (largest |w| 3.000e38)",
+            _ => "holds no vectors",
+        };
+        refused(r, &[name, want]);
         assert!(!pw.exists(), "no empty output folder");
     }
     let proj =

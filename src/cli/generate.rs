@@ -124,9 +124,12 @@ fn run_projected(a: &GenerateArgs, w_path: &Path, device: tch::Device) -> Result
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     let ws = crate::npz::read_npz(w_path, "w")?;
     crate::generate::check_ws(&net, &ws).with_context(|| w_path.display().to_string())?;
-    crate::util::create_out_dir(&a.outdir)?;
     let mut all = vec![];
     generate_projected(&net, &ws, mode, device, |i, img| {
+        // Made with the first picture: a w that fails leaves no empty folder.
+        if i == 0 {
+            crate::util::create_out_dir(&a.outdir)?;
+        }
         let path = a.outdir.join(format!("proj{i:02}.png"));
         println!("Generating {} from {}", path.display(), w_path.display());
         img.save_png(&path)?;
