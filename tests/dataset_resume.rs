@@ -89,6 +89,12 @@ fn interrupted_run_resumes_to_the_same_dataset() {
     make_idx(&m, 30, false);
     let clean = t.path().join("clean");
     create(&mut Mnist::open(&m).unwrap(), &opts(&clean)).unwrap();
+    // The manifest's summary counts the bytes written: the shards' sizes.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(clean.join(MANIFEST)).unwrap()).unwrap();
+    let shard_bytes: u64 = manifest["shards"].as_array().unwrap().iter().map(|s| s["bytes"].as_u64().unwrap()).sum();
+    assert!(shard_bytes > 0);
+    assert_eq!(manifest["summary"]["bytes_written"].as_u64(), Some(shard_bytes), "{}", manifest["summary"]);
 
     let dest = t.path().join("ds");
     let partial = partial_path(&dest);
@@ -116,7 +122,10 @@ fn interrupted_run_resumes_to_the_same_dataset() {
     other.seed = 9;
     other.shuffle = true;
     let err = format!("{:#}", create(&mut Mnist::open(&m).unwrap(), &other).unwrap_err());
-    assert!(err.contains("other options"), "{err}");
+    assert!(
+        err.contains("other options (seed: was 0, now 9; shuffle: was false, now true); resume with its options"),
+        "{err}"
+    );
 
     let mut o = opts(&dest);
     o.resume = true;

@@ -195,6 +195,20 @@ pub struct ShardWriter {
     pub journal: Journal,
 }
 
+/// The keys on which two plans differ, as `key: was A, now B` (the whole plans when they are not objects).
+fn plan_difference(was: &serde_json::Value, now: &serde_json::Value) -> String {
+    let (Some(a), Some(b)) = (was.as_object(), now.as_object()) else { return format!("was {was}, now {now}") };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let null = serde_json::Value::Null;
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("{k}: was {}, now {}", a.get(k).unwrap_or(&null), b.get(k).unwrap_or(&null)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl ShardWriter {
     /// Starts a fresh dataset in `dir` (created if needed, expected empty).
     pub fn create(
@@ -230,9 +244,10 @@ impl ShardWriter {
         })?;
         if &journal.plan != plan {
             bail!(
-                "{}: the interrupted run used other options ({}); use --force to start clean",
+                "{}: the interrupted run used other options ({}); resume with its options or use --force to start \
+                 clean",
                 dir.display(),
-                journal.plan
+                plan_difference(&journal.plan, plan)
             );
         }
         for s in &journal.shards {
@@ -395,8 +410,9 @@ impl ShardWriter {
         let mut shards = self.journal.shards.clone();
         // Level by level, each in record order.
         shards.sort_by_key(|s| (std::cmp::Reverse(s.level), s.first));
+        // The summary is the caller's, written before the shard sizes were final: they are known now.
         if let serde_json::Value::Object(m) = &mut summary {
-            m.insert("bytes".into(), shards.iter().map(|s| s.bytes).sum::<u64>().into());
+            m.insert("bytes_written".into(), shards.iter().map(|s| s.bytes).sum::<u64>().into());
         }
         let manifest = Manifest {
             format: FORMAT.into(),
