@@ -9,7 +9,7 @@ fn bench_dataset_and_loader() {
     let runs = std::env::var("SG2_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     for run in 1..=runs {
         println!("run {run}");
-        print!("{}", sg2::data::bench::bench_dataset(images, 256).unwrap());
-        print!("{}", sg2::data::bench::bench_loader(256, 200, 32).unwrap());
+        print!("{}", sg2::data::bench::bench_dataset(images, 256, None).unwrap());
+        print!("{}", sg2::data::bench::bench_loader(256, 200, 32, None).unwrap());
     }
 }

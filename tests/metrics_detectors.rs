@@ -116,3 +116,19 @@ fn detectors_giving_nan_are_refused_by_name() {
     assert!(!ok && err.contains("vgg16.pt: gave NaN or infinite values"), "{err}");
     assert!(!out.exists());
 }
+
+/// `sg2 bench metrics` times the forward and the extraction of any detector, and FID's mean/covariance only for
+/// Inception's 2048 features.
+#[test]
+fn bench_metrics_reports_the_lines_that_apply_to_the_detector() {
+    let dir = tempfile::tempdir().unwrap();
+    common::metrics::make_detectors(dir.path());
+    for (file, fid) in [("inception-2015-12-05.pt", true), ("vgg16.pt", false)] {
+        let det = dir.path().join(file);
+        let args = ["--device", "cpu", "bench", "metrics", "--detector", det.to_str().unwrap(), "--batch", "2"];
+        let (ok, out, err) = common::run_sg2(&[&args[..], &["--batches", "1"]].concat());
+        assert!(ok, "{err}");
+        assert!(out.contains("raw forward") && out.contains("extraction (host records -> features)"), "{out}");
+        assert_eq!(out.contains("mean/cov (FID)"), fid, "{file}: {out}");
+    }
+}

@@ -106,9 +106,11 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
     }
     let device = g.setup()?;
     let report = match args.what {
-        BenchCommand::Dataset { images, resolution } => crate::data::bench::bench_dataset(images, resolution as usize)?,
+        BenchCommand::Dataset { images, resolution } => {
+            crate::data::bench::bench_dataset(images, resolution as usize, g.threads()?)?
+        }
         BenchCommand::Loader { resolution, batches, batch } => {
-            crate::data::bench::bench_loader(resolution as usize, batches, batch)?
+            crate::data::bench::bench_loader(resolution as usize, batches, batch, g.threads()?)?
         }
         BenchCommand::Train { config, set, batch, steps, .. } => {
             let mut sets = crate::config::labeled_sets(&set);

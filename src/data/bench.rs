@@ -87,8 +87,9 @@ fn synthetic_lsun(dir: &std::path::Path, n: usize) -> Result<u64> {
     Ok(bytes)
 }
 
-/// create_lsun throughput at `resolution` on `images` synthetic WebP images, with 1 worker and with all cores.
-pub fn bench_dataset(images: usize, resolution: usize) -> Result<String> {
+/// create_lsun throughput at `resolution` on `images` synthetic WebP images, with 1 worker and with `threads`
+/// (default: all cores).
+pub fn bench_dataset(images: usize, resolution: usize, threads: Option<usize>) -> Result<String> {
     let scratch = Scratch::new("dataset")?;
     let lmdb = scratch.0.join("lmdb");
     let t0 = Instant::now();
@@ -100,7 +101,7 @@ pub fn bench_dataset(images: usize, resolution: usize) -> Result<String> {
         bytes as f64 / 1e6,
         t0.elapsed().as_secs_f64()
     );
-    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut workers = vec![1];
     if all > 1 {
         workers.push(all);
@@ -125,8 +126,9 @@ pub fn bench_dataset(images: usize, resolution: usize) -> Result<String> {
     Ok(report)
 }
 
-/// Loader throughput (images/s) at `resolution` over `batches` batches of `batch` (shuffle and mirror on, CPU).
-pub fn bench_loader(resolution: usize, batches: usize, batch: usize) -> Result<String> {
+/// Loader throughput (images/s) at `resolution` over `batches` batches of `batch` (shuffle and mirror on, CPU), with
+/// `threads` workers (default: the loader's).
+pub fn bench_loader(resolution: usize, batches: usize, batch: usize, threads: Option<usize>) -> Result<String> {
     let scratch = Scratch::new("loader")?;
     let dir = scratch.0.join("ds");
     let count = (batch * 16).clamp(256, 2048);
@@ -143,6 +145,9 @@ pub fn bench_loader(resolution: usize, batches: usize, batch: usize) -> Result<S
     let ds = Arc::new(Dataset::open(&dir)?);
     let mut opts = LoaderOptions::new(batch, resolution);
     opts.mirror = true;
+    if let Some(n) = threads {
+        opts.workers = n;
+    }
     let mut l = Loader::new(ds, opts.clone(), tch::Device::Cpu)?;
     for _ in 0..opts.prefetch {
         let _ = l.next_batch()?;
@@ -164,9 +169,10 @@ pub fn bench_loader(resolution: usize, batches: usize, batch: usize) -> Result<S
 mod tests {
     #[test]
     fn benches_run_on_tiny_inputs() {
-        let r = super::bench_dataset(6, 16).unwrap();
+        let r = super::bench_dataset(6, 16, Some(1)).unwrap();
         assert!(r.contains("--workers 1: 6 images"), "{r}");
-        let r = super::bench_loader(8, 3, 4).unwrap();
-        assert!(r.contains("3 batches"), "{r}");
+        assert!(!r.contains("--workers 2"), "--threads 1 times one worker: {r}");
+        let r = super::bench_loader(8, 3, 4, Some(1)).unwrap();
+        assert!(r.contains("3 batches") && r.contains("batch 4, 1 workers"), "{r}");
     }
 }
