@@ -98,6 +98,14 @@ fn grid_holds_every_image() {
     assert_eq!(g.dimensions(), (3 * 32, 3 * 32)); // 8 images -> 3 columns, 3 rows
     let first = read_png(&dir.path().join("o/seed0000.png")).to_rgb8();
     assert_eq!(g.get_pixel(5, 7), first.get_pixel(5, 7));
+    // A seed named twice is one image (and one cell).
+    let grid2 = dir.path().join("grid2.png");
+    let o2 = dir.path().join("o2");
+    let args = ["generate", "--network", s(&ckpt), "--seeds", "1,0,1,1", "--outdir", s(&o2)];
+    let (ok, out, err) = run_sg2(&[&args[..], &["--device", "cpu", "--grid", s(&grid2)]].concat());
+    assert!(ok && err.contains("--seeds names 2 seed(s) more than once; each is generated once (2 images)"), "{err}");
+    assert_eq!(out.matches("Generating image for seed").count(), 2, "{out}");
+    assert_eq!(read_png(&grid2).to_rgb8().dimensions(), (2 * 32, 32));
 }
 
 #[test]

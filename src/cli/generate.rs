@@ -159,7 +159,17 @@ pub fn run_generate(a: GenerateArgs, g: &Global) -> Result<()> {
     if let Some(w_path) = &a.projected_w {
         return run_projected(&a, w_path, device);
     }
-    let seeds = parse_seeds(a.seeds.as_deref().unwrap_or_default()).context("--seeds")?;
+    let listed = parse_seeds(a.seeds.as_deref().unwrap_or_default()).context("--seeds")?;
+    // One file per seed: a seed named twice would be rendered twice into the same file.
+    let mut seen = std::collections::HashSet::new();
+    let seeds: Vec<u32> = listed.iter().copied().filter(|s| seen.insert(*s)).collect();
+    if seeds.len() < listed.len() {
+        eprintln!(
+            "note: --seeds names {} seed(s) more than once; each is generated once ({} images)",
+            listed.len() - seeds.len(),
+            seeds.len()
+        );
+    }
     let opts = options(a.truncation_psi, a.noise_mode, a.class_idx, a.batch)?;
     let (_cfg, _vs, net) = load_generator(&a.network, device)?;
     // Checks the label and the grid's size before anything is written.
