@@ -78,6 +78,20 @@ fn every_metric_on_a_network_prints_official_lines_appends_jsonl_and_caches_real
     assert!(v("ppl_zfull_20") > 0.0);
     // The same metric twice in one run gives the same number (seeded, cached reals).
     assert_eq!(got[0].1, got[11].1);
+    // IS and PPL need no reals: without --data, the same values.
+    let alone = ["--device", "cpu", "metrics", "--network", s(&net), "--metrics", "is50k,ppl_zfull", "--num-gen", "20"];
+    let (ok, out, err) =
+        run_sg2_env(&[&alone[..], &["--batch", "8", "--detector-dir", s(&det)]].concat(), &[("SG2_HOME", &home)]);
+    assert!(ok, "{err}");
+    let without = parse_lines("tiny32", &out);
+    let v = |n: &str| got.iter().find(|(k, _)| k == n).unwrap().1;
+    assert_eq!(without.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["is20_mean", "is20_std", "ppl_zfull_20"]);
+    for (n, x) in &without {
+        assert_eq!(*x, v(n), "{n}");
+    }
+    let fid_alone = ["--device", "cpu", "metrics", "--network", s(&net), "--metrics", "is50k,fid50k_full"];
+    let (ok, _, err) = run_sg2_env(&fid_alone, &[("SG2_HOME", &home)]);
+    assert!(!ok && err.contains("--metrics fid50k_full: compares with real images: give --data DATASET"), "{err}");
     // JSONL beside the network, one file per metric.
     let jl = std::fs::read_to_string(dir.path().join("metric-pr20_3_r30.jsonl")).unwrap();
     let j: serde_json::Value = serde_json::from_str(jl.lines().next().unwrap()).unwrap();

@@ -13,7 +13,7 @@ pub struct Args {
     /// Network checkpoint (.safetensors) to evaluate.
     #[arg(long)]
     pub network: Option<PathBuf>,
-    /// Dataset of real images (a dataset-tool folder).
+    /// Dataset of real images (a dataset-tool folder); IS and PPL of an unconditional network need none.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Comma-separated metrics: fid50k_full, fid50k, kid50k_full, pr50k3_full, is50k, ppl2_wend, ppl_zfull,
@@ -118,24 +118,34 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
         }
     }
     match (&args.network, &args.data, &args.real, &args.fake) {
-        (Some(net), Some(data), None, None) => {
+        (Some(net), data, None, None) => {
             ensure!(args.rank.is_none(), "--rank needs --real REF --fake CANDIDATES");
             // Check the names and the detectors before the (slow) network load.
             for n in &names {
-                metrics::spec(n)?;
+                let m = metrics::spec(n)?;
+                if data.is_none() && metrics::needs_reals(m) {
+                    bail!("--metrics {n}: compares with real images: give --data DATASET");
+                }
             }
             let (cfg, _vs, gen) = checkpoint::load_generator(net, device)?;
             opts.mirror = args.mirror.unwrap_or(cfg.training.mirror);
-            let ds = crate::data::Dataset::open(data)?;
-            let res = metrics::real_resolution(&gen, &ds)?;
-            if res != ds.resolution && dist.is_main() {
-                eprintln!("note: {} is {1}x{1}; comparing with its {res}x{res} level", data.display(), ds.resolution);
+            // IS and PPL alone need no dataset (for an unconditional network).
+            let ds = data.as_ref().map(crate::data::Dataset::open).transpose()?;
+            if let (Some(ds), Some(data)) = (&ds, data) {
+                let res = metrics::real_resolution(&gen, ds)?;
+                if res != ds.resolution && dist.is_main() {
+                    eprintln!(
+                        "note: {} is {1}x{1}; comparing with its {res}x{res} level",
+                        data.display(),
+                        ds.resolution
+                    );
+                }
             }
             let world = dist.world;
             if world > 1 {
                 opts.dist = Some(Arc::new(dist));
             }
-            let results = metrics::evaluate_generator(&gen, data, &names, &opts)?;
+            let results = metrics::evaluate(&gen, ds.as_ref(), &names, &opts)?;
             if !opts.is_main() {
                 return Ok(());
             }
@@ -169,7 +179,7 @@ pub fn run(args: Args, g: &Global) -> Result<()> {
             let label = fake.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             print_results(&label, &results)
         }
-        _ => bail!("give either --network CKPT --data DATASET, or --real A --fake B"),
+        _ => bail!("give either --network CKPT --data DATASET (IS and PPL: --network alone), or --real A --fake B"),
     }
 }
 

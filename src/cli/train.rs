@@ -163,7 +163,7 @@ fn snapshot_metrics(
     // So are counts that a metric cannot work with (`logging.metrics_num_gen = 3` for pr50k3_full).
     // (A dataset that does not open yet, such as one in the middle of a replacement, is left to the run.)
     if let Ok(ds) = crate::data::Dataset::open(data) {
-        metrics::check_counts(&names, &opts, &ds).context("logging.metrics")?;
+        metrics::check_counts(&names, &opts, Some(&ds)).context("logging.metrics")?;
     }
     let data = data.to_path_buf();
     let (main, world) = (dist.is_main(), dist.world);

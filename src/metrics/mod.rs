@@ -228,8 +228,8 @@ pub fn printed_name(m: &MetricSpec, num_gen: Option<usize>, num_real: Option<usi
 
 /// The generated and real images that metric `m` takes with `opts` from `ds` (the reals capped by the dataset, which
 /// the TF-era metrics read x-flipped, twice as many, when the network was trained mirrored).
-fn planned_counts(m: &MetricSpec, opts: &MetricOptions, ds: &Dataset) -> (usize, usize) {
-    let available = ds.count as usize * if opts.mirror && m.keeps_mirror { 2 } else { 1 };
+fn planned_counts(m: &MetricSpec, opts: &MetricOptions, ds: Option<&Dataset>) -> (usize, usize) {
+    let available = ds.map_or(0, |ds| ds.count as usize) * if opts.mirror && m.keeps_mirror { 2 } else { 1 };
     let real = opts.num_real.or(m.max_real).map_or(available, |n| n.min(available));
     (opts.num_gen.unwrap_or(m.num_gen), real)
 }
@@ -237,7 +237,7 @@ fn planned_counts(m: &MetricSpec, opts: &MetricOptions, ds: &Dataset) -> (usize,
 /// Refuses counts that a metric cannot be computed with, before any image is made: KID needs 2 of each,
 /// precision/recall more than k, IS one image per split. Training checks its `logging.metrics` so before the first
 /// minibatch.
-pub fn check_counts(names: &[String], opts: &MetricOptions, ds: &Dataset) -> Result<()> {
+pub fn check_counts(names: &[String], opts: &MetricOptions, ds: Option<&Dataset>) -> Result<()> {
     for n in names {
         let m = spec(n.trim())?;
         let (gen, real) = planned_counts(m, opts, ds);
@@ -249,13 +249,16 @@ pub fn check_counts(names: &[String], opts: &MetricOptions, ds: &Dataset) -> Res
             Kind::Fid | Kind::Ppl(_) => (1, 0),
         };
         ensure!(gen >= min_gen, "{}: needs at least {min_gen} generated images, {gen} asked", m.name);
-        ensure!(
-            real >= min_real,
-            "{}: needs at least {min_real} real images, {real} available ({} holds {})",
-            m.name,
-            ds.path.display(),
-            ds.count
-        );
+        if min_real > 0 {
+            let ds = ds.ok_or_else(|| no_reals(m))?;
+            ensure!(
+                real >= min_real,
+                "{}: needs at least {min_real} real images, {real} available ({} holds {})",
+                m.name,
+                ds.path.display(),
+                ds.count
+            );
+        }
     }
     Ok(())
 }
@@ -448,11 +451,36 @@ pub fn evaluate_generator(
     names: &[String],
     opts: &MetricOptions,
 ) -> Result<Vec<MetricResult>> {
+    evaluate(g, Some(&Dataset::open(data)?), names, opts)
+}
+
+fn no_reals(m: &MetricSpec) -> anyhow::Error {
+    anyhow::anyhow!("{}: compares with real images: give --data", m.name)
+}
+
+/// Whether a metric compares with real images (FID, KID, precision/recall); IS and PPL need generated ones only.
+pub fn needs_reals(m: &MetricSpec) -> bool {
+    matches!(m.kind, Kind::Fid | Kind::Kid | Kind::Pr)
+}
+
+/// [`evaluate_generator`] on an open dataset, or on none when every metric is IS or PPL of an unconditional
+/// network (a conditional one draws its labels from the dataset, as the official).
+pub fn evaluate(
+    g: &Generator,
+    ds: Option<&Dataset>,
+    names: &[String],
+    opts: &MetricOptions,
+) -> Result<Vec<MetricResult>> {
     ensure!(!names.is_empty(), "no metrics given");
     let specs: Vec<&MetricSpec> = names.iter().map(|n| spec(n.trim())).collect::<Result<_>>()?;
-    let ds = Dataset::open(data)?;
-    let res = real_resolution(g, &ds)?;
-    check_counts(names, opts, &ds)?;
+    let res = match ds {
+        Some(ds) => real_resolution(g, ds)?,
+        None => {
+            ensure!(g.c_dim() == 0, "a conditional network draws its labels from the dataset: give --data");
+            g.img_resolution() as usize
+        }
+    };
+    check_counts(names, opts, ds)?;
     let mut dets = Detectors::new(opts);
     let mut out = vec![];
     for m in specs {
@@ -462,10 +490,10 @@ pub fn evaluate_generator(
         let t0 = Instant::now();
         // The x-flipped dataset of the TF-era metrics holds every image twice.
         let mirror = opts.mirror && m.keeps_mirror;
-        let available = ds.count as usize * if mirror { 2 } else { 1 };
+        let available = ds.map_or(0, |ds| ds.count as usize) * if mirror { 2 } else { 1 };
         // More reals than the dataset holds: all of them, and the printed name says how many.
-        let given_real = opts.num_real.map(|n| n.min(available));
-        if let (Some(asked), Some(used)) = (opts.num_real, given_real) {
+        let given_real = opts.num_real.map(|n| n.min(available)).filter(|_| ds.is_some());
+        if let (Some(asked), Some(used), Some(ds)) = (opts.num_real, given_real, ds) {
             if asked > used && opts.is_main() {
                 eprintln!("warning: {asked} real images asked, {} holds {used}: using {used}", ds.path.display());
             }
@@ -477,7 +505,10 @@ pub fn evaluate_generator(
         let name = printed_name(m, opts.num_gen, named_real);
         let num_gen = opts.num_gen.unwrap_or(m.num_gen);
         let num_real = given_real.or(m.max_real).unwrap_or(usize::MAX);
-        let reals = RealSet { ds: &ds, resolution: res, count: num_real, mirror };
+        let reals = || -> Result<RealSet> {
+            let ds = ds.ok_or_else(|| no_reals(m))?;
+            Ok(RealSet { ds, resolution: res, count: num_real, mirror })
+        };
         let fakes = |det: &Detector, kw: &[(&str, bool)], capture: Capture| {
             let pass = FeaturePass {
                 det,
@@ -488,20 +519,20 @@ pub fn evaluate_generator(
                 show: opts.progress,
                 dist: opts.dist(),
             };
-            features::generator_features(&pass, g, Some(&ds), opts.truncation_psi)
+            features::generator_features(&pass, g, ds, opts.truncation_psi)
         };
         let values: Vec<(String, f64)> = match m.kind {
             Kind::Fid => {
                 let det = dets.get(INCEPTION)?;
                 let kw = [("return_features", true)];
-                let real = real_stats(det, reals, &kw, Capture::MeanCov, opts)?;
+                let real = real_stats(det, reals()?, &kw, Capture::MeanCov, opts)?;
                 let gen = fakes(det, &kw, Capture::MeanCov)?;
                 vec![(name.clone(), fid::fid(&real, &gen)?)]
             }
             Kind::Kid | Kind::Pr => {
                 let det = dets.get(if m.kind == Kind::Kid { INCEPTION } else { VGG16 })?;
                 let kw = [("return_features", true)];
-                let real = real_stats(det, reals, &kw, Capture::All, opts)?.all()?;
+                let real = real_stats(det, reals()?, &kw, Capture::All, opts)?.all()?;
                 let gen = fakes(det, &kw, Capture::All)?.all()?;
                 let (r, f) = (real.to_device(opts.device), gen.to_device(opts.device));
                 if m.kind == Kind::Kid {
@@ -520,7 +551,7 @@ pub fn evaluate_generator(
             Kind::Ppl(spec) => {
                 let det = dets.get(VGG16)?;
                 let show = opts.progress;
-                vec![(name.clone(), ppl::ppl(g, det, &spec, Some(&ds), num_gen, opts.batch, show, opts.dist())?)]
+                vec![(name.clone(), ppl::ppl(g, det, &spec, ds, num_gen, opts.batch, show, opts.dist())?)]
             }
         };
         let seconds = t0.elapsed().as_secs_f64();
