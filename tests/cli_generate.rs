@@ -182,7 +182,7 @@ fn interpolation_writes_a_looping_gif() {
 fn bad_checkpoints_fail_clearly_without_output() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("corrupt.safetensors");
-    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    std::fs::write(&corrupt, b"\x09\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
     let cases = [
         (dir.path().join("missing.safetensors"), "no such checkpoint"),
         (corrupt.clone(), "not a valid safetensors file"),

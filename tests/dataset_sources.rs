@@ -299,13 +299,7 @@ fn special_files_and_oversized_entries_are_skipped() {
     make_zip(&zip_path, &dir, "", true);
     // 1.png's entry now declares 2 GiB in both headers.
     let mut b = std::fs::read(&zip_path).unwrap();
-    for (sig, name_len_at, size_at, name_at) in [(b"PK\x03\x04", 26, 22, 30), (b"PK\x01\x02", 28, 24, 46)] {
-        let at = (0..b.len() - 4)
-            .find(|&i| {
-                let n = u16::from_le_bytes([b[i + name_len_at], b[i + name_len_at + 1]]) as usize;
-                &b[i..i + 4] == sig && b.get(i + name_at..i + name_at + n) == Some(&b"1.png"[..])
-            })
-            .unwrap();
+    for (at, size_at) in zip_headers(&b, "1.png").into_iter().zip([22, 24]) {
         b[at + size_at..at + size_at + 4].copy_from_slice(&0x8000_0000u32.to_le_bytes());
     }
     std::fs::write(&zip_path, &b).unwrap();
@@ -313,6 +307,18 @@ fn special_files_and_oversized_entries_are_skipped() {
     let s2 = create(&mut Images::open(&zip_path).unwrap(), &opts(&d2, 8, None)).unwrap();
     assert_eq!(s2.written, 1);
     assert_eq!(s2.skipped.get("too large to decode"), Some(&1), "{:?}", s2.skipped);
+}
+
+/// A stored zip `root/a.zip` of 12x12 pictures named `names` (picture i for the i-th name).
+fn png_zip(root: &std::path::Path, names: &[&str]) -> std::path::PathBuf {
+    let dir = root.join("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(dir.join(name), png(&picture(12, 12, 3, i))).unwrap();
+    }
+    let zip_path = root.join("a.zip");
+    make_zip(&zip_path, &dir, "", true);
+    zip_path
 }
 
 /// Offsets of the local and central headers of `name` in zip bytes `b`.
@@ -332,13 +338,7 @@ fn zip_headers(b: &[u8], name: &str) -> [usize; 2] {
 #[test]
 fn unreadable_zip_entries_are_skipped_and_counted() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("src");
-    std::fs::create_dir_all(&dir).unwrap();
-    for i in 0..4 {
-        std::fs::write(dir.join(format!("{i}.png")), png(&picture(12, 12, 3, i))).unwrap();
-    }
-    let zip_path = t.path().join("a.zip");
-    make_zip(&zip_path, &dir, "", true);
+    let zip_path = png_zip(t.path(), &["0.png", "1.png", "2.png", "3.png"]);
     let mut b = std::fs::read(&zip_path).unwrap();
     // 1.png: compression method 12 (bzip2, not built in) in both headers.
     let [local, central] = zip_headers(&b, "1.png");
@@ -381,13 +381,7 @@ fn an_empty_cifar_batch_is_named() {
 #[test]
 fn a_repeated_zip_entry_name_is_counted() {
     let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("src");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (i, name) in ["a.png", "b.png", "c.png"].iter().enumerate() {
-        std::fs::write(dir.join(name), png(&picture(12, 12, 3, i))).unwrap();
-    }
-    let zip_path = t.path().join("a.zip");
-    make_zip(&zip_path, &dir, "", true);
+    let zip_path = png_zip(t.path(), &["a.png", "b.png", "c.png"]);
     let mut b = std::fs::read(&zip_path).unwrap();
     // b.png becomes a second a.png in both headers (same length, so nothing moves).
     for (at, name_at) in zip_headers(&b, "b.png").into_iter().zip([30, 46]) {
