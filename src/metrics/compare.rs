@@ -7,7 +7,7 @@ use super::detector::{Detector, INCEPTION, VGG16};
 use super::features::{folder_features, FeaturePass, ImageFolder};
 use super::stats::{Capture, FeatureStats};
 use super::{fid, kid, pr, real_stats, Detectors, MetricOptions, MetricResult};
-use crate::data::sources::{decode, is_grayscale, Payload, Source};
+use crate::data::sources::{shape, Payload, Source};
 use crate::data::Dataset;
 use anyhow::{bail, ensure, Result};
 use std::fmt::Write as _;
@@ -54,8 +54,8 @@ impl ImageSet {
             ImageSet::Dataset(d) => Some((d.resolution, d.resolution, d.channels)),
             ImageSet::Folder(f) => (0..f.len().min(64)).find_map(|i| {
                 let Payload::Encoded(b) = f.images.get(i as u64).ok()?.payload else { return None };
-                let px = decode(&b, 3).ok()?;
-                Some((px.width as usize, px.height as usize, if is_grayscale(&b).ok()? { 1 } else { 3 }))
+                let (w, h, gray) = shape(&b).ok()?;
+                Some((w as usize, h as usize, if gray { 1 } else { 3 }))
             }),
         }
     }

@@ -121,10 +121,15 @@ fn decode_webp(bytes: &[u8]) -> Result<Option<ImageU8>> {
 
 /// Whether the decoded image is grayscale (decides 1 or 3 channels for image folders).
 pub fn is_grayscale(bytes: &[u8]) -> Result<bool> {
+    Ok(shape(bytes)?.2)
+}
+
+/// Width, height and whether it is grayscale, of the decoded image.
+pub fn shape(bytes: &[u8]) -> Result<(u32, u32, bool)> {
     let fmt = sniff(bytes).context("not a PNG, JPEG, WebP or GIF image")?;
     let img = image::load_from_memory_with_format(bytes, fmt).context("undecodable image")?;
     anyhow::ensure!(img.width() > 0 && img.height() > 0, "empty image (0 pixels)");
-    Ok(!img.color().has_color())
+    Ok((img.width(), img.height(), !img.color().has_color()))
 }
 
 /// A decoded image as 1 or 3 channels (see [`decode`]).
